@@ -1,0 +1,225 @@
+#include "io/connection.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "base/log.h"
+
+namespace sluice::io {
+
+Connection::Connection(Shard& shard, int fd) : shard_(shard), fd_(fd) {}
+
+Connection::~Connection() {
+  if (ops_in_flight_ != 0) SLUICE_BUG("connection freed with requests in flight");
+  if (!closed_ && fd_ >= 0) ::close(fd_);
+}
+
+void Connection::Start() { ArmRecv(); }
+
+void Connection::ArmRecv() {
+  if (recv_armed_ || eof_ || error_ != 0 || closed_) return;
+  io_uring_sqe* sqe = shard_.GetSqe();
+  // Multishot recv (kernel 6.0) selecting from the shard's buffer ring: no
+  // buffer is pinned to an idle connection.
+  io_uring_prep_recv_multishot(sqe, fd_, nullptr, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = Shard::kRecvBufferGroup;
+  recv_user_data_ = shard_.Arm(sqe, this);
+  recv_armed_ = true;
+  recv_paused_ = false;
+  ++ops_in_flight_;
+}
+
+void Connection::OnCompletion(int32_t res, uint32_t flags) {
+  if (flags & IORING_CQE_F_BUFFER) {
+    const unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
+    if (res > 0) inbox_.append(shard_.RecvBuffer(bid), static_cast<size_t>(res));
+    shard_.ReturnRecvBuffer(bid);
+  }
+  const bool more = flags & IORING_CQE_F_MORE;
+  if (!more) {
+    recv_armed_ = false;
+    OpDone();
+  }
+  if (res == 0) {
+    eof_ = true;
+  } else if (res < 0) {
+    if (res == -ENOBUFS) {
+      // The ring ran dry; buffers of this batch are already back. Re-arm.
+      auto& s = const_cast<ShardStats&>(shard_.stats());
+      s.enobufs.store(s.enobufs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      if (!closed_) ArmRecv();
+    } else if (res == -ECANCELED) {
+      // Paused for backpressure, or closing.
+    } else {
+      error_ = -res;
+    }
+  } else if (!more && !closed_ && !recv_paused_) {
+    ArmRecv();  // the kernel ended the multishot (e.g. CQ pressure): continue
+  }
+
+  if (!closed_ && recv_armed_ && !recv_paused_ && inbox().size() >= kInboxHighWater) {
+    recv_paused_ = true;
+    shard_.Cancel(recv_user_data_);
+  }
+  if (reader_) {
+    if (inbox().size() > seen_) {
+      WakeReader();
+    } else if (eof_) {
+      WakeReader();
+    } else if (error_ != 0) {
+      WakeReader();
+    }
+  }
+}
+
+void Connection::Consume(size_t n) {
+  inbox_pos_ += n;
+  if (inbox_pos_ >= inbox_.size()) {
+    inbox_.clear();
+    inbox_pos_ = 0;
+  } else if (inbox_pos_ > 64 * 1024 && inbox_pos_ * 2 > inbox_.size()) {
+    inbox_.erase(0, inbox_pos_);
+    inbox_pos_ = 0;
+  }
+  seen_ = std::min(seen_ > n ? seen_ - n : 0, inbox().size());
+  if (recv_paused_ && !recv_armed_ && inbox().size() < kInboxLowWater) ArmRecv();
+}
+
+void Connection::WakeReader() {
+  auto h = reader_;
+  reader_ = nullptr;
+  shard_.timers().Cancel(read_timer_);
+  read_timer_ = {};
+  shard_.Schedule(h);
+}
+
+void Connection::OnTimer() {
+  read_timer_ = {};
+  if (reader_) WakeReader();
+}
+
+void Connection::Interrupt() {
+  interrupted_ = true;
+  if (reader_ && reader_interruptible_) WakeReader();
+}
+
+bool Connection::ReadAwaiter::await_ready() {
+  if (c_.inbox().size() > c_.seen_) return true;
+  if (c_.eof_ || c_.error_ != 0) return true;
+  if (interruptible_ && c_.interrupted_) return true;
+  return false;
+}
+
+void Connection::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
+  c_.reader_ = h;
+  c_.reader_interruptible_ = interruptible_;
+  c_.read_timer_ = c_.shard_.timers().Add(c_.shard_.Now() + timeout_, &c_);
+  // A paused recv resumes once the owner drained the inbox (Consume); if it
+  // is waiting now, the inbox is below the mark, so make sure we receive.
+  if (!c_.recv_armed_) c_.ArmRecv();
+}
+
+ReadStatus Connection::ReadAwaiter::await_resume() {
+  ReadStatus status = ReadStatus::kTimeout;
+  if (c_.inbox().size() > c_.seen_) {
+    status = ReadStatus::kData;
+  } else if (c_.error_ != 0 || c_.closed_) {
+    status = ReadStatus::kError;
+  } else if (c_.eof_) {
+    status = ReadStatus::kEof;
+  } else if (interruptible_ && c_.interrupted_) {
+    status = ReadStatus::kInterrupted;
+  }
+  c_.seen_ = c_.inbox().size();
+  return status;
+}
+
+// One send request; lives in the SendAll frame until its completion.
+class Connection::SendOp final : public CompletionHandler, public TimerHandler {
+ public:
+  SendOp(Connection& c, const char* data, size_t len, MonoTime deadline) : c_(c) {
+    io_uring_sqe* sqe = c_.shard_.GetSqe();
+    io_uring_prep_send(sqe, c_.fd_, data, len, MSG_NOSIGNAL);
+    user_data_ = c_.shard_.Arm(sqe, this);
+    ++c_.ops_in_flight_;
+    timer_ = c_.shard_.timers().Add(deadline, this);
+  }
+  bool await_ready() const noexcept { return done_; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { waiter_ = h; }
+  int32_t await_resume() const noexcept { return res_; }
+
+  void OnCompletion(int32_t res, uint32_t /*flags*/) override {
+    res_ = res;
+    done_ = true;
+    c_.shard_.timers().Cancel(timer_);
+    c_.OpDone();
+    if (waiter_) c_.shard_.Schedule(waiter_);
+  }
+  void OnTimer() override {
+    timer_ = {};
+    c_.shard_.Cancel(user_data_);  // completes with -ECANCELED
+  }
+
+ private:
+  Connection& c_;
+  uint64_t user_data_ = 0;
+  TimerWheel::Id timer_;
+  std::coroutine_handle<> waiter_;
+  int32_t res_ = 0;
+  bool done_ = false;
+};
+
+Task<bool> Connection::SendAll(std::string data, Duration timeout) {
+  const MonoTime deadline = shard_.Now() + timeout;
+  size_t off = 0;
+  while (off < data.size()) {
+    if (closed_ || error_ != 0) co_return false;
+    SendOp op(*this, data.data() + off, data.size() - off, deadline);
+    const int32_t res = co_await op;
+    if (res <= 0) {
+      if (res == -EINTR || res == -EAGAIN) continue;
+      if (res < 0 && res != -ECANCELED) error_ = -res;
+      co_return false;
+    }
+    off += static_cast<size_t>(res);
+  }
+  co_return true;
+}
+
+void Connection::OpDone() {
+  if (ops_in_flight_ == 0) {
+    SLUICE_BUG("op count underflow");
+    return;
+  }
+  if (--ops_in_flight_ == 0 && closer_) {
+    auto h = closer_;
+    closer_ = nullptr;
+    shard_.Schedule(h);
+  }
+}
+
+namespace {
+struct AwaitHandle {
+  std::coroutine_handle<>* slot;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { *slot = h; }
+  void await_resume() const noexcept {}
+};
+}  // namespace
+
+Task<void> Connection::Close() {
+  if (closed_) co_return;
+  closed_ = true;
+  if (reader_) WakeReader();
+  if (ops_in_flight_ > 0) {
+    shard_.CancelFd(fd_);
+    co_await AwaitHandle{&closer_};
+  }
+  ::close(fd_);
+  fd_ = -1;
+}
+
+}  // namespace sluice::io

@@ -1,0 +1,113 @@
+#pragma once
+
+// Connection: one TCP stream on a shard. Plaintext bytes arrive through a
+// multishot recv on the shard's provided-buffer ring and are appended to the
+// inbox; the owning coroutine consumes them. One send is in flight at a time.
+// The object must outlive every request it issued: Close() cancels them and
+// waits for the last completion before closing the fd.
+
+#include <coroutine>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "base/clock.h"
+#include "io/shard.h"
+#include "io/task.h"
+#include "io/timer_wheel.h"
+
+namespace sluice::io {
+
+enum class ReadStatus {
+  kData,         // new bytes were appended to the inbox
+  kEof,          // the peer closed its side
+  kError,        // the socket failed (reset, ...)
+  kTimeout,      // nothing arrived before the deadline
+  kInterrupted,  // Interrupt() was called (shutdown) while waiting
+};
+
+class Connection final : private CompletionHandler, private TimerHandler {
+ public:
+  // Inbox bounds: past the high-water mark the recv is cancelled (the kernel
+  // buffers and TCP flow control take over) and re-armed below low water.
+  static constexpr size_t kInboxHighWater = 256 * 1024;
+  static constexpr size_t kInboxLowWater = 64 * 1024;
+
+  Connection(Shard& shard, int fd);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  int fd() const { return fd_; }
+  Shard& shard() { return shard_; }
+
+  // Starts receiving. Call once.
+  void Start();
+
+  std::string_view inbox() const { return std::string_view(inbox_).substr(inbox_pos_); }
+  void Consume(size_t n);
+  // Drops everything received so far (STARTTLS injection defence).
+  void DiscardInbox() { Consume(inbox().size()); }
+  bool eof() const { return eof_; }
+
+  class ReadAwaiter {
+   public:
+    ReadAwaiter(Connection& c, Duration timeout, bool interruptible)
+        : c_(c), timeout_(timeout), interruptible_(interruptible) {}
+    bool await_ready();
+    void await_suspend(std::coroutine_handle<> h);
+    ReadStatus await_resume();
+
+   private:
+    Connection& c_;
+    Duration timeout_;
+    bool interruptible_;
+  };
+  // Waits until more bytes arrive than were in the inbox at the last wait.
+  ReadAwaiter WaitForData(Duration timeout, bool interruptible) {
+    return ReadAwaiter(*this, timeout, interruptible);
+  }
+
+  // Sends all of data (handles short sends). false on error or timeout.
+  Task<bool> SendAll(std::string data, Duration timeout);
+
+  // Wakes an interruptible WaitForData with kInterrupted; later interruptible
+  // waits return kInterrupted at once.
+  void Interrupt();
+  bool interrupted() const { return interrupted_; }
+
+  // Cancels everything in flight, waits for the last completion, closes.
+  Task<void> Close();
+
+ private:
+  class SendOp;
+
+  void ArmRecv();
+  void OnCompletion(int32_t res, uint32_t flags) override;  // multishot recv
+  void OnTimer() override;                                   // read deadline
+  void WakeReader();
+  void OpDone();
+
+  Shard& shard_;
+  int fd_;
+  std::string inbox_;
+  size_t inbox_pos_ = 0;
+  size_t seen_ = 0;  // inbox().size() when the reader last looked
+
+  uint64_t recv_user_data_ = 0;
+  bool recv_armed_ = false;
+  bool recv_paused_ = false;  // cancelled for backpressure
+  bool eof_ = false;
+  int error_ = 0;
+  bool interrupted_ = false;
+
+  std::coroutine_handle<> reader_;
+  bool reader_interruptible_ = false;
+  TimerWheel::Id read_timer_;
+
+  unsigned ops_in_flight_ = 0;
+  std::coroutine_handle<> closer_;  // waits for ops_in_flight_ == 0
+  bool closed_ = false;
+};
+
+}  // namespace sluice::io

@@ -1,0 +1,72 @@
+#pragma once
+
+// A hashed timer wheel for connection timeouts (engineering-notes §2.6).
+// SMTP timeouts are seconds to minutes, so a 10 ms tick is plenty; one timer
+// per waiting connection, O(1) add and cancel, expiry work proportional to
+// the timers due. Single-threaded: owned by one shard.
+
+#include <cstdint>
+#include <vector>
+
+#include "base/clock.h"
+
+namespace sluice::io {
+
+class TimerHandler {
+ public:
+  virtual void OnTimer() = 0;
+
+ protected:
+  ~TimerHandler() = default;
+};
+
+class TimerWheel {
+ public:
+  struct Id {
+    uint32_t index = 0;
+    uint32_t generation = 0;  // 0 = no timer
+    explicit operator bool() const { return generation != 0; }
+  };
+
+  static constexpr Duration kTick = std::chrono::milliseconds(10);
+  static constexpr uint32_t kSlots = 4096;  // one turn = 40.96 s; longer timers wait turns
+
+  explicit TimerWheel(MonoTime now);
+
+  // Fires handler->OnTimer() from Advance() at or after `when`.
+  Id Add(MonoTime when, TimerHandler* handler);
+  // Cancelling a timer that already fired or was cancelled is a no-op.
+  void Cancel(Id id);
+  // Runs every timer due at `now`. Handlers may add or cancel timers.
+  void Advance(MonoTime now);
+  // Time until the earliest possible expiry, or a negative duration if none
+  // (the event loop then waits without a timeout).
+  Duration NextTimeout(MonoTime now);
+  size_t size() const { return live_; }
+
+ private:
+  struct Entry {
+    TimerHandler* handler = nullptr;
+    uint64_t tick = 0;  // absolute tick of expiry
+    uint32_t generation = 1;
+    bool live = false;
+  };
+  struct SlotRef {
+    uint32_t index;
+    uint32_t generation;
+  };
+
+  uint64_t TickOf(MonoTime t) const;
+
+  MonoTime origin_;
+  uint64_t current_tick_ = 0;  // every tick < current_tick_ has been processed
+  std::vector<Entry> entries_;
+  std::vector<uint32_t> free_;
+  std::vector<std::vector<SlotRef>> slots_;
+  static constexpr uint64_t kUnknown = UINT64_MAX;
+  uint64_t earliest_tick_ = kUnknown;  // lower bound on the earliest live tick, or kUnknown
+  size_t live_ = 0;
+  std::vector<TimerHandler*> due_;  // scratch for Advance()
+};
+
+}  // namespace sluice::io
