@@ -1,0 +1,291 @@
+#include "gateway/config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <toml++/toml.h>
+
+namespace sluice::gateway {
+
+namespace {
+
+// Reads one TOML table, remembering which keys were used so that unknown keys
+// (typos) are errors rather than silently ignored settings.
+class TableReader {
+ public:
+  TableReader(const toml::table& t, std::string file, std::string prefix)
+      : t_(t), file_(std::move(file)), prefix_(std::move(prefix)) {}
+
+  std::string Where(const toml::node* n, std::string_view key) const {
+    std::ostringstream o;
+    o << file_;
+    if (n) o << ":" << n->source().begin.line;
+    o << ": " << prefix_ << key;
+    return o.str();
+  }
+
+  const toml::node* Get(std::string_view key) {
+    used_.insert(std::string(key));
+    return t_.get(key);
+  }
+
+  bool String(std::string_view key, std::string* out, std::string* err) {
+    const toml::node* n = Get(key);
+    if (!n) return true;
+    if (auto v = n->value<std::string>()) {
+      *out = *v;
+      return true;
+    }
+    *err = Where(n, key) + ": expected a string";
+    return false;
+  }
+
+  template <typename T>
+  bool Integer(std::string_view key, T* out, int64_t min, int64_t max, std::string* err) {
+    const toml::node* n = Get(key);
+    if (!n) return true;
+    auto v = n->value<int64_t>();
+    if (!v || !n->is_integer()) {
+      *err = Where(n, key) + ": expected an integer";
+      return false;
+    }
+    if (*v < min || *v > max) {
+      *err = Where(n, key) + ": " + std::to_string(*v) + " is out of range [" +
+             std::to_string(min) + ", " + std::to_string(max) + "]";
+      return false;
+    }
+    *out = static_cast<T>(*v);
+    return true;
+  }
+
+  bool Secs(std::string_view key, Seconds* out, int64_t min, int64_t max, std::string* err) {
+    int64_t v = out->count();
+    if (!Integer(key, &v, min, max, err)) return false;
+    *out = Seconds(v);
+    return true;
+  }
+
+  bool StringList(std::string_view key, std::vector<std::string>* out, std::string* err) {
+    const toml::node* n = Get(key);
+    if (!n) return true;
+    const toml::array* a = n->as_array();
+    if (!a) {
+      *err = Where(n, key) + ": expected an array of strings";
+      return false;
+    }
+    out->clear();
+    for (const toml::node& e : *a) {
+      auto s = e.value<std::string>();
+      if (!s || !e.is_string()) {
+        *err = Where(&e, key) + ": expected an array of strings";
+        return false;
+      }
+      out->push_back(*s);
+    }
+    return true;
+  }
+
+  bool CheckUnknown(std::string* err) const {
+    for (const auto& [k, v] : t_) {
+      if (!used_.count(std::string(k.str()))) {
+        *err = Where(&v, k.str()) + ": unknown setting";
+        return false;
+      }
+    }
+    return true;
+  }
+
+ private:
+  const toml::table& t_;
+  std::string file_;
+  std::string prefix_;
+  std::set<std::string> used_;
+};
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+bool ParseListener(const toml::table& t, const std::string& file, size_t index,
+                   ListenerConfig* l, std::string* err) {
+  TableReader r(t, file, "listener[" + std::to_string(index) + "].");
+  if (!r.String("name", &l->name, err)) return false;
+  if (l->name.empty()) l->name = "listener" + std::to_string(index);
+  if (!r.String("address", &l->address, err)) return false;
+  if (!io::SocketAddress::Parse(l->address, 1).ok()) {
+    *err = r.Where(t.get("address"), "address") + ": '" + l->address + "' is not an IP address";
+    return false;
+  }
+  if (!t.get("port")) {
+    *err = r.Where(&t, "port") + ": required";
+    return false;
+  }
+  if (!r.Integer("port", &l->port, 1, 65535, err)) return false;
+
+  std::vector<std::string> nets;
+  if (!r.StringList("mynetworks", &nets, err)) return false;
+  for (const std::string& s : nets) {
+    auto c = io::Cidr::Parse(s);
+    if (!c) {
+      *err = r.Where(t.get("mynetworks"), "mynetworks") + ": '" + s + "' is not a CIDR block";
+      return false;
+    }
+    l->mynetworks.push_back(*c);
+  }
+  std::vector<std::string> domains;
+  if (!r.StringList("relay_domains", &domains, err)) return false;
+  for (std::string& d : domains) l->relay_domains.push_back(Lower(d));
+
+  if (!r.Integer("max_message_size", &l->max_message_size, 1024, int64_t{1} << 40, err)) {
+    return false;
+  }
+  if (!r.Integer("max_recipients", &l->max_recipients, 1, 100000, err)) return false;
+  if (!r.Integer("max_line_length", &l->max_line_length, 512, 1 << 20, err)) return false;
+  if (!r.Integer("max_data_line_length", &l->max_data_line_length, 1000, 1 << 30, err)) {
+    return false;
+  }
+  if (!r.Integer("max_connections", &l->max_connections, 1, 1000000, err)) return false;
+  if (!r.Integer("max_connections_per_ip", &l->max_connections_per_ip, 1, 1000000, err)) {
+    return false;
+  }
+  if (!r.Integer("max_errors", &l->max_errors, 1, 100000, err)) return false;
+  if (!r.Integer("max_junk_commands", &l->max_junk_commands, 1, 100000, err)) return false;
+  if (!r.Integer("max_received_headers", &l->max_received_headers, 1, 10000, err)) return false;
+  if (!r.Secs("command_timeout", &l->command_timeout, 1, 86400, err)) return false;
+  if (!r.Secs("data_timeout", &l->data_timeout, 1, 86400, err)) return false;
+
+  std::string bare = "reject";
+  if (!r.String("bare_newline", &bare, err)) return false;
+  if (bare == "reject") {
+    l->bare_newline = smtp::BareNewline::kReject;
+  } else if (bare == "normalize") {
+    l->bare_newline = smtp::BareNewline::kNormalize;
+  } else {
+    *err = r.Where(t.get("bare_newline"), "bare_newline") + ": must be \"reject\" or \"normalize\"";
+    return false;
+  }
+
+  // Reserved for the TLS and AUTH work: refuse rather than ignore them, so
+  // nobody believes a listener is encrypted when it is not.
+  for (const char* key : {"tls", "auth", "certificate", "private_key", "users_file"}) {
+    if (const toml::node* n = r.Get(key)) {
+      *err = r.Where(n, key) + ": not supported yet (TLS and AUTH arrive in a later release)";
+      return false;
+    }
+  }
+  return r.CheckUnknown(err);
+}
+
+}  // namespace
+
+Result<Config> ParseConfig(std::string_view text, const std::string& name) {
+  toml::table root;
+  try {
+    root = toml::parse(text, name);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream o;
+    o << name << ":" << e.source().begin.line << ": " << e.description();
+    return MakeError(o.str(), EINVAL);
+  }
+  Config c;
+  c.source = name;
+  std::string err;
+
+  TableReader top(root, name, "");
+  for (const char* section : {"server", "spool", "listener"}) top.Get(section);
+  if (!top.CheckUnknown(&err)) return MakeError(err, EINVAL);
+
+  if (const toml::node* n = root.get("server")) {
+    const toml::table* t = n->as_table();
+    if (!t) return MakeError(top.Where(n, "server") + ": expected a table", EINVAL);
+    TableReader r(*t, name, "server.");
+    if (!r.String("hostname", &c.hostname, &err) ||
+        !r.Integer("shards", &c.shards, 0, 256, &err) ||
+        !r.Integer("node_id", &c.node_id, 0, 65535, &err) ||
+        !r.String("log_level", &c.log_level, &err) ||
+        !r.Integer("max_connections", &c.max_connections, 1, 10000000, &err) ||
+        !r.Secs("shutdown_grace", &c.shutdown_grace, 0, 3600, &err) || !r.CheckUnknown(&err)) {
+      return MakeError(err, EINVAL);
+    }
+    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
+                                                  "error", "critical", "off"};
+    if (!kLevels.count(c.log_level)) {
+      return MakeError(r.Where(t->get("log_level"), "log_level") +
+                           ": must be one of trace, debug, info, warn, error, critical, off",
+                       EINVAL);
+    }
+  }
+  if (const toml::node* n = root.get("spool")) {
+    const toml::table* t = n->as_table();
+    if (!t) return MakeError(top.Where(n, "spool") + ": expected a table", EINVAL);
+    TableReader r(*t, name, "spool.");
+    if (!r.String("path", &c.spool.path, &err) ||
+        !r.Integer("max_pending_messages", &c.spool.max_pending_messages, 1, 10000000, &err) ||
+        !r.Integer("max_pending_bytes", &c.spool.max_pending_bytes, 1 << 20, int64_t{1} << 40,
+                   &err) ||
+        !r.Secs("stall_deadline", &c.spool.stall_deadline, 1, 3600, &err) ||
+        !r.Secs("admission_timeout", &c.spool.admission_timeout, 1, 3600, &err) ||
+        !r.CheckUnknown(&err)) {
+      return MakeError(err, EINVAL);
+    }
+    if (c.spool.path.empty()) {
+      return MakeError(r.Where(t->get("path"), "path") + ": must not be empty", EINVAL);
+    }
+  }
+  if (const toml::node* n = root.get("listener")) {
+    const toml::array* a = n->as_array();
+    if (!a || !a->is_array_of_tables()) {
+      return MakeError(top.Where(n, "listener") + ": use [[listener]] tables", EINVAL);
+    }
+    size_t i = 0;
+    for (const toml::node& e : *a) {
+      ListenerConfig l;
+      if (!ParseListener(*e.as_table(), name, i, &l, &err)) return MakeError(err, EINVAL);
+      c.listeners.push_back(std::move(l));
+      ++i;
+    }
+  }
+  if (c.listeners.empty()) {
+    return MakeError(name + ": no [[listener]] configured", EINVAL);
+  }
+  std::set<std::pair<std::string, uint16_t>> seen;
+  std::set<std::string> names;
+  for (const auto& l : c.listeners) {
+    if (!seen.insert({l.address, l.port}).second) {
+      return MakeError(name + ": two listeners on " + l.address + ":" + std::to_string(l.port),
+                       EINVAL);
+    }
+    if (!names.insert(l.name).second) {
+      return MakeError(name + ": two listeners named '" + l.name + "'", EINVAL);
+    }
+  }
+  if (c.hostname.empty()) {
+    char buf[256] = {};
+    if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
+      std::snprintf(buf, sizeof(buf), "localhost");
+    }
+    c.hostname = buf;
+  }
+  if (c.shards == 0) c.shards = std::max(1u, std::thread::hardware_concurrency());
+  return c;
+}
+
+Result<Config> LoadConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return MakeError(path + ": cannot open: " + std::strerror(errno), errno);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path);
+}
+
+}  // namespace sluice::gateway

@@ -1,0 +1,87 @@
+#include "gateway/config.h"
+
+#include <gtest/gtest.h>
+
+namespace sluice::gateway {
+namespace {
+
+TEST(ConfigTest, MinimalListenerGetsDefaults) {
+  auto c = ParseConfig(R"(
+[server]
+hostname = "mx.example.net"
+shards = 2
+[spool]
+path = "/tmp/s"
+[[listener]]
+name = "relay"
+port = 2525
+mynetworks = ["127.0.0.0/8", "::1"]
+)",
+                       "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->hostname, "mx.example.net");
+  EXPECT_EQ(c->shards, 2u);
+  EXPECT_EQ(c->spool.path, "/tmp/s");
+  ASSERT_EQ(c->listeners.size(), 1u);
+  const ListenerConfig& l = c->listeners[0];
+  EXPECT_EQ(l.address, "127.0.0.1");
+  EXPECT_EQ(l.port, 2525);
+  EXPECT_EQ(l.mynetworks.size(), 2u);
+  EXPECT_EQ(l.max_recipients, 1000u);
+  EXPECT_EQ(l.max_message_size, 50ull << 20);
+  EXPECT_EQ(l.command_timeout, Seconds(300));
+  EXPECT_EQ(l.bare_newline, smtp::BareNewline::kReject);
+}
+
+TEST(ConfigTest, ErrorsNameFileLineAndKey) {
+  auto c = ParseConfig("[[listener]]\nport = 25\nmax_recipients = \"many\"\n", "bad.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.error().message, "bad.toml:3: listener[0].max_recipients: expected an integer");
+
+  auto typo = ParseConfig("[[listener]]\nport = 25\nmynetwork = []\n", "typo.toml");
+  ASSERT_FALSE(typo.ok());
+  EXPECT_EQ(typo.error().message, "typo.toml:3: listener[0].mynetwork: unknown setting");
+
+  auto cidr = ParseConfig("[[listener]]\nport = 25\nmynetworks = [\"10.0.0.0/33\"]\n", "c.toml");
+  ASSERT_FALSE(cidr.ok());
+  EXPECT_NE(cidr.error().message.find("c.toml:3: listener[0].mynetworks"), std::string::npos);
+
+  auto syntax = ParseConfig("[server\n", "s.toml");
+  ASSERT_FALSE(syntax.ok());
+  EXPECT_EQ(syntax.error().message.rfind("s.toml:1:", 0), 0u);
+}
+
+TEST(ConfigTest, RejectsReservedTlsAndAuthKeys) {
+  auto c = ParseConfig("[[listener]]\nport = 587\ntls = \"starttls\"\n", "x.toml");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find("x.toml:3: listener[0].tls: not supported yet"),
+            std::string::npos);
+}
+
+TEST(ConfigTest, RejectsBadValues) {
+  EXPECT_FALSE(ParseConfig("", "e.toml").ok());  // no listener
+  EXPECT_FALSE(ParseConfig("[[listener]]\nport = 70000\n", "p.toml").ok());
+  EXPECT_FALSE(ParseConfig("[[listener]]\n", "p.toml").ok());  // port required
+  EXPECT_FALSE(ParseConfig("[[listener]]\nport = 25\naddress = \"localhost\"\n", "a.toml").ok());
+  EXPECT_FALSE(ParseConfig("[[listener]]\nport = 25\nbare_newline = \"ok\"\n", "b.toml").ok());
+  EXPECT_FALSE(
+      ParseConfig("[[listener]]\nport = 25\n[[listener]]\nport = 25\n", "dup.toml").ok());
+  EXPECT_FALSE(ParseConfig("[server]\nlog_level = \"loud\"\n[[listener]]\nport = 25\n", "l.toml")
+                   .ok());
+  EXPECT_FALSE(ParseConfig("[spool]\npath = \"\"\n[[listener]]\nport = 25\n", "sp.toml").ok());
+}
+
+TEST(ConfigTest, NormalizeAndRelayDomains) {
+  auto c = ParseConfig(R"([[listener]]
+port = 25
+relay_domains = ["Example.COM", "*.example.org"]
+bare_newline = "normalize"
+)",
+                       "n.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->listeners[0].relay_domains[0], "example.com");
+  EXPECT_EQ(c->listeners[0].bare_newline, smtp::BareNewline::kNormalize);
+}
+
+}  // namespace
+}  // namespace sluice::gateway

@@ -1,0 +1,66 @@
+#pragma once
+
+// Server: the shard threads, the listeners on each, connection accounting
+// across shards, and the orderly shutdown.
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "base/result.h"
+#include "gateway/config.h"
+#include "io/net.h"
+#include "queue/spool.h"
+
+namespace sluice::gateway {
+
+class ShardContext;
+
+class Server {
+ public:
+  Server(const Config& config, queue::Spool& spool);
+  ~Server();
+
+  // Starts one thread per shard; each creates its ring and binds its own
+  // SO_REUSEPORT listener per configured port. Returns once all are
+  // listening, or the first error.
+  Result<void> Start();
+  // Any thread: stop accepting, 421 idle sessions, let DATA finish within the
+  // grace period. Wait() returns when every shard has quit.
+  void Shutdown();
+  void Wait();
+
+  const Config& config() const { return config_; }
+  queue::Spool& spool() { return spool_; }
+
+  // Connection accounting across shards (any shard thread).
+  enum class Admission { kOk, kTooManyTotal, kTooManyListener, kTooManyFromIp };
+  Admission AdmitConnection(size_t listener, const io::IpAddress& ip);
+  void ReleaseConnection(size_t listener, const io::IpAddress& ip);
+
+ private:
+  void ShardMain(unsigned id);
+
+  const Config& config_;
+  queue::Spool& spool_;
+  std::vector<std::unique_ptr<ShardContext>> shards_;
+  std::vector<std::thread> threads_;
+
+  std::mutex start_mu_;
+  std::condition_variable start_cv_;
+  unsigned started_ = 0;
+  std::string start_error_;
+
+  std::atomic<size_t> total_connections_{0};
+  std::unique_ptr<std::atomic<size_t>[]> listener_connections_;
+  std::mutex per_ip_mu_;
+  // key: listener index and the address bytes
+  std::unordered_map<std::string, size_t> per_ip_;  // guarded by per_ip_mu_
+};
+
+}  // namespace sluice::gateway

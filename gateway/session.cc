@@ -1,0 +1,593 @@
+#include "gateway/session.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "gateway/server.h"
+#include "gateway/shard_context.h"
+#include "smtp/bdat_reader.h"
+#include "smtp/data_reader.h"
+#include "smtp/header.h"
+#include "smtp/reply.h"
+
+namespace sluice::gateway {
+
+using io::ReadStatus;
+using smtp::Verb;
+
+struct Session::BdatState {
+  explicit BdatState(smtp::DataLimits limits) : reader(limits) {}
+  smtp::BdatReader reader;
+};
+
+namespace {
+
+std::string LowerAscii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+constexpr auto kSendTimeout = std::chrono::seconds(60);
+
+}  // namespace
+
+Session::Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress peer)
+    : ctx_(ctx),
+      listener_(ctx.server().config().listeners[listener_index]),
+      listener_index_(listener_index),
+      conn_(ctx.shard(), fd),
+      peer_(peer),
+      lines_(listener_.max_line_length) {}
+
+Session::~Session() = default;
+
+void Session::Reply(int code, std::string_view enhanced, std::string_view text) {
+  smtp::AppendReply(&out_, code, enhanced, text);
+  if (code >= 500) ++errors_;
+}
+
+bool Session::TooManyErrors() { return errors_ >= listener_.max_errors; }
+
+io::Task<bool> Session::Flush() {
+  if (out_.empty()) co_return true;
+  std::string data;
+  data.swap(out_);
+  const bool ok = co_await conn_.SendAll(std::move(data), kSendTimeout);
+  co_return ok;
+}
+
+void Session::ResetTransaction() {
+  in_mail_ = false;
+  mail_ = {};
+  rcpts_.clear();
+  rcpt_attempts_ = 0;
+  body_.clear();
+  body_.shrink_to_fit();
+  header_len_ = 0;
+  bdat_active_ = false;
+  bdat_failed_ = false;
+  bdat_.reset();
+}
+
+io::Task<void> Session::Run() {
+  conn_.Start();
+  const Config& cfg = ctx_.server().config();
+  const std::string& host = cfg.hostname;
+
+  if (!ctx_.server().spool().healthy()) {
+    Reply(421, "4.3.0", host + " Service temporarily unavailable, try again later");
+  } else if (ctx_.stopping()) {
+    Reply(421, "4.3.2", host + " Service shutting down");
+  } else {
+    Reply(220, "", host + " ESMTP Sluice");
+    for (;;) {
+      const smtp::LineReader::Next next = lines_.Take(conn_.inbox());
+      if (next.status == smtp::LineReader::Status::kNeedMore) {
+        if (next.consumed > 0) {
+          conn_.Consume(next.consumed);
+          continue;
+        }
+        // Input consumed: answer the whole pipelined group at once.
+        const bool sent = co_await Flush();
+        if (!sent) break;
+        if (conn_.interrupted()) {
+          Reply(421, "4.3.2", host + " Service shutting down");
+          break;
+        }
+        const ReadStatus st = co_await conn_.WaitForData(listener_.command_timeout, true);
+        if (st == ReadStatus::kData) continue;
+        if (st == ReadStatus::kTimeout) {
+          Reply(421, "4.4.2", host + " Error: timeout exceeded");
+        } else if (st == ReadStatus::kInterrupted) {
+          Reply(421, "4.3.2", host + " Service shutting down");
+        } else {
+          out_.clear();  // peer gone or socket failed
+        }
+        break;
+      }
+      if (next.status == smtp::LineReader::Status::kTooLong) {
+        conn_.Consume(next.consumed);
+        Reply(500, "5.5.2", "Error: line too long");
+        if (TooManyErrors()) {
+          Reply(421, "4.7.0", host + " Error: too many errors");
+          break;
+        }
+        continue;
+      }
+      std::string line;
+      if (next.status == smtp::LineReader::Status::kBareNewline) {
+        std::string_view raw = conn_.inbox().substr(0, next.consumed);
+        conn_.Consume(next.consumed);
+        // RFC 5321 §2.3.8: lines end with CRLF only. A client that sends a
+        // bare LF may be trying to desynchronise a downstream parser.
+        const bool ends_lf = !raw.empty() && raw.back() == '\n';
+        while (!raw.empty() && (raw.back() == '\n' || raw.back() == '\r')) raw.remove_suffix(1);
+        if (listener_.bare_newline == smtp::BareNewline::kNormalize && ends_lf &&
+            raw.find('\r') == std::string_view::npos) {
+          line.assign(raw);
+        } else {
+          ResetTransaction();
+          Reply(500, "5.5.2", "Error: bare CR or LF in command (RFC 5321 section 2.3.8)");
+          if (TooManyErrors()) {
+            Reply(421, "4.7.0", host + " Error: too many errors");
+            break;
+          }
+          continue;
+        }
+      } else {
+        line.assign(next.line);
+        conn_.Consume(next.consumed);
+      }
+      const Outcome outcome = co_await Handle(std::move(line));
+      if (outcome == Outcome::kClose) break;
+      if (TooManyErrors()) {
+        Reply(421, "4.7.0", host + " Error: too many errors");
+        break;
+      }
+      if (junk_ > listener_.max_junk_commands) {
+        Reply(421, "4.7.0", host + " Error: too many commands without a transaction");
+        break;
+      }
+    }
+  }
+  const bool flushed = co_await Flush();
+  (void)flushed;
+  co_await conn_.Close();
+}
+
+io::Task<Session::Outcome> Session::Handle(std::string line) {
+  const smtp::Command cmd = smtp::ParseCommand(line);
+  switch (cmd.verb) {
+    case Verb::kEhlo:
+      co_return OnEhlo(cmd.arg, true);
+    case Verb::kHelo:
+      co_return OnEhlo(cmd.arg, false);
+    case Verb::kMail:
+      co_return OnMail(cmd.arg);
+    case Verb::kRcpt:
+      co_return OnRcpt(cmd.arg);
+    case Verb::kData: {
+      const Outcome o = co_await OnData(cmd.arg);
+      co_return o;
+    }
+    case Verb::kBdat: {
+      const Outcome o = co_await OnBdat(std::string(cmd.arg));
+      co_return o;
+    }
+    case Verb::kRset:
+      ResetTransaction();
+      ++junk_;
+      Reply(250, "2.0.0", "Ok");
+      co_return Outcome::kContinue;
+    case Verb::kNoop:
+      ++junk_;
+      Reply(250, "2.0.0", "Ok");
+      co_return Outcome::kContinue;
+    case Verb::kQuit:
+      Reply(221, "2.0.0", "Bye");
+      co_return Outcome::kClose;
+    case Verb::kVrfy:
+      // RFC 5321 §3.5.3: no address verification for relays; 252 says "send it".
+      ++junk_;
+      Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery");
+      co_return Outcome::kContinue;
+    case Verb::kExpn:
+      ++junk_;
+      Reply(502, "5.5.1", "Error: EXPN not supported");
+      co_return Outcome::kContinue;
+    case Verb::kHelp:
+      ++junk_;
+      Reply(214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
+      co_return Outcome::kContinue;
+    case Verb::kStartTls:
+      ++junk_;
+      Reply(502, "5.5.1", "Error: STARTTLS not available on this listener");
+      co_return Outcome::kContinue;
+    case Verb::kAuth:
+      ++junk_;
+      Reply(503, "5.5.1", "Error: authentication not enabled");
+      co_return Outcome::kContinue;
+    case Verb::kUnknown:
+      ++junk_;
+      Reply(500, "5.5.2", "Error: command not recognized");
+      co_return Outcome::kContinue;
+  }
+  co_return Outcome::kContinue;
+}
+
+Session::Outcome Session::OnEhlo(std::string_view arg, bool extended) {
+  auto domain = smtp::ParseHeloDomain(arg);
+  if (!domain) {
+    Reply(domain.error());
+    return Outcome::kContinue;
+  }
+  // RFC 5321 §4.1.4: EHLO in a session resets any transaction.
+  ResetTransaction();
+  helo_ = *domain;
+  greeted_ = true;
+  esmtp_ = extended;
+  const std::string& host = ctx_.server().config().hostname;
+  if (!extended) {
+    Reply(250, "", host);
+    return Outcome::kContinue;
+  }
+  std::string text = host + " greets [" + peer_.ToString() + "]\n";
+  text += "PIPELINING\n";
+  text += "SIZE " + std::to_string(listener_.max_message_size) + "\n";
+  text += "8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nCHUNKING\nDSN";
+  Reply(250, "", text);
+  return Outcome::kContinue;
+}
+
+Session::Outcome Session::OnMail(std::string_view arg) {
+  if (!greeted_) {
+    Reply(503, "5.5.1", "Error: send HELO/EHLO first");
+    return Outcome::kContinue;
+  }
+  if (in_mail_) {
+    Reply(503, "5.5.1", "Error: nested MAIL command");
+    return Outcome::kContinue;
+  }
+  if (ctx_.stopping()) {
+    Reply(421, "4.3.2", ctx_.server().config().hostname + " Service shutting down");
+    return Outcome::kClose;
+  }
+  auto mail = smtp::ParseMailFrom(arg);
+  if (!mail) {
+    Reply(mail.error());
+    return Outcome::kContinue;
+  }
+  const smtp::MailParams& p = mail->params;
+  const bool has_params = p.size || p.body != smtp::BodyType::kUnspecified || p.smtputf8 ||
+                          p.ret != smtp::Ret::kUnspecified || !p.envid.empty() ||
+                          !p.auth.empty();
+  if (!esmtp_ && has_params) {
+    // Extensions exist only after EHLO (RFC 5321 §4.1.1.1).
+    Reply(555, "5.5.4", "Error: ESMTP parameters require EHLO");
+    return Outcome::kContinue;
+  }
+  if (p.body == smtp::BodyType::kBinaryMime) {
+    // Not advertised: BINARYMIME content cannot be relayed to DATA-only peers.
+    Reply(555, "5.5.4", "Error: BODY=BINARYMIME is not supported");
+    return Outcome::kContinue;
+  }
+  if (p.size && *p.size > listener_.max_message_size) {
+    Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+    return Outcome::kContinue;
+  }
+  if (mail->path.utf8 && !p.smtputf8) {
+    Reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8");
+    return Outcome::kContinue;
+  }
+  mail_ = std::move(*mail);
+  in_mail_ = true;
+  Reply(250, "2.1.0", "Ok");
+  return Outcome::kContinue;
+}
+
+bool Session::RelayAllowed(const smtp::Path& rcpt) const {
+  for (const io::Cidr& net : listener_.mynetworks) {
+    if (net.Contains(peer_)) return true;
+  }
+  const std::string& domain = rcpt.mailbox.domain;
+  if (domain.empty() || domain.front() == '[') return false;  // literals only from mynetworks
+  std::string d = LowerAscii(domain);
+  if (!d.empty() && d.back() == '.') d.pop_back();
+  for (const std::string& rule : listener_.relay_domains) {
+    if (rule.rfind("*.", 0) == 0) {
+      const std::string_view suffix = std::string_view(rule).substr(1);  // ".example.com"
+      if (d.size() > suffix.size() && d.compare(d.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        return true;
+      }
+    } else if (d == rule) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Session::Outcome Session::OnRcpt(std::string_view arg) {
+  if (!in_mail_) {
+    Reply(503, "5.5.1", "Error: need MAIL command");
+    return Outcome::kContinue;
+  }
+  if (bdat_active_) {
+    Reply(503, "5.5.1", "Error: RCPT during BDAT transfer");
+    return Outcome::kContinue;
+  }
+  ++rcpt_attempts_;
+  auto rcpt = smtp::ParseRcptTo(arg, mail_.params.smtputf8);
+  if (!rcpt) {
+    Reply(rcpt.error());
+    return Outcome::kContinue;
+  }
+  if (rcpts_.size() >= listener_.max_recipients) {
+    Reply(452, "4.5.3", "Error: too many recipients");
+    return Outcome::kContinue;
+  }
+  if (!RelayAllowed(rcpt->path)) {
+    Reply(550, "5.7.1", "<" + rcpt->path.ToString() + ">: Relay access denied");
+    return Outcome::kContinue;
+  }
+  queue::Recipient r;
+  r.address = rcpt->path.ToString();
+  r.notify = rcpt->params.notify;
+  r.orcpt = rcpt->params.orcpt;
+  rcpts_.push_back(std::move(r));
+  Reply(250, "2.1.5", "Ok");
+  return Outcome::kContinue;
+}
+
+std::string Session::ReceivedHeader(const std::string& id) const {
+  // RFC 5321 §4.4 trace field; folded lines start with a tab.
+  const Config& cfg = ctx_.server().config();
+  std::string h = "Received: from ";
+  h += helo_;
+  h += " ([";
+  h += peer_.ToString();
+  h += "])\r\n\tby ";
+  h += cfg.hostname;
+  h += " (Sluice) with ";
+  h += esmtp_ ? "ESMTP" : "SMTP";
+  h += " id ";
+  h += id;
+  if (rcpts_.size() == 1) {
+    h += "\r\n\tfor <";
+    h += rcpts_.front().address;
+    h += ">";
+  }
+  h += "; ";
+  h += smtp::FormatRfc5322Date(std::time(nullptr));
+  h += "\r\n";
+  return h;
+}
+
+io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
+  if (!in_mail_) {
+    Reply(503, "5.5.1", "Error: need MAIL command");
+    co_return Outcome::kContinue;
+  }
+  if (bdat_active_) {
+    Reply(503, "5.5.1", "Error: DATA during BDAT transfer");
+    co_return Outcome::kContinue;
+  }
+  if (rcpts_.empty()) {
+    if (rcpt_attempts_ > 0) {
+      Reply(554, "5.5.1", "Error: no valid recipients");
+    } else {
+      Reply(503, "5.5.1", "Error: need RCPT command");
+    }
+    co_return Outcome::kContinue;
+  }
+  if (!arg.empty()) {
+    Reply(501, "5.5.4", "Error: DATA takes no arguments");
+    co_return Outcome::kContinue;
+  }
+  Reply(354, "", "End data with <CR><LF>.<CR><LF>");
+  const bool sent = co_await Flush();
+  if (!sent) co_return Outcome::kClose;
+
+  id_ = ctx_.ids().Next();
+  body_ = ReceivedHeader(id_.ToString());
+  header_len_ = body_.size();
+  smtp::DataReader reader(smtp::DataLimits{listener_.max_message_size,
+                                           listener_.max_data_line_length,
+                                           listener_.bare_newline});
+  for (;;) {
+    const size_t n = reader.Feed(conn_.inbox(), &body_);
+    conn_.Consume(n);
+    if (reader.done()) break;
+    // Not interruptible: a transaction in DATA may finish during shutdown.
+    const ReadStatus st = co_await conn_.WaitForData(listener_.data_timeout, false);
+    if (st == ReadStatus::kData) continue;
+    if (st == ReadStatus::kTimeout) {
+      Reply(421, "4.4.2", ctx_.server().config().hostname + " Error: timeout exceeded");
+    } else {
+      out_.clear();
+    }
+    ResetTransaction();
+    co_return Outcome::kClose;
+  }
+  if (reader.bare_newline()) {
+    ++ctx_.stats().smuggling_rejected;
+    ResetTransaction();
+    Reply(550, "5.6.0", "Error: bare CR or LF in message (RFC 5321 section 2.3.8); not queued");
+    co_return Outcome::kContinue;
+  }
+  if (reader.too_big()) {
+    ResetTransaction();
+    Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+    co_return Outcome::kContinue;
+  }
+  if (reader.line_too_long()) {
+    ResetTransaction();
+    Reply(550, "5.6.0", "Error: message line longer than " +
+                            std::to_string(listener_.max_data_line_length - 2) +
+                            " octets (RFC 5322 section 2.1.1)");
+    co_return Outcome::kContinue;
+  }
+  const Outcome o = co_await Commit();
+  co_return o;
+}
+
+io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
+  auto parsed = smtp::ParseBdat(arg);
+  if (!parsed) {
+    // Without a valid size we cannot know where the chunk ends: the stream
+    // is out of step, so close (RFC 3030 §3: syntax errors are fatal).
+    Reply(parsed.error());
+    Reply(421, "4.5.0", ctx_.server().config().hostname + " Error: BDAT syntax, closing");
+    co_return Outcome::kClose;
+  }
+  const uint64_t size = parsed->size;
+  const bool last = parsed->last;
+  bool failed = false;
+  smtp::Reply error;
+  if (!in_mail_) {
+    failed = true;
+    error = smtp::MakeReply(503, "5.5.1", "Error: need MAIL command");
+  } else if (rcpts_.empty()) {
+    failed = true;
+    error = smtp::MakeReply(rcpt_attempts_ > 0 ? 554 : 503, "5.5.1",
+                            rcpt_attempts_ > 0 ? "Error: no valid recipients"
+                                               : "Error: need RCPT command");
+  }
+  if (!failed && !bdat_active_) {
+    bdat_active_ = true;
+    id_ = ctx_.ids().Next();
+    body_ = ReceivedHeader(id_.ToString());
+    header_len_ = body_.size();
+    bdat_ = std::make_unique<BdatState>(smtp::DataLimits{
+        listener_.max_message_size, listener_.max_data_line_length, listener_.bare_newline});
+  }
+  // The chunk's octets are read (and dropped if the transaction failed) so
+  // the command stream stays in step.
+  std::string discard;
+  smtp::BdatReader* reader = failed ? nullptr : &bdat_->reader;
+  std::unique_ptr<smtp::BdatReader> sink_reader;
+  if (!reader) {
+    sink_reader = std::make_unique<smtp::BdatReader>(smtp::DataLimits{0, SIZE_MAX, smtp::BareNewline::kNormalize});
+    reader = sink_reader.get();
+  }
+  reader->StartChunk(size, last);
+  for (;;) {
+    std::string* target = failed ? &discard : &body_;
+    const size_t n = reader->Feed(conn_.inbox(), target);
+    conn_.Consume(n);
+    discard.clear();
+    if (reader->chunk_done()) break;
+    const ReadStatus st = co_await conn_.WaitForData(listener_.data_timeout, false);
+    if (st == ReadStatus::kData) continue;
+    if (st == ReadStatus::kTimeout) {
+      Reply(421, "4.4.2", ctx_.server().config().hostname + " Error: timeout exceeded");
+    } else {
+      out_.clear();
+    }
+    ResetTransaction();
+    co_return Outcome::kClose;
+  }
+  if (failed) {
+    Reply(error);
+    co_return Outcome::kContinue;
+  }
+  if (!last) {
+    Reply(250, "2.0.0", std::to_string(size) + " octets received");
+    co_return Outcome::kContinue;
+  }
+  const smtp::BdatReader& r = bdat_->reader;
+  if (r.bare_newline()) {
+    ++ctx_.stats().smuggling_rejected;
+    ResetTransaction();
+    Reply(550, "5.6.0", "Error: bare CR or LF in message (RFC 5321 section 2.3.8); not queued");
+    co_return Outcome::kContinue;
+  }
+  if (r.too_big()) {
+    ResetTransaction();
+    Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+    co_return Outcome::kContinue;
+  }
+  if (r.line_too_long()) {
+    ResetTransaction();
+    Reply(550, "5.6.0", "Error: message line longer than " +
+                            std::to_string(listener_.max_data_line_length - 2) +
+                            " octets (RFC 5322 section 2.1.1)");
+    co_return Outcome::kContinue;
+  }
+  const Outcome o = co_await Commit();
+  co_return o;
+}
+
+io::Task<Session::Outcome> Session::Commit() {
+  const Config& cfg = ctx_.server().config();
+  const std::string_view message = std::string_view(body_).substr(header_len_);
+  if (smtp::CountHeaderFields(message, "Received") > listener_.max_received_headers) {
+    ResetTransaction();
+    Reply(554, "5.4.6", "Error: too many hops (mail loop?)");
+    co_return Outcome::kContinue;
+  }
+
+  queue::Envelope env;
+  env.sender = mail_.path.ToString();
+  env.body_type = static_cast<uint8_t>(mail_.params.body);
+  env.smtputf8 = mail_.params.smtputf8;
+  env.ret = static_cast<uint8_t>(mail_.params.ret);
+  env.envid = mail_.params.envid;
+  env.auth_param = mail_.params.auth;
+  env.recipients = rcpts_;
+  env.received_at_us = UnixMicros();
+  env.next_due_us = env.received_at_us;
+  env.expires_at_us = env.received_at_us + uint64_t{5} * 24 * 3600 * 1000000;
+  env.body_size = body_.size();
+  env.client_ip = peer_.ToString();
+  env.helo = helo_;
+  env.listener = listener_.name;
+  const uint64_t body_size = body_.size();
+
+  // Admission control (DESIGN.md §7): when the writer's queue is full, wait
+  // for room up to the deadline, then answer 451.
+  queue::Spool& spool = ctx_.server().spool();
+  const MonoTime deadline = ctx_.shard().Now() + cfg.spool.admission_timeout;
+  std::string meta = queue::EncodeEnvelope(env);
+  queue::CommitStatus status = queue::CommitStatus::kIoError;
+  for (;;) {
+    const uint64_t token = ctx_.NewCommitToken();
+    const queue::Admit admit = spool.Enqueue(id_, std::move(meta), std::move(body_), &ctx_, token);
+    if (admit == queue::Admit::kAccepted) {
+      status = co_await ctx_.AwaitCommit(token);
+      break;
+    }
+    ctx_.DropCommitToken(token);
+    if (admit == queue::Admit::kUnhealthy || ctx_.shard().Now() >= deadline) {
+      status = admit == queue::Admit::kUnhealthy ? queue::CommitStatus::kIoError
+                                                 : queue::CommitStatus::kTimedOut;
+      break;
+    }
+    co_await io::Sleep(ctx_.shard(), std::chrono::milliseconds(5));
+  }
+  ResetTransaction();
+  switch (status) {
+    case queue::CommitStatus::kOk:
+      ++ctx_.stats().messages_queued;
+      ctx_.stats().bytes_queued += body_size;
+      junk_ = 0;
+      Reply(250, "2.0.0", "Ok: queued as " + id_.ToString());
+      break;
+    case queue::CommitStatus::kShuttingDown:
+      Reply(421, "4.3.2", cfg.hostname + " Service shutting down");
+      co_return Outcome::kClose;
+    case queue::CommitStatus::kTimedOut:
+      Reply(451, "4.3.0", "Error: queue busy, try again later");
+      break;
+    case queue::CommitStatus::kIoError:
+      Reply(451, "4.3.0", "Error: local error in processing, try again later");
+      break;
+  }
+  co_return Outcome::kContinue;
+}
+
+}  // namespace sluice::gateway

@@ -1,0 +1,169 @@
+#include "gateway/shard_context.h"
+
+#include <unistd.h>
+
+#include "base/log.h"
+#include "gateway/server.h"
+#include "gateway/session.h"
+
+namespace sluice::gateway {
+
+ShardContext::ShardContext(Server& server, unsigned id)
+    : server_(server),
+      shard_(id, io::ShardOptions{}),
+      ids_(server.config().node_id, static_cast<uint16_t>(id)) {}
+
+uint64_t ShardContext::NewCommitToken() {
+  uint32_t index;
+  if (!free_pending_.empty()) {
+    index = free_pending_.back();
+    free_pending_.pop_back();
+  } else {
+    index = static_cast<uint32_t>(pending_.size());
+    pending_.emplace_back();
+  }
+  Pending& p = pending_[index];
+  p.in_use = true;
+  p.done = false;
+  p.waiter = nullptr;
+  return (uint64_t{p.generation} << 32) | index;
+}
+
+void ShardContext::DropCommitToken(uint64_t token) {
+  const uint32_t index = static_cast<uint32_t>(token);
+  Pending& p = pending_[index];
+  p.in_use = false;
+  if (++p.generation == 0) p.generation = 1;
+  free_pending_.push_back(index);
+}
+
+void ShardContext::CommitAwaiter::await_suspend(std::coroutine_handle<> h) {
+  Pending& p = ctx_.pending_[static_cast<uint32_t>(token_)];
+  if (p.done) {
+    ctx_.shard_.Schedule(h);  // completed before we suspended
+  } else {
+    p.waiter = h;
+  }
+}
+
+queue::CommitStatus ShardContext::CommitAwaiter::await_resume() {
+  const queue::CommitStatus status = ctx_.pending_[static_cast<uint32_t>(token_)].status;
+  ctx_.DropCommitToken(token_);
+  return status;
+}
+
+void ShardContext::OnCommitted(uint64_t token, queue::CommitStatus status) {
+  // Writer thread: hand over and wake the shard once per batch.
+  bool was_empty;
+  {
+    std::lock_guard lock(done_mu_);
+    was_empty = done_.empty();
+    done_.emplace_back(token, status);
+  }
+  if (was_empty) shard_.Post([this] { DrainCommits(); });
+}
+
+void ShardContext::DrainCommits() {
+  {
+    std::lock_guard lock(done_mu_);
+    done_work_.swap(done_);
+  }
+  for (const auto& [token, status] : done_work_) {
+    const uint32_t index = static_cast<uint32_t>(token);
+    const uint32_t generation = static_cast<uint32_t>(token >> 32);
+    if (index >= pending_.size() || !pending_[index].in_use ||
+        pending_[index].generation != generation) {
+      SLUICE_BUG("spool completion for an unknown token");
+      continue;
+    }
+    Pending& p = pending_[index];
+    p.status = status;
+    p.done = true;
+    if (p.waiter) {
+      shard_.Schedule(p.waiter);
+      p.waiter = nullptr;
+    }
+  }
+  done_work_.clear();
+}
+
+Result<void> ShardContext::StartListeners() {
+  const Config& cfg = server_.config();
+  for (size_t i = 0; i < cfg.listeners.size(); ++i) {
+    const ListenerConfig& l = cfg.listeners[i];
+    auto addr = io::SocketAddress::Parse(l.address, l.port);
+    if (!addr) return addr.error();
+    auto fd = io::ListenTcp(*addr, 1024);
+    if (!fd) return MakeError("listener '" + l.name + "': " + fd.error().message, fd.error().code);
+    auto listener = std::make_unique<io::Listener>(shard_, *fd,
+                                                   [this, i](int cfd) { OnAccept(i, cfd); });
+    listener->Start();
+    listeners_.push_back(std::move(listener));
+  }
+  return {};
+}
+
+void ShardContext::OnAccept(size_t listener_index, int fd) {
+  auto peer = io::PeerAddress(fd);
+  if (!peer) {
+    ::close(fd);  // already reset by the client
+    return;
+  }
+  const io::IpAddress ip = io::IpAddress::FromSockaddr(peer->get());
+  const Server::Admission admission = server_.AdmitConnection(listener_index, ip);
+  if (admission != Server::Admission::kOk) {
+    ++stats_.connections_rejected;
+    // RFC 5321 §3.1: a server may answer 421 at connect time. Best effort,
+    // non-blocking: the socket buffer of a fresh connection has room.
+    const std::string host = server_.config().hostname;
+    const std::string msg =
+        admission == Server::Admission::kTooManyFromIp
+            ? "421 4.7.0 " + host + " Error: too many connections from your address\r\n"
+            : "421 4.7.0 " + host + " Error: too many connections, try again later\r\n";
+    ssize_t n = ::send(fd, msg.data(), msg.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)n;
+    ::close(fd);
+    return;
+  }
+  ++stats_.connections_accepted;
+  RunSession(std::make_unique<Session>(*this, listener_index, fd, ip));
+}
+
+io::Detached ShardContext::RunSession(std::unique_ptr<Session> session) {
+  sessions_.insert(session.get());
+  const size_t listener_index = session->listener_index();
+  const io::IpAddress ip = session->peer();
+  co_await session->Run();
+  sessions_.erase(session.get());
+  session.reset();
+  server_.ReleaseConnection(listener_index, ip);
+}
+
+void ShardContext::BeginShutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  DrainAndQuit();
+}
+
+io::Detached ShardContext::DrainAndQuit() {
+  for (auto& l : listeners_) l->Stop();
+  for (Session* s : sessions_) s->Interrupt();
+  const MonoTime deadline = shard_.Now() + server_.config().shutdown_grace;
+  bool aborted = false;
+  for (;;) {
+    bool listeners_done = true;
+    for (auto& l : listeners_) listeners_done = listeners_done && l->stopped();
+    if (listeners_done && sessions_.empty()) break;
+    if (!aborted && shard_.Now() >= deadline) {
+      spdlog::warn("shard {}: shutdown grace over, closing {} sessions", shard_.id(),
+                   sessions_.size());
+      for (Session* s : sessions_) s->Abort();
+      aborted = true;
+    }
+    co_await io::Sleep(shard_, std::chrono::milliseconds(10));
+  }
+  listeners_.clear();
+  shard_.Quit();
+}
+
+}  // namespace sluice::gateway
