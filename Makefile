@@ -1,0 +1,51 @@
+# The README's commands. Everything installs its own dependencies first.
+#   make run     build and start sluiced with config/dev.toml (foreground)
+#   make test    unit + integration tests, and a short fuzz run
+#   make bench   Google Benchmark micro-benchmarks (not part of make test)
+#   make asan    unit + integration tests under ASan+UBSan (second build dir)
+
+BUILD ?= build
+MESON_OPTS ?= -Dwerror=true
+
+.PHONY: all deps build run test unit integration fuzz-smoke bench asan clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+run: build
+	mkdir -p var
+	exec $(BUILD)/gateway/sluiced --config config/dev.toml
+
+unit: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+integration: build
+	meson test -C $(BUILD) --suite integration --print-errorlogs
+
+test: build fuzz-smoke
+	meson test -C $(BUILD) --suite unit --suite integration --print-errorlogs
+
+# libFuzzer targets (clang), a few seconds each over the committed corpus.
+fuzz-smoke: deps
+	scripts/fuzz-smoke
+
+bench: build
+	scripts/run-bench $(BUILD)
+
+asan: deps
+	@test -f build-asan/build.ninja || CC=gcc CXX=g++ meson setup build-asan \
+	  -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false -Dbuildtype=debug
+	ninja -C build-asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  meson test -C build-asan --suite unit --suite integration --print-errorlogs --timeout-multiplier 3
+
+clean:
+	rm -rf $(BUILD) build-asan build-fuzz
