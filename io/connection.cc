@@ -106,6 +106,13 @@ void Connection::Interrupt() {
   if (reader_ && reader_interruptible_) WakeReader();
 }
 
+void Connection::Abort() {
+  if (closed_) return;
+  if (error_ == 0) error_ = ECONNABORTED;
+  if (ops_in_flight_ > 0) shard_.CancelFd(fd_);
+  if (reader_) WakeReader();
+}
+
 bool Connection::ReadAwaiter::await_ready() {
   if (c_.inbox().size() > c_.seen_) return true;
   if (c_.eof_ || c_.error_ != 0) return true;

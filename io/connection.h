@@ -76,6 +76,10 @@ class Connection final : private CompletionHandler, private TimerHandler {
   void Interrupt();
   bool interrupted() const { return interrupted_; }
 
+  // Forced close during shutdown: pending and later reads and sends fail at
+  // once. The owner still calls Close().
+  void Abort();
+
   // Cancels everything in flight, waits for the last completion, closes.
   Task<void> Close();
 

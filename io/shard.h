@@ -33,8 +33,7 @@ class CompletionHandler {
   // schedule work; never resume a coroutine or free the handler here.
   virtual void OnCompletion(int32_t res, uint32_t flags) = 0;
 
- protected:
-  ~CompletionHandler() = default;
+  virtual ~CompletionHandler() = default;
 };
 
 struct ShardOptions {

@@ -16,8 +16,7 @@ class TimerHandler {
  public:
   virtual void OnTimer() = 0;
 
- protected:
-  ~TimerHandler() = default;
+  virtual ~TimerHandler() = default;
 };
 
 class TimerWheel {
