@@ -1,0 +1,97 @@
+#pragma once
+
+// The spool writer thread: group commit (engineering-notes §1.6 option B). Producers push onto a
+// bounded queue under a mutex held for a push; the writer takes the whole queue in one swap,
+// writes it as one WriteBatch (one WAL record, one fdatasync) and then delivers completions.
+// While one batch syncs, the next accumulates, so the batch size adapts to the load by itself.
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+
+#include "queue/message_id.h"
+#include "queue/spool.h"
+
+namespace sluice::queue::detail {
+
+struct SpoolOp {
+  enum class Kind : uint8_t { kEnqueue, kRemove, kUpdate };
+  Kind kind = Kind::kEnqueue;
+  MessageId id;
+  std::string meta;
+  std::string body;
+  CompletionSink* sink = nullptr;  // kEnqueue only
+  uint64_t token = 0;
+  size_t admitted_bytes = 0;  // what this op counts against max_pending_bytes (kEnqueue only)
+};
+
+class SpoolWriter {
+ public:
+  // db and the handles must outlive the writer (Stop() before closing the DB).
+  SpoolWriter(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta, rocksdb::ColumnFamilyHandle* body,
+              const SpoolOptions& options);
+  ~SpoolWriter();  // Stop()
+
+  SpoolWriter(const SpoolWriter&) = delete;
+  SpoolWriter& operator=(const SpoolWriter&) = delete;
+
+  void Start();
+  Admit Enqueue(const MessageId& id, std::string&& meta, std::string&& body, CompletionSink* sink,
+                uint64_t token);
+  // Unsynced Remove / UpdateEnvelope; never refused, dropped after Stop or once unhealthy.
+  void Submit(SpoolOp op);
+  // Refuses new work, commits what is queued, joins the thread. Idempotent; not from the writer.
+  void Stop();
+
+  bool healthy() const { return !unhealthy_.load(std::memory_order_acquire); }
+  void SetPausedForTesting(bool paused);
+  void FillStats(SpoolStats& stats) const;
+
+ private:
+  void Run();
+  // Writes ops[begin, end) as one batch and completes its enqueues.
+  void CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t end);
+  CommitStatus WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync);
+  void Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end, CommitStatus status);
+
+  // Immutable after construction.
+  rocksdb::DB* const db_;
+  rocksdb::ColumnFamilyHandle* const meta_;
+  rocksdb::ColumnFamilyHandle* const body_;
+  const SpoolOptions options_;
+
+  // Written by producers and the writer, guarded by mu_.
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::vector<SpoolOp> queue_;
+  size_t pending_messages_ = 0;  // admitted enqueues not yet completed (queued or being written)
+  size_t pending_bytes_ = 0;
+  bool writer_waiting_ = false;
+  bool stopping_ = false;
+  bool paused_ = false;
+
+  // Read lock-free by producers.
+  std::atomic<bool> unhealthy_{false};
+  std::atomic<bool> accepting_{true};
+
+  // Written only by the writer thread; read by stats().
+  std::atomic<uint64_t> batches_{0};
+  std::atomic<uint64_t> committed_{0};
+  std::atomic<uint64_t> timed_out_{0};
+  std::atomic<uint64_t> failed_{0};
+  std::atomic<uint64_t> stalls_{0};
+  std::atomic<uint64_t> dropped_updates_{0};
+
+  std::mutex stop_mu_;  // serializes Stop()
+  std::thread thread_;
+};
+
+}  // namespace sluice::queue::detail

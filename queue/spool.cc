@@ -1,0 +1,172 @@
+#include "queue/spool.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "base/log.h"
+#include "queue/detail/spool_db.h"
+#include "queue/detail/spool_writer.h"
+
+namespace sluice::queue {
+
+const char* ToString(CommitStatus status) {
+  switch (status) {
+    case CommitStatus::kOk:
+      return "ok";
+    case CommitStatus::kTimedOut:
+      return "timed out";
+    case CommitStatus::kIoError:
+      return "io error";
+    case CommitStatus::kShuttingDown:
+      return "shutting down";
+  }
+  return "?";
+}
+
+Spool::Spool() = default;
+
+Spool::~Spool() { Shutdown(); }
+
+Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
+  if (options.path.empty()) return MakeError("spool: path is empty", EINVAL);
+  std::error_code ec;
+  std::filesystem::create_directories(options.path, ec);
+  if (ec) {
+    return MakeError("spool: cannot create " + options.path + ": " + ec.message(), ec.value());
+  }
+  Result<std::unique_ptr<detail::SpoolDb>> db = detail::SpoolDb::Open(
+      options.path, detail::SpoolDb::Mode::kReadWrite, options.file_system, "");
+  if (!db.ok()) return db.error();
+
+  std::unique_ptr<Spool> spool(new Spool());
+  spool->db_ = std::move(*db);
+  // Recovery (engineering-notes §1.7): the WAL was replayed by Open; count what is there. The
+  // delivery side rebuilds its schedule from the same scan later.
+  Result<uint64_t> count = spool->db_->Count();
+  if (!count.ok()) return count.error();
+  spool->recovered_messages_ = *count;
+  spool->writer_ = std::make_unique<detail::SpoolWriter>(
+      spool->db_->db(), spool->db_->meta(), spool->db_->body(), options);
+  spool->writer_->Start();
+  spdlog::info("spool: opened {} with {} messages", options.path, spool->recovered_messages_);
+  return spool;
+}
+
+Admit Spool::Enqueue(const MessageId& id, std::string&& meta, std::string&& body, CompletionSink* sink,
+                     uint64_t token) {
+  return writer_->Enqueue(id, std::move(meta), std::move(body), sink, token);
+}
+
+bool Spool::healthy() const { return writer_->healthy(); }
+
+void Spool::Shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    // The writer first: it still needs the DB to commit what is queued. (writer_ is null only
+    // when Open failed after opening the DB.)
+    if (writer_ != nullptr) writer_->Stop();
+    std::unique_lock lock(db_mu_);
+    if (db_ != nullptr) db_->Close(/*sync_wal=*/writer_ != nullptr && writer_->healthy());
+    db_.reset();
+  });
+}
+
+Result<Envelope> Spool::ReadEnvelope(const MessageId& id) {
+  std::shared_lock lock(db_mu_);
+  if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+  return db_->ReadEnvelope(id);
+}
+
+Result<std::string> Spool::ReadBody(const MessageId& id) {
+  std::shared_lock lock(db_mu_);
+  if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+  return db_->ReadBody(id);
+}
+
+Result<void> Spool::ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn) {
+  std::shared_lock lock(db_mu_);
+  if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+  return db_->ForEach(fn);
+}
+
+void Spool::Remove(const MessageId& id) {
+  writer_->Submit(detail::SpoolOp{detail::SpoolOp::Kind::kRemove, id, {}, {}, nullptr, 0, 0});
+}
+
+void Spool::UpdateEnvelope(const MessageId& id, std::string meta) {
+  writer_->Submit(
+      detail::SpoolOp{detail::SpoolOp::Kind::kUpdate, id, std::move(meta), {}, nullptr, 0, 0});
+}
+
+SpoolStats Spool::stats() const {
+  SpoolStats stats;
+  writer_->FillStats(stats);
+  std::shared_lock lock(db_mu_);
+  if (db_ != nullptr) {
+    stats.write_stopped = db_->IntProperty("rocksdb.is-write-stopped");
+    stats.delayed_write_rate = db_->IntProperty("rocksdb.actual-delayed-write-rate");
+    stats.estimate_pending_compaction_bytes =
+        db_->IntProperty("rocksdb.estimate-pending-compaction-bytes");
+    stats.running_compactions = db_->IntProperty("rocksdb.num-running-compactions");
+    stats.memtable_bytes = db_->IntProperty("rocksdb.cur-size-all-mem-tables");
+  }
+  return stats;
+}
+
+void Spool::PauseWriterForTesting(bool paused) { writer_->SetPausedForTesting(paused); }
+
+// --- SpoolReader ---------------------------------------------------------------------------------
+
+namespace {
+
+// A secondary instance needs a directory of its own for its info log; it holds nothing else.
+Result<std::string> MakeSecondaryDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
+                        "/sluice-spool-reader-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) {
+    return MakeError("spool reader: mkdtemp " + pattern + ": " + std::strerror(errno), errno);
+  }
+  return pattern;
+}
+
+}  // namespace
+
+SpoolReader::SpoolReader() = default;
+
+SpoolReader::~SpoolReader() = default;
+
+Result<std::unique_ptr<SpoolReader>> SpoolReader::Open(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(std::filesystem::path(path) / "CURRENT", ec)) {
+    return MakeError("no spool at " + path, ENOENT);
+  }
+  Result<std::string> secondary = MakeSecondaryDir();
+  if (!secondary.ok()) return secondary.error();
+  Result<std::unique_ptr<detail::SpoolDb>> db =
+      detail::SpoolDb::Open(path, detail::SpoolDb::Mode::kSecondary, nullptr, *secondary);
+  // The secondary's info log is only opened by Open; remove it now so nothing is left behind.
+  // (RocksDB keeps the open LOG file descriptor, writing to an unlinked file.)
+  std::filesystem::remove_all(*secondary, ec);
+  if (!db.ok()) return db.error();
+  std::unique_ptr<SpoolReader> reader(new SpoolReader());
+  reader->db_ = std::move(*db);
+  return reader;
+}
+
+Result<Envelope> SpoolReader::ReadEnvelope(const MessageId& id) { return db_->ReadEnvelope(id); }
+
+Result<std::string> SpoolReader::ReadBody(const MessageId& id) { return db_->ReadBody(id); }
+
+Result<void> SpoolReader::ForEach(
+    const std::function<bool(const MessageId&, const Envelope&)>& fn) {
+  return db_->ForEach(fn);
+}
+
+Result<uint64_t> SpoolReader::Count() { return db_->Count(); }
+
+}  // namespace sluice::queue

@@ -1,0 +1,165 @@
+#pragma once
+
+// The durable spool (DESIGN.md §2 promise 1, §7): one RocksDB instance with column families `meta`
+// (envelopes) and `body` (message bytes), written by one writer thread that merges every queued
+// request into one synced WriteBatch (group commit, engineering-notes §1.6 option B).
+//
+// Threads: Enqueue/Remove/UpdateEnvelope/reads may be called from any thread. Completions arrive
+// on the writer thread. Shutdown may be called from any thread except the writer (a sink must not
+// call it).
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+
+#include "base/result.h"
+#include "queue/envelope.h"
+#include "queue/message_id.h"
+
+namespace rocksdb {
+class FileSystem;
+}
+
+namespace sluice::queue {
+
+namespace detail {
+class SpoolDb;
+class SpoolWriter;
+}  // namespace detail
+
+struct SpoolOptions {
+  std::string path;  // the RocksDB directory; created (with parents) if missing
+  // Admission bound: enqueue requests queued to the writer and not yet durable. Past either bound
+  // Enqueue answers kFull (the session stops reading and later answers 451). A single message
+  // larger than max_pending_bytes is still admitted when nothing else is pending.
+  size_t max_pending_messages = 10000;
+  size_t max_pending_bytes = 256 << 20;
+  // A RocksDB write stall (Status::Incomplete under no_slowdown) longer than this completes the
+  // batch's requests with kTimedOut; nothing of that batch is written.
+  std::chrono::milliseconds stall_deadline{10000};
+  // fsync (fdatasync of the WAL) before completion. false only for benchmarks: it breaks the
+  // "250 means on disk" promise.
+  bool sync = true;
+
+  // Test hooks. Leave them unset in production.
+  // A file system wrapper (fault injection); null = RocksDB's default POSIX file system.
+  std::shared_ptr<rocksdb::FileSystem> file_system;
+  // Called before each write attempt on the writer thread; true = behave as if RocksDB answered
+  // Status::Incomplete (a write stall) without writing.
+  std::function<bool()> inject_stall;
+};
+
+enum class CommitStatus { kOk, kTimedOut, kIoError, kShuttingDown };
+const char* ToString(CommitStatus status);
+
+// Receives completions. Called ON THE WRITER THREAD: implementations must only hand the result to
+// their owner (e.g. push to a queue + wake), never block.
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  virtual void OnCommitted(uint64_t token, CommitStatus status) = 0;
+};
+
+enum class Admit { kAccepted, kFull, kUnhealthy };
+
+// Counters for metrics. Writer counters are cumulative since Open; RocksDB gauges are read when
+// stats() is called (absent once the spool is shut down).
+struct SpoolStats {
+  uint64_t batches = 0;              // WriteBatches written (successfully or not)
+  uint64_t committed_messages = 0;   // enqueues completed kOk
+  uint64_t timed_out_messages = 0;   // enqueues completed kTimedOut
+  uint64_t failed_messages = 0;      // enqueues completed kIoError
+  uint64_t stalls = 0;               // write attempts answered Status::Incomplete
+  uint64_t dropped_updates = 0;      // Remove/UpdateEnvelope lost to a stall timeout or IO error
+  uint64_t pending_messages = 0;     // admitted, not yet durable
+  uint64_t pending_bytes = 0;
+  // RocksDB properties (engineering-notes §1.5), as KumoMTA exports them.
+  uint64_t write_stopped = 0;                       // rocksdb.is-write-stopped
+  uint64_t delayed_write_rate = 0;                  // rocksdb.actual-delayed-write-rate
+  uint64_t estimate_pending_compaction_bytes = 0;   // rocksdb.estimate-pending-compaction-bytes
+  uint64_t running_compactions = 0;                 // rocksdb.num-running-compactions
+  uint64_t memtable_bytes = 0;                      // rocksdb.cur-size-all-mem-tables
+};
+
+class Spool {
+ public:
+  // Creates the directory, opens or creates the DB with column families "meta" and "body"
+  // (replaying the WAL), counts the messages found, starts the writer thread.
+  static Result<std::unique_ptr<Spool>> Open(const SpoolOptions& options);
+  ~Spool();  // calls Shutdown()
+
+  Spool(const Spool&) = delete;
+  Spool& operator=(const Spool&) = delete;
+
+  // Non-blocking, thread-safe. Takes the strings (moves from them) only on kAccepted, so a caller
+  // refused with kFull can retry with the same message. kFull when the admission bound is
+  // reached, kUnhealthy after an IO error latched or once Shutdown has begun. On kAccepted exactly
+  // one OnCommitted(token, ...) call follows, on the writer thread, after the batch holding this
+  // message was written (and fsync'd when options.sync).
+  Admit Enqueue(const MessageId& id, std::string&& meta, std::string&& body, CompletionSink* sink,
+                uint64_t token);
+
+  // False once a write failed with anything but a stall (disk full, EIO): the DB may be read-only
+  // now and the operator must restart. Stays true during and after a clean Shutdown.
+  bool healthy() const;
+  uint64_t recovered_messages() const { return recovered_messages_; }
+
+  // Stops accepting (Enqueue → kUnhealthy), commits everything already queued (each request still
+  // gets its completion), joins the writer, syncs the WAL and closes the DB. Idempotent; reads
+  // after it return an Error.
+  void Shutdown();
+
+  // Read path (admin, delivery). Only durable data is visible: a Put becomes visible when its
+  // synced write returns. Unknown id → Error with code ENOENT.
+  Result<Envelope> ReadEnvelope(const MessageId& id);
+  Result<std::string> ReadBody(const MessageId& id);
+  // Calls fn for each message in id order; stops early if fn returns false. An undecodable
+  // envelope ends the scan with an Error naming the id.
+  Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn);
+
+  // Unsynced, batched through the same writer (they ride on the next group fsync). A lost update
+  // after a crash causes a retry or a duplicate, never a loss. Ignored after Shutdown or once
+  // unhealthy.
+  void Remove(const MessageId& id);
+  void UpdateEnvelope(const MessageId& id, std::string meta);
+
+  SpoolStats stats() const;
+
+  // Test only: while paused the writer takes nothing from its queue, so admission bounds and
+  // Shutdown draining can be tested deterministically. Shutdown un-pauses.
+  void PauseWriterForTesting(bool paused);
+
+ private:
+  Spool();
+
+  // Shared by readers, exclusive for closing the DB in Shutdown.
+  mutable std::shared_mutex db_mu_;
+  std::unique_ptr<detail::SpoolDb> db_;  // null after Shutdown
+  std::unique_ptr<detail::SpoolWriter> writer_;
+  uint64_t recovered_messages_ = 0;
+  std::once_flag shutdown_once_;
+};
+
+// Read-only access for sluicectl while the daemon runs. Takes no lock and never writes to the
+// spool. It sees the spool as of Open (WAL included); open a new reader to see newer messages.
+class SpoolReader {
+ public:
+  static Result<std::unique_ptr<SpoolReader>> Open(const std::string& path);
+  ~SpoolReader();
+
+  Result<Envelope> ReadEnvelope(const MessageId& id);
+  Result<std::string> ReadBody(const MessageId& id);
+  Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn);
+  Result<uint64_t> Count();
+
+ private:
+  SpoolReader();
+  std::unique_ptr<detail::SpoolDb> db_;
+};
+
+}  // namespace sluice::queue

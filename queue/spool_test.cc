@@ -1,0 +1,533 @@
+#include "queue/spool.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <rocksdb/file_system.h>
+
+#include "base/log.h"
+#include "queue/testing/test_messages.h"
+
+extern char** environ;
+
+namespace sluice::queue {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A private directory under $TMPDIR, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/sluice-queue-test-XXXXXX";
+    SLUICE_CHECK(mkdtemp(pattern.data()) != nullptr);
+    path_ = pattern;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  std::string spool() const { return path_ + "/spool"; }
+
+ private:
+  std::string path_;
+};
+
+// Collects completions; waits with a deadline, never sleeps.
+class TestSink final : public CompletionSink {
+ public:
+  void OnCommitted(uint64_t token, CommitStatus status) override {
+    std::lock_guard lock(mu_);
+    results_.emplace(token, status);
+    ++calls_;
+    cv_.notify_all();
+  }
+
+  bool WaitFor(size_t n, std::chrono::milliseconds timeout = 30s) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, timeout, [&] { return calls_ >= n; });
+  }
+
+  std::map<uint64_t, CommitStatus> results() {
+    std::lock_guard lock(mu_);
+    return results_;
+  }
+  size_t calls() {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, CommitStatus> results_;
+  size_t calls_ = 0;
+};
+
+SpoolOptions Options(const std::string& path) {
+  SpoolOptions options;
+  options.path = path;
+  return options;
+}
+
+std::unique_ptr<Spool> OpenOrDie(const SpoolOptions& options) {
+  Result<std::unique_ptr<Spool>> spool = Spool::Open(options);
+  SLUICE_CHECK(spool.ok());
+  return std::move(*spool);
+}
+
+using testing::MakeBody;
+using testing::MakeEnvelope;
+
+struct Stored {
+  Envelope envelope;
+  std::string body;
+};
+
+std::map<MessageId, Stored> ReadAll(Spool& spool) {
+  std::map<MessageId, Stored> all;
+  Result<void> r = spool.ForEach([&](const MessageId& id, const Envelope& e) {
+    Result<std::string> body = spool.ReadBody(id);
+    SLUICE_CHECK(body.ok());
+    all[id] = Stored{e, std::move(*body)};
+    return true;
+  });
+  SLUICE_CHECK(r.ok());
+  return all;
+}
+
+TEST(SpoolTest, ConcurrentEnqueueIsDurableAndRecoveredByteExact) {
+  TempDir dir;
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 400;
+  std::map<MessageId, Stored> expected;
+  std::mutex expected_mu;
+  TestSink sink;
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+    EXPECT_EQ(spool->recovered_messages(), 0u);
+    EXPECT_TRUE(spool->healthy());
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        MessageIdGenerator gen(1, static_cast<uint16_t>(t));
+        for (int i = 0; i < kPerThread; ++i) {
+          const uint64_t token = static_cast<uint64_t>(t) * kPerThread + i;
+          const MessageId id = gen.Next();
+          Envelope e = MakeEnvelope(token);
+          // Sizes on both sides of min_blob_size (4096), up to 64 KiB.
+          std::string body = MakeBody(token, (token * 7919) % (64 << 10));
+          {
+            std::lock_guard lock(expected_mu);
+            expected[id] = Stored{e, body};
+          }
+          ASSERT_EQ(spool->Enqueue(id, EncodeEnvelope(e), std::move(body), &sink, token),
+                    Admit::kAccepted);
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    ASSERT_TRUE(sink.WaitFor(kThreads * kPerThread));
+    std::map<uint64_t, CommitStatus> results = sink.results();
+    ASSERT_EQ(results.size(), static_cast<size_t>(kThreads * kPerThread));
+    for (const auto& [token, status] : results) EXPECT_EQ(status, CommitStatus::kOk) << token;
+    const SpoolStats stats = spool->stats();
+    EXPECT_EQ(stats.committed_messages, static_cast<uint64_t>(kThreads * kPerThread));
+    EXPECT_EQ(stats.pending_messages, 0u);
+    EXPECT_EQ(stats.pending_bytes, 0u);
+    EXPECT_GE(stats.batches, 1u);
+    // Visible through the open spool once completed.
+    EXPECT_EQ(ReadAll(*spool).size(), expected.size());
+  }
+  EXPECT_EQ(sink.calls(), static_cast<size_t>(kThreads * kPerThread)) << "exactly one per token";
+
+  std::unique_ptr<Spool> reopened = OpenOrDie(Options(dir.spool()));
+  EXPECT_EQ(reopened->recovered_messages(), expected.size());
+  std::map<MessageId, Stored> found = ReadAll(*reopened);
+  ASSERT_EQ(found.size(), expected.size());
+  for (const auto& [id, want] : expected) {
+    auto it = found.find(id);
+    ASSERT_NE(it, found.end()) << id.ToString();
+    EXPECT_EQ(it->second.envelope, want.envelope) << id.ToString();
+    EXPECT_TRUE(it->second.body == want.body) << id.ToString();
+    Result<Envelope> e = reopened->ReadEnvelope(id);
+    ASSERT_TRUE(e.ok());
+    EXPECT_EQ(*e, want.envelope);
+  }
+}
+
+TEST(SpoolTest, ForEachIsInIdOrderAndStopsEarly) {
+  TempDir dir;
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  TestSink sink;
+  std::vector<MessageId> ids;
+  for (uint64_t i = 0; i < 50; ++i) {
+    // Enqueued out of order.
+    const MessageId id{1000 + (i * 37) % 50, i};
+    ids.push_back(id);
+    ASSERT_EQ(spool->Enqueue(id, EncodeEnvelope(MakeEnvelope(i)), "b", &sink, i), Admit::kAccepted);
+  }
+  ASSERT_TRUE(sink.WaitFor(50));
+  std::sort(ids.begin(), ids.end());
+  std::vector<MessageId> seen;
+  ASSERT_TRUE(spool->ForEach([&](const MessageId& id, const Envelope&) {
+    seen.push_back(id);
+    return true;
+  }).ok());
+  EXPECT_EQ(seen, ids);
+  seen.clear();
+  ASSERT_TRUE(spool->ForEach([&](const MessageId& id, const Envelope&) {
+    seen.push_back(id);
+    return seen.size() < 3;
+  }).ok());
+  EXPECT_EQ(seen.size(), 3u);
+}
+
+TEST(SpoolTest, UnknownIdIsAnError) {
+  TempDir dir;
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  Result<Envelope> e = spool->ReadEnvelope(MessageId{1, 2});
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().code, ENOENT);
+  EXPECT_FALSE(spool->ReadBody(MessageId{1, 2}).ok());
+}
+
+TEST(SpoolTest, AdmissionBoundByMessagesReturnsFull) {
+  TempDir dir;
+  SpoolOptions options = Options(dir.spool());
+  options.max_pending_messages = 3;
+  std::unique_ptr<Spool> spool = OpenOrDie(options);
+  TestSink sink;
+  spool->PauseWriterForTesting(true);
+  for (uint64_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(spool->Enqueue({1, i}, "m", "b", &sink, i), Admit::kAccepted);
+  }
+  std::string meta = "meta3";
+  std::string body = "body3";
+  EXPECT_EQ(spool->Enqueue({1, 3}, std::move(meta), std::move(body), &sink, 3), Admit::kFull);
+  // Refused: the caller keeps its message and may retry with it.
+  EXPECT_EQ(meta, "meta3");
+  EXPECT_EQ(body, "body3");
+  EXPECT_EQ(spool->stats().pending_messages, 3u);
+  spool->PauseWriterForTesting(false);
+  ASSERT_TRUE(sink.WaitFor(3));
+  // The budget is released on completion.
+  EXPECT_EQ(spool->Enqueue({1, 4}, "m", "b", &sink, 4), Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(4));
+  std::map<uint64_t, CommitStatus> results = sink.results();
+  EXPECT_EQ(results.size(), 4u);
+  EXPECT_EQ(results.count(3), 0u) << "a refused request gets no completion";
+  for (const auto& [token, status] : results) EXPECT_EQ(status, CommitStatus::kOk);
+}
+
+TEST(SpoolTest, AdmissionBoundByBytesReturnsFullButAdmitsOneHugeMessage) {
+  TempDir dir;
+  SpoolOptions options = Options(dir.spool());
+  options.max_pending_bytes = 1000;
+  std::unique_ptr<Spool> spool = OpenOrDie(options);
+  TestSink sink;
+  spool->PauseWriterForTesting(true);
+  EXPECT_EQ(spool->Enqueue({1, 0}, "m", std::string(600, 'x'), &sink, 0), Admit::kAccepted);
+  EXPECT_EQ(spool->Enqueue({1, 1}, "m", std::string(600, 'x'), &sink, 1), Admit::kFull);
+  EXPECT_EQ(spool->Enqueue({1, 2}, "m", std::string(300, 'x'), &sink, 2), Admit::kAccepted);
+  spool->PauseWriterForTesting(false);
+  ASSERT_TRUE(sink.WaitFor(2));
+  spool->PauseWriterForTesting(true);
+  EXPECT_EQ(spool->Enqueue({1, 3}, "m", std::string(5000, 'x'), &sink, 3), Admit::kAccepted);
+  spool->PauseWriterForTesting(false);
+  ASSERT_TRUE(sink.WaitFor(3));
+  Result<std::string> body = spool->ReadBody({1, 3});
+  ASSERT_TRUE(body.ok());
+  EXPECT_EQ(body->size(), 5000u);
+}
+
+TEST(SpoolTest, RemoveAndUpdateRideOnTheNextBatch) {
+  TempDir dir;
+  TestSink sink;
+  const MessageId keep{10, 1};
+  const MessageId gone{10, 2};
+  Envelope updated = MakeEnvelope(1);
+  updated.attempts = 3;
+  updated.next_due_us = 99;
+  updated.recipients[0].last_reply = "451 4.7.1 try later";
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+    ASSERT_EQ(spool->Enqueue(keep, EncodeEnvelope(MakeEnvelope(1)), "body1", &sink, 1),
+              Admit::kAccepted);
+    ASSERT_EQ(spool->Enqueue(gone, EncodeEnvelope(MakeEnvelope(2)), "body2", &sink, 2),
+              Admit::kAccepted);
+    ASSERT_TRUE(sink.WaitFor(2));
+    spool->Remove(gone);
+    spool->UpdateEnvelope(keep, EncodeEnvelope(updated));
+    // The writer keeps queue order, so once a later enqueue completes the updates are applied.
+    ASSERT_EQ(spool->Enqueue({10, 3}, EncodeEnvelope(MakeEnvelope(3)), "b3", &sink, 3),
+              Admit::kAccepted);
+    ASSERT_TRUE(sink.WaitFor(3));
+    EXPECT_EQ(spool->ReadEnvelope(gone).error().code, ENOENT);
+    EXPECT_EQ(spool->ReadBody(gone).error().code, ENOENT);
+    Result<Envelope> e = spool->ReadEnvelope(keep);
+    ASSERT_TRUE(e.ok());
+    EXPECT_EQ(*e, updated);
+  }
+  std::unique_ptr<Spool> reopened = OpenOrDie(Options(dir.spool()));
+  EXPECT_EQ(reopened->recovered_messages(), 2u);
+  EXPECT_FALSE(reopened->ReadEnvelope(gone).ok());
+  Result<Envelope> e = reopened->ReadEnvelope(keep);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(*e, updated);
+  EXPECT_EQ(*reopened->ReadBody(keep), "body1");
+}
+
+TEST(SpoolTest, ShutdownDrainsQueuedRequestsAndRefusesNewOnes) {
+  TempDir dir;
+  TestSink sink;
+  constexpr uint64_t kCount = 200;
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+    spool->PauseWriterForTesting(true);
+    for (uint64_t i = 0; i < kCount; ++i) {
+      ASSERT_EQ(spool->Enqueue({5, i}, EncodeEnvelope(MakeEnvelope(i)), MakeBody(i, 100), &sink, i),
+                Admit::kAccepted);
+    }
+    EXPECT_EQ(sink.calls(), 0u);
+    spool->Shutdown();
+    EXPECT_EQ(sink.calls(), kCount) << "Shutdown returns after every completion";
+    for (const auto& [token, status] : sink.results()) EXPECT_EQ(status, CommitStatus::kOk);
+    EXPECT_EQ(spool->Enqueue({6, 0}, "m", "b", &sink, 999), Admit::kUnhealthy);
+    EXPECT_FALSE(spool->ReadEnvelope({5, 0}).ok());
+    spool->Shutdown();  // idempotent
+  }
+  EXPECT_EQ(sink.calls(), kCount);
+  std::unique_ptr<Spool> reopened = OpenOrDie(Options(dir.spool()));
+  EXPECT_EQ(reopened->recovered_messages(), kCount);
+  EXPECT_EQ(*reopened->ReadBody({5, 7}), MakeBody(7, 100));
+}
+
+TEST(SpoolTest, ReaderSeesCommittedMessagesWhileSpoolIsOpen) {
+  TempDir dir;
+  TestSink sink;
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  for (uint64_t i = 0; i < 100; ++i) {
+    ASSERT_EQ(spool->Enqueue({7, i}, EncodeEnvelope(MakeEnvelope(i)), MakeBody(i, i * 100), &sink,
+                             i),
+              Admit::kAccepted);
+  }
+  ASSERT_TRUE(sink.WaitFor(100));
+  Result<std::unique_ptr<SpoolReader>> reader = SpoolReader::Open(dir.spool());
+  ASSERT_TRUE(reader.ok()) << reader.error().message;
+  EXPECT_EQ(*(*reader)->Count(), 100u);
+  uint64_t n = 0;
+  ASSERT_TRUE((*reader)->ForEach([&](const MessageId& id, const Envelope& e) {
+    EXPECT_EQ(id, (MessageId{7, n}));
+    EXPECT_EQ(e, MakeEnvelope(n));
+    ++n;
+    return true;
+  }).ok());
+  EXPECT_EQ(n, 100u);
+  EXPECT_EQ(*(*reader)->ReadBody({7, 42}), MakeBody(42, 4200));
+  EXPECT_EQ((*reader)->ReadEnvelope({8, 0}).error().code, ENOENT);
+  // The spool keeps working while a reader is open.
+  ASSERT_EQ(spool->Enqueue({7, 100}, "m", "b", &sink, 100), Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(101));
+  EXPECT_EQ(sink.results()[100], CommitStatus::kOk);
+}
+
+TEST(SpoolTest, ReaderOfMissingSpoolFails) {
+  TempDir dir;
+  Result<std::unique_ptr<SpoolReader>> reader = SpoolReader::Open(dir.path() + "/nope");
+  ASSERT_FALSE(reader.ok());
+  EXPECT_EQ(reader.error().code, ENOENT);
+}
+
+TEST(SpoolTest, StallLongerThanDeadlineTimesOutWithoutWriting) {
+  TempDir dir;
+  std::atomic<bool> stall{true};
+  SpoolOptions options = Options(dir.spool());
+  options.stall_deadline = 20ms;
+  options.inject_stall = [&] { return stall.load(); };
+  std::unique_ptr<Spool> spool = OpenOrDie(options);
+  TestSink sink;
+  ASSERT_EQ(spool->Enqueue({1, 1}, "m", "b", &sink, 1), Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(1));
+  EXPECT_EQ(sink.results()[1], CommitStatus::kTimedOut);
+  EXPECT_TRUE(spool->healthy()) << "a stall is temporary";
+  EXPECT_GE(spool->stats().stalls, 2u) << "backed off and retried before giving up";
+  EXPECT_EQ(spool->stats().timed_out_messages, 1u);
+  EXPECT_EQ(spool->ReadEnvelope({1, 1}).error().code, ENOENT);
+  stall = false;
+  ASSERT_EQ(spool->Enqueue({1, 2}, EncodeEnvelope(Envelope{}), "b", &sink, 2), Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(2));
+  EXPECT_EQ(sink.results()[2], CommitStatus::kOk);
+}
+
+TEST(SpoolTest, ShortStallIsRetriedUntilItClears) {
+  TempDir dir;
+  std::atomic<int> stalls_left{3};
+  SpoolOptions options = Options(dir.spool());
+  options.inject_stall = [&] { return stalls_left.fetch_sub(1) > 0; };
+  std::unique_ptr<Spool> spool = OpenOrDie(options);
+  TestSink sink;
+  ASSERT_EQ(spool->Enqueue({1, 1}, EncodeEnvelope(Envelope{}), "b", &sink, 1), Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(1));
+  EXPECT_EQ(sink.results()[1], CommitStatus::kOk);
+  EXPECT_EQ(spool->stats().stalls, 3u);
+  EXPECT_TRUE(spool->ReadEnvelope({1, 1}).ok());
+}
+
+// Fails every Sync/Fsync of files opened for writing (the WAL among them) once armed, like a disk
+// returning EIO on fdatasync.
+class FailingSyncFs final : public rocksdb::FileSystemWrapper {
+ public:
+  explicit FailingSyncFs(std::shared_ptr<rocksdb::FileSystem> base)
+      : rocksdb::FileSystemWrapper(std::move(base)) {}
+  static const char* kClassName() { return "FailingSyncFs"; }
+  const char* Name() const override { return kClassName(); }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    std::unique_ptr<rocksdb::FSWritableFile> file;
+    rocksdb::IOStatus s = target()->NewWritableFile(name, options, &file, dbg);
+    if (s.ok()) *result = std::make_unique<File>(std::move(file), &armed_);
+    return s;
+  }
+
+  void Arm(bool on) { armed_ = on; }
+
+ private:
+  class File final : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    File(std::unique_ptr<rocksdb::FSWritableFile> file, std::atomic<bool>* armed)
+        : rocksdb::FSWritableFileOwnerWrapper(std::move(file)), armed_(armed) {}
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
+                           rocksdb::IODebugContext* dbg) override {
+      if (*armed_) return rocksdb::IOStatus::IOError("injected fdatasync failure");
+      return FSWritableFileOwnerWrapper::Sync(options, dbg);
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options,
+                            rocksdb::IODebugContext* dbg) override {
+      if (*armed_) return rocksdb::IOStatus::IOError("injected fsync failure");
+      return FSWritableFileOwnerWrapper::Fsync(options, dbg);
+    }
+
+   private:
+    std::atomic<bool>* armed_;
+  };
+
+  std::atomic<bool> armed_{false};
+};
+
+TEST(SpoolTest, IoErrorLatchesUnhealthy) {
+  TempDir dir;
+  auto fs = std::make_shared<FailingSyncFs>(rocksdb::FileSystem::Default());
+  SpoolOptions options = Options(dir.spool());
+  options.file_system = fs;
+  TestSink sink;
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(options);
+    ASSERT_EQ(spool->Enqueue({1, 1}, EncodeEnvelope(Envelope{}), "before", &sink, 1),
+              Admit::kAccepted);
+    ASSERT_TRUE(sink.WaitFor(1));
+    EXPECT_EQ(sink.results()[1], CommitStatus::kOk);
+
+    fs->Arm(true);
+    ASSERT_EQ(spool->Enqueue({1, 2}, EncodeEnvelope(Envelope{}), "during", &sink, 2),
+              Admit::kAccepted);
+    ASSERT_TRUE(sink.WaitFor(2));
+    EXPECT_EQ(sink.results()[2], CommitStatus::kIoError);
+    EXPECT_FALSE(spool->healthy());
+    EXPECT_EQ(spool->stats().failed_messages, 1u);
+    EXPECT_EQ(spool->Enqueue({1, 3}, "m", "b", &sink, 3), Admit::kUnhealthy);
+    spool->Remove({1, 1});  // ignored, must not crash
+    // The committed message is still readable.
+    EXPECT_EQ(*spool->ReadBody({1, 1}), "before");
+    spool->Shutdown();
+    fs->Arm(false);
+  }
+  EXPECT_EQ(sink.calls(), 2u);
+  std::unique_ptr<Spool> reopened = OpenOrDie(Options(dir.spool()));
+  EXPECT_TRUE(reopened->healthy());
+  EXPECT_EQ(*reopened->ReadBody({1, 1}), "before");
+}
+
+// --- crash: kill -9 while enqueuing, then every acknowledged message must be there -------------
+
+// Moves fd to a number >= 10 with close-on-exec set, so dup2 onto 3 in the child cannot collide.
+int HighCloexecFd(int fd) {
+  const int high = fcntl(fd, F_DUPFD_CLOEXEC, 10);
+  SLUICE_CHECK(high >= 0);
+  close(fd);
+  return high;
+}
+
+TEST(SpoolCrashTest, KillNineLosesNoAcknowledgedMessage) {
+  TempDir dir;
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  fds[0] = HighCloexecFd(fds[0]);
+  fds[1] = HighCloexecFd(fds[1]);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  // dup2 clears close-on-exec on fd 3 only; both original ends close at exec.
+  posix_spawn_file_actions_adddup2(&actions, fds[1], 3);
+  // meson passes the child program's path (queue/meson.build).
+  const char* child_env = std::getenv("SLUICE_SPOOL_CRASH_CHILD");
+  ASSERT_NE(child_env, nullptr) << "run through meson test: SLUICE_SPOOL_CRASH_CHILD is unset";
+  std::string child = child_env;
+  std::string spool_dir = dir.spool();
+  char* argv[] = {child.data(), spool_dir.data(), nullptr};
+  pid_t pid = 0;
+  ASSERT_EQ(posix_spawn(&pid, child.c_str(), &actions, nullptr, argv, environ), 0);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fds[1]);
+
+  std::vector<uint64_t> acked;
+  uint64_t token = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (acked.size() < 3000 && std::chrono::steady_clock::now() < deadline) {
+    pollfd pfd{fds[0], POLLIN, 0};
+    if (poll(&pfd, 1, 100) <= 0) continue;
+    if (read(fds[0], &token, sizeof token) != sizeof token) break;
+    acked.push_back(token);
+  }
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  // Acknowledgements written before the kill are still in the pipe.
+  while (read(fds[0], &token, sizeof token) == sizeof token) acked.push_back(token);
+  close(fds[0]);
+  ASSERT_GE(acked.size(), 3000u) << "child died early";
+
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  EXPECT_GE(spool->recovered_messages(), acked.size());
+  for (uint64_t t : acked) {
+    Result<Envelope> e = spool->ReadEnvelope({t + 1, 0});
+    ASSERT_TRUE(e.ok()) << "acknowledged message " << t << " lost";
+    EXPECT_EQ(*e, MakeEnvelope(t));
+    Result<std::string> body = spool->ReadBody({t + 1, 0});
+    ASSERT_TRUE(body.ok());
+    EXPECT_TRUE(*body == MakeBody(t, 512 + t % 8192)) << t;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::queue
