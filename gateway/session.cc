@@ -121,8 +121,10 @@ io::Task<void> Session::Run() {
       }
       std::string line;
       if (next.status == smtp::LineReader::Status::kBareNewline) {
-        std::string_view raw = conn_.inbox().substr(0, next.consumed);
+        // Copy first: Consume() may move the inbox's bytes.
+        const std::string raw_line(conn_.inbox().substr(0, next.consumed));
         conn_.Consume(next.consumed);
+        std::string_view raw = raw_line;
         // RFC 5321 §2.3.8: lines end with CRLF only. A client that sends a
         // bare LF may be trying to desynchronise a downstream parser.
         const bool ends_lf = !raw.empty() && raw.back() == '\n';
