@@ -39,25 +39,24 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     shard_.ReturnRecvBuffer(bid);
   }
   const bool more = flags & IORING_CQE_F_MORE;
-  if (!more) {
-    recv_armed_ = false;
-    OpDone();
-  }
   if (res == 0) {
     eof_ = true;
-  } else if (res < 0) {
-    if (res == -ENOBUFS) {
-      // The ring ran dry; buffers of this batch are already back. Re-arm.
-      auto& s = const_cast<ShardStats&>(shard_.stats());
-      s.enobufs.store(s.enobufs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      if (!closed_) ArmRecv();
-    } else if (res == -ECANCELED) {
-      // Paused for backpressure, or closing.
-    } else {
-      error_ = -res;
-    }
-  } else if (!more && !closed_ && !recv_paused_) {
-    ArmRecv();  // the kernel ended the multishot (e.g. CQ pressure): continue
+  } else if (res == -ENOBUFS) {
+    // The ring ran dry; this batch's buffers are already back.
+    auto& s = const_cast<ShardStats&>(shard_.stats());
+    s.enobufs.store(s.enobufs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  } else if (res < 0 && res != -ECANCELED) {
+    error_ = -res;
+  }
+  if (!more) {
+    // The multishot is over (EOF, error, ENOBUFS, our cancel, or the kernel
+    // ended it). Receive again unless the connection is done, or paused for
+    // backpressure with the owner still behind: then Consume() re-arms. A
+    // waiting reader always gets a receive, or it could wait forever.
+    recv_armed_ = false;
+    OpDone();
+    const bool behind = recv_paused_ && inbox().size() >= kInboxLowWater && !reader_;
+    if (!closed_ && !behind) ArmRecv();
   }
 
   if (!closed_ && recv_armed_ && !recv_paused_ && inbox().size() >= kInboxHighWater) {

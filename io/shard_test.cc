@@ -61,6 +61,30 @@ std::string ReadLine(int fd) {
 // Echoes lines back upper-cased until "QUIT"; counts closes.
 struct EchoServer {
   Shard* shard;
+  std::atomic<size_t> bulk_bytes{0};
+
+  // Counts bytes until `total`, then answers "OK\n". Consumes after every
+  // wake, like a DATA reader, so the inbox fills past its high-water mark
+  // and recv pauses and resumes many times.
+  Detached CountBytes(int fd, size_t total) {
+    auto conn = std::make_unique<Connection>(*shard, fd);
+    conn->Start();
+    size_t got = 0;
+    while (got < total) {
+      const size_t n = conn->inbox().size();
+      got += n;
+      conn->Consume(n);
+      if (got >= total) break;
+      const ReadStatus st = co_await conn->WaitForData(seconds(5), false);
+      if (st != ReadStatus::kData) break;
+    }
+    bulk_bytes.store(got);
+    bool ok = co_await conn->SendAll(got >= total ? "OK\n" : "SHORT\n", seconds(5));
+    (void)ok;
+    co_await conn->Close();
+    closed.fetch_add(1);
+  }
+
   std::atomic<int> closed{0};
   std::atomic<int> timeouts{0};
 
@@ -96,15 +120,19 @@ struct EchoServer {
 
 class ShardTest : public ::testing::Test {
  protected:
-  void StartShard(Duration idle) {
+  void StartShard(Duration idle, size_t bulk = 0) {
     auto addr = SocketAddress::Parse("127.0.0.1", 0);
     ASSERT_TRUE(addr.ok());
     auto lfd = ListenTcp(*addr, 128);
     ASSERT_TRUE(lfd.ok()) << lfd.error().message;
     port_ = PortOf(*lfd);
     std::atomic<bool> ready{false};
-    thread_ = std::thread([this, fd = *lfd, idle, &ready] {
-      shard_ = std::make_unique<Shard>(0, ShardOptions{.recv_buffers = 8, .recv_buffer_size = 64});
+    thread_ = std::thread([this, fd = *lfd, idle, bulk, &ready] {
+      // Tiny buffers exercise ENOBUFS; the bulk test needs batches big
+      // enough to pass the inbox high-water mark in one loop iteration.
+      shard_ = std::make_unique<Shard>(
+          0, bulk > 0 ? ShardOptions{.recv_buffers = 64, .recv_buffer_size = 16384}
+                      : ShardOptions{.recv_buffers = 8, .recv_buffer_size = 64});
       auto r = shard_->Init();
       if (!r) {
         init_error_ = r.error().message;
@@ -113,7 +141,13 @@ class ShardTest : public ::testing::Test {
       }
       server_.shard = shard_.get();
       listener_ = std::make_unique<Listener>(*shard_, fd,
-                                             [this, idle](int cfd) { server_.Serve(cfd, idle); });
+                                             [this, idle, bulk](int cfd) {
+                                               if (bulk > 0) {
+                                                 server_.CountBytes(cfd, bulk);
+                                               } else {
+                                                 server_.Serve(cfd, idle);
+                                               }
+                                             });
       listener_->Start();
       ready = true;
       shard_->Run();
@@ -191,6 +225,27 @@ TEST_F(ShardTest, IdleTimeoutFires) {
   EXPECT_EQ(ReadLine(fd), "TIMEOUT\r\n");
   close(fd);
   EXPECT_EQ(server_.timeouts.load(), 1);
+}
+
+TEST_F(ShardTest, BulkTransferSurvivesInboxBackpressure) {
+  // 8 MiB in 1 MiB writes: the inbox passes its high-water mark, recv is
+  // cancelled and must come back however the cancel races the reader.
+  constexpr size_t kTotal = 8 << 20;
+  StartShard(seconds(10), kTotal);
+  int fd = ConnectTo(port_);
+  ASSERT_GE(fd, 0);
+  std::thread writer([fd] {
+    std::string chunk(1 << 20, 'x');
+    for (size_t sent = 0; sent < kTotal;) {
+      ssize_t n = write(fd, chunk.data(), std::min(chunk.size(), kTotal - sent));
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+  });
+  EXPECT_EQ(ReadLine(fd), "OK\n");
+  writer.join();
+  EXPECT_EQ(server_.bulk_bytes.load(), kTotal);
+  close(fd);
 }
 
 TEST_F(ShardTest, PostRunsOnShardThread) {
