@@ -1,0 +1,548 @@
+"""Shared harness for the Sluice integration tests (Python 3 stdlib only).
+
+Every test gets a private temporary directory (config, spool, logs), free
+loopback ports, its own sluiced process(es) and a cleanup that stops every
+process it started by PID, also when the test fails.
+
+Binaries: $SLUICED / $SLUICECTL (set by tests/meson.build), else
+build/gateway/sluiced and build/admin/sluicectl under the repository root.
+
+Nothing here sleeps to wait for a condition: every wait polls with a
+deadline, and every loop is bounded in iterations and time.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = "127.0.0.1"
+HOSTNAME = "test.sluice"
+
+# The id in "250 2.0.0 Ok: queued as <ID>": Crockford base32, 26 characters.
+QUEUED_RE = re.compile(rb"queued as ([0-9A-Z]{26})\b")
+
+POLL_INTERVAL = 0.02  # between polls of a condition that has a deadline
+
+
+def _binary(env_name, relative):
+    value = os.environ.get(env_name)
+    if value:
+        return Path(value)
+    return REPO_ROOT / relative
+
+
+def sluiced_path():
+    return _binary("SLUICED", "build/gateway/sluiced")
+
+
+def sluicectl_path():
+    return _binary("SLUICECTL", "build/admin/sluicectl")
+
+
+def have_sluicectl():
+    p = sluicectl_path()
+    return p.is_file() and os.access(p, os.X_OK)
+
+
+def require_sluicectl():
+    """Spool assertions need sluicectl; a missing binary is a failure, never a skip."""
+    if not have_sluicectl():
+        raise AssertionError(f"sluicectl not built ({sluicectl_path()})")
+
+
+def free_port(exclude=()):
+    """A loopback port that was free a moment ago: bind port 0, read it, close."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = s.getsockname()[1]
+        if port not in exclude:
+            return port
+    raise RuntimeError("no free loopback port")
+
+
+def wait_until(predicate, timeout, what, interval=POLL_INTERVAL):
+    """Polls predicate() until it returns a true value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / interval) + 2):
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string here
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def render_config(server, spool, listeners):
+    lines = ["[server]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in server.items()]
+    lines += ["", "[spool]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in spool.items()]
+    for listener in listeners:
+        lines += ["", "[[listener]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in listener.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# The daemon
+
+
+class Daemon:
+    """One sluiced on a private spool. Listeners are dicts of listener keys;
+    "port" is filled in with a free port unless given. The config is written
+    once, so restarts reuse the same spool and ports."""
+
+    def __init__(self, workdir, listeners=None, server=None, spool=None):
+        self.workdir = Path(workdir)
+        self.spool_path = self.workdir / "spool"
+        self.config_path = self.workdir / "sluice.toml"
+        self.proc = None
+        self.starts = 0
+        self._log = None
+        self.server = {"hostname": HOSTNAME, "shards": 2, "shutdown_grace": 5,
+                       "log_level": "info"}
+        self.server.update(server or {})
+        self.spool = {"path": str(self.spool_path)}
+        self.spool.update(spool or {})
+        self.listeners = []
+        used = set()
+        for i, spec in enumerate(listeners or [{}]):
+            listener = {"name": f"l{i}", "address": LOOPBACK,
+                        "mynetworks": ["127.0.0.0/8"]}
+            listener.update(spec)
+            if "port" not in listener:
+                listener["port"] = free_port(used)
+            used.add(listener["port"])
+            self.listeners.append(listener)
+        self.write_config()
+
+    @property
+    def port(self):
+        return self.listeners[0]["port"]
+
+    def port_of(self, name):
+        for listener in self.listeners:
+            if listener["name"] == name:
+                return listener["port"]
+        raise KeyError(name)
+
+    def write_config(self):
+        self.config_path.write_text(render_config(self.server, self.spool, self.listeners))
+
+    @property
+    def log_path(self):
+        return self.workdir / f"sluiced.{self.starts}.log"
+
+    def log_text(self):
+        out = []
+        for i in range(1, self.starts + 1):
+            p = self.workdir / f"sluiced.{i}.log"
+            if p.exists():
+                out.append(f"--- sluiced start #{i} ---\n" + p.read_text(errors="replace"))
+        return "\n".join(out)
+
+    def start(self, timeout=20):
+        """Starts sluiced and waits until every listener answers 220."""
+        assert not self.running(), "already running"
+        self.starts += 1
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(sluiced_path()), "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=self.workdir)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def wait_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        for listener in self.listeners:
+            port = listener["port"]
+
+            def greeted():
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"sluiced exited with {self.proc.returncode} during startup:\n"
+                        + self.log_text())
+                return probe_greeting(port)
+
+            wait_until(greeted, max(0.1, deadline - time.monotonic()),
+                       f"220 greeting on port {port}")
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def signal(self, sig):
+        if self.running():
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout=30):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"sluiced did not exit {timeout} s after SIGTERM:\n"
+                                 + self.log_text())
+        self._close_log()
+        return rc
+
+    def kill(self):
+        """SIGKILL by PID and reap."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        self._close_log()
+
+    def _close_log(self):
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- spool inspection through sluicectl --------------------------------
+
+    def sluicectl(self, *args, check=True, timeout=60):
+        require_sluicectl()
+        r = subprocess.run([str(sluicectl_path()), "--config", str(self.config_path), *args],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                           cwd=self.workdir)
+        if check and r.returncode != 0:
+            raise AssertionError(f"sluicectl {' '.join(args)} exited {r.returncode}: "
+                                 f"{r.stderr.decode(errors='replace')}")
+        return r
+
+    def export_spool(self):
+        """{id: SpooledMessage} for every message in the spool."""
+        require_sluicectl()
+        out = Path(tempfile.mkdtemp(prefix="export.", dir=self.workdir))
+        self.sluicectl("queue", "export", str(out))
+        messages = {}
+        for meta in sorted(out.glob("*.json")):
+            mid = meta.stem
+            env = json.loads(meta.read_text())
+            body = (out / f"{mid}.eml").read_bytes()
+            messages[mid] = SpooledMessage(mid, env, body)
+        stray = {p.stem for p in out.glob("*.eml")} - set(messages)
+        if stray:
+            raise AssertionError(f"export wrote bodies without envelopes: {sorted(stray)}")
+        shutil.rmtree(out, ignore_errors=True)
+        return messages
+
+    def queue_count(self):
+        r = self.sluicectl("queue", "count")
+        return int(r.stdout.split()[0])
+
+
+def _address(a):
+    """Envelope addresses as plain strings, whatever shape sluicectl gives them."""
+    if isinstance(a, dict):
+        a = a.get("address", "")
+    a = a or ""
+    if a.startswith("<") and a.endswith(">"):
+        a = a[1:-1]
+    return a
+
+
+class SpooledMessage:
+    def __init__(self, mid, envelope, body):
+        self.id = mid
+        self.envelope = envelope
+        self.body = body
+
+    @property
+    def sender(self):
+        return _address(self.envelope.get("sender"))
+
+    @property
+    def recipients(self):
+        return [_address(r) for r in self.envelope.get("recipients", [])]
+
+    @property
+    def received(self):
+        return split_received(self.body)[0]
+
+    @property
+    def message(self):
+        """The stored body minus our Received header: what the client sent."""
+        return split_received(self.body)[1]
+
+    def __repr__(self):
+        return f"<SpooledMessage {self.id} from={self.sender!r} to={self.recipients!r}>"
+
+
+def split_received(body):
+    """(our Received header, rest). The header starts with "Received: from ",
+    its folded lines start with TAB, and it ends before the first line that
+    starts with neither TAB nor space."""
+    if not body.startswith(b"Received: from "):
+        raise AssertionError(f"stored body does not start with our Received header: "
+                             f"{body[:80]!r}")
+    pos = body.index(b"\r\n") + 2
+    for _ in range(len(body)):
+        if pos < len(body) and body[pos:pos + 1] in (b"\t", b" "):
+            pos = body.index(b"\r\n", pos) + 2
+        else:
+            break
+    return body[:pos], body[pos:]
+
+
+# ---------------------------------------------------------------------------
+# SMTP over a raw socket
+
+
+def probe_greeting(port, timeout=2.0):
+    """True if the port accepts and greets with 220 (then QUIT and wait for close)."""
+    try:
+        with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
+            c = RawSmtp(s)
+            code, _ = c.reply()
+            if code != 220:
+                return False
+            c.send(b"QUIT\r\n")
+            c.reply()
+            c.wait_closed(timeout)
+            return True
+    except (OSError, SmtpClosed, AssertionError):
+        return False
+
+
+class SmtpClosed(Exception):
+    pass
+
+
+class RawSmtp:
+    """A minimal SMTP client over a socket: send raw bytes, read replies."""
+
+    MAX_REPLY_LINES = 100
+
+    def __init__(self, sock, timeout=15.0):
+        self.sock = sock
+        self.sock.settimeout(timeout)
+        self.buf = b""
+
+    @classmethod
+    def connect(cls, port, timeout=15.0):
+        return cls(socket.create_connection((LOOPBACK, port), timeout=timeout), timeout)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def _line(self):
+        for _ in range(100000):
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 2:]
+                return line
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise SmtpClosed(f"connection closed; unparsed {self.buf!r}")
+            self.buf += chunk
+        raise AssertionError("reply line too long")
+
+    def reply(self):
+        """(code, [text lines]) of the next (possibly multi-line) reply."""
+        lines = []
+        for _ in range(self.MAX_REPLY_LINES):
+            line = self._line()
+            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in (b" ", b"-", b""):
+                raise AssertionError(f"malformed reply line {line!r}")
+            lines.append(line[4:].decode(errors="replace"))
+            if line[3:4] != b"-":
+                return int(line[:3]), lines
+        raise AssertionError("reply with too many lines")
+
+    def cmd(self, line):
+        self.send(line.encode() + b"\r\n" if isinstance(line, str) else line + b"\r\n")
+        return self.reply()
+
+    def expect(self, code, line=None):
+        if line is not None:
+            got = self.cmd(line)
+        else:
+            got = self.reply()
+        if got[0] != code:
+            raise AssertionError(f"{line!r}: expected {code}, got {got}")
+        return got
+
+    def replies_until_close(self, limit=50):
+        """Every reply until the server closes (bounded)."""
+        out = []
+        for _ in range(limit):
+            try:
+                out.append(self.reply())
+            except (SmtpClosed, ConnectionResetError):
+                return out
+        raise AssertionError(f"server did not close after {limit} replies: {out}")
+
+    def wait_closed(self, timeout=10.0):
+        """Asserts the server closes the connection (EOF or reset) within timeout;
+        returns any bytes received before."""
+        deadline = time.monotonic() + timeout
+        data = self.buf
+        self.buf = b""
+        for _ in range(10000):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                return data
+            if not chunk:
+                return data
+            data += chunk
+        raise AssertionError(f"server did not close the connection within {timeout} s "
+                             f"(received {data!r})")
+
+    def greet(self, helo="client.test"):
+        self.expect(220)
+        return self.expect(250, f"EHLO {helo}")
+
+
+def queued_id(reply_text):
+    """The id from a 250 reply's text (str or list of lines)."""
+    if isinstance(reply_text, list):
+        reply_text = "\n".join(reply_text)
+    m = QUEUED_RE.search(reply_text.encode())
+    if not m:
+        raise AssertionError(f"no 'queued as ID' in {reply_text!r}")
+    return m.group(1).decode()
+
+
+def dot_stuff(message):
+    """DATA transparency (RFC 5321 §4.5.2) for a CRLF message."""
+    assert message.endswith(b"\r\n")
+    lines = message.split(b"\r\n")
+    return b"\r\n".join((b"." + l if l.startswith(b".") else l) for l in lines)
+
+
+def send_message(client, sender, recipients, message):
+    """A whole transaction on an open, greeted RawSmtp; returns the final reply."""
+    client.expect(250, f"MAIL FROM:<{sender}>")
+    for r in recipients:
+        client.expect(250, f"RCPT TO:<{r}>")
+    client.expect(354, "DATA")
+    client.send(dot_stuff(message) + b".\r\n")
+    return client.reply()
+
+
+def make_message(token, extra_headers=(), body_lines=None, subject=None):
+    headers = [f"From: <sender@client.test>", f"To: <rcpt@dest.test>",
+               f"Subject: {subject or 'test ' + token}", f"Message-ID: <{token}@client.test>",
+               f"X-Test-Token: {token}", *extra_headers]
+    if body_lines is None:
+        body_lines = [f"token {token}", "second line", ".a line that starts with a dot",
+                      "..two dots", "last line"]
+    return ("\r\n".join(headers) + "\r\n\r\n" + "\r\n".join(body_lines) + "\r\n").encode()
+
+
+# ---------------------------------------------------------------------------
+# Test case base
+
+
+class DaemonTestCase(unittest.TestCase):
+    """Gives each test a private temp dir and stops every daemon it made."""
+
+    maxDiff = 4000
+
+    def setUp(self):
+        if not (sluiced_path().is_file() and os.access(sluiced_path(), os.X_OK)):
+            self.fail(f"sluiced not built ({sluiced_path()}); run ninja -C build")
+        self.workdir = Path(tempfile.mkdtemp(prefix="sluice-it."))
+        self.daemons = []
+        self.addCleanup(self._cleanup)
+
+    def _cleanup(self):
+        for d in self.daemons:
+            d.kill()
+        failed = self._outcome is not None and not self._outcome.success
+        keep = os.environ.get("SLUICE_KEEP_TMP")
+        if failed:
+            for d in self.daemons:
+                text = d.log_text()
+                if text:
+                    print(f"\n===== sluiced log ({d.workdir}) =====\n{text[-20000:]}")
+        if not keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def daemon(self, listeners=None, server=None, spool=None, start=True, subdir=None):
+        wd = self.workdir / (subdir or f"d{len(self.daemons)}")
+        wd.mkdir()
+        d = Daemon(wd, listeners=listeners, server=server, spool=spool)
+        self.daemons.append(d)
+        if start:
+            d.start()
+        return d
+
+    def client(self, port, greet=True, helo="client.test"):
+        c = RawSmtp.connect(port)
+        self.addCleanup(c.close)
+        if greet:
+            c.greet(helo)
+        return c
+
+    def assertReply(self, got, code, enhanced=None):
+        self.assertEqual(got[0], code, f"reply {got}")
+        if enhanced is not None:
+            self.assertTrue(got[1][-1].startswith(enhanced + " ") or got[1][-1] == enhanced,
+                            f"expected enhanced code {enhanced} in {got}")
