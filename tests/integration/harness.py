@@ -513,7 +513,18 @@ class DaemonTestCase(unittest.TestCase):
         self.addCleanup(self._cleanup)
 
     def _cleanup(self):
+        # Every daemon still running is stopped the way an operator would, and
+        # must exit 0: a crash, a hang or a sanitizer report at exit fails the
+        # test even if everything before looked fine.
+        bad_exits = []
         for d in self.daemons:
+            if d.running():
+                try:
+                    rc = d.stop()
+                except AssertionError as e:
+                    rc = str(e)
+                if rc != 0:
+                    bad_exits.append((str(d.workdir), rc))
             d.kill()
         failed = self._outcome is not None and not self._outcome.success
         keep = os.environ.get("SLUICE_KEEP_TMP")
@@ -522,8 +533,13 @@ class DaemonTestCase(unittest.TestCase):
                 text = d.log_text()
                 if text:
                     print(f"\n===== sluiced log ({d.workdir}) =====\n{text[-20000:]}")
+        if bad_exits:
+            for d in self.daemons:
+                print(f"\n===== sluiced log ({d.workdir}) =====\n{d.log_text()[-20000:]}")
         if not keep:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if bad_exits:
+            raise AssertionError(f"sluiced did not exit 0 after SIGTERM: {bad_exits}")
 
     def daemon(self, listeners=None, server=None, spool=None, start=True, subdir=None):
         wd = self.workdir / (subdir or f"d{len(self.daemons)}")
