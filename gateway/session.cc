@@ -369,6 +369,38 @@ std::string Session::ReceivedHeader(const std::string& id) const {
   return h;
 }
 
+void Session::StartBody() {
+  id_ = ctx_.ids().Next();
+  body_ = ReceivedHeader(id_.ToString());
+  header_len_ = body_.size();
+}
+
+void Session::AbandonBody(io::ReadStatus status) {
+  if (status == ReadStatus::kTimeout) {
+    Reply(421, "4.4.2", ctx_.server().config().hostname + " Error: timeout exceeded");
+  } else {
+    out_.clear();  // peer gone or socket failed: nobody to answer
+  }
+  ResetTransaction();
+}
+
+bool Session::RejectBody(bool bare_newline, bool too_big, bool line_too_long) {
+  if (bare_newline) {
+    ++ctx_.stats().smuggling_rejected;
+    Reply(550, "5.6.0", "Error: bare CR or LF in message (RFC 5321 section 2.3.8); not queued");
+  } else if (too_big) {
+    Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+  } else if (line_too_long) {
+    Reply(550, "5.6.0", "Error: message line longer than " +
+                            std::to_string(listener_.max_data_line_length - 2) +
+                            " octets (RFC 5322 section 2.1.1)");
+  } else {
+    return false;
+  }
+  ResetTransaction();
+  return true;
+}
+
 io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
   if (!in_mail_) {
     Reply(503, "5.5.1", "Error: need MAIL command");
@@ -394,9 +426,7 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
   const bool sent = co_await Flush();
   if (!sent) co_return Outcome::kClose;
 
-  id_ = ctx_.ids().Next();
-  body_ = ReceivedHeader(id_.ToString());
-  header_len_ = body_.size();
+  StartBody();
   smtp::DataReader reader(smtp::DataLimits{listener_.max_message_size,
                                            listener_.max_data_line_length,
                                            listener_.bare_newline});
@@ -407,30 +437,10 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
     // Not interruptible: a transaction in DATA may finish during shutdown.
     const ReadStatus st = co_await conn_.WaitForData(listener_.data_timeout, false);
     if (st == ReadStatus::kData) continue;
-    if (st == ReadStatus::kTimeout) {
-      Reply(421, "4.4.2", ctx_.server().config().hostname + " Error: timeout exceeded");
-    } else {
-      out_.clear();
-    }
-    ResetTransaction();
+    AbandonBody(st);
     co_return Outcome::kClose;
   }
-  if (reader.bare_newline()) {
-    ++ctx_.stats().smuggling_rejected;
-    ResetTransaction();
-    Reply(550, "5.6.0", "Error: bare CR or LF in message (RFC 5321 section 2.3.8); not queued");
-    co_return Outcome::kContinue;
-  }
-  if (reader.too_big()) {
-    ResetTransaction();
-    Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
-    co_return Outcome::kContinue;
-  }
-  if (reader.line_too_long()) {
-    ResetTransaction();
-    Reply(550, "5.6.0", "Error: message line longer than " +
-                            std::to_string(listener_.max_data_line_length - 2) +
-                            " octets (RFC 5322 section 2.1.1)");
+  if (RejectBody(reader.bare_newline(), reader.too_big(), reader.line_too_long())) {
     co_return Outcome::kContinue;
   }
   const Outcome o = co_await Commit();
@@ -461,9 +471,7 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
   }
   if (!failed && !bdat_active_) {
     bdat_active_ = true;
-    id_ = ctx_.ids().Next();
-    body_ = ReceivedHeader(id_.ToString());
-    header_len_ = body_.size();
+    StartBody();
     bdat_ = std::make_unique<BdatState>(smtp::DataLimits{
         listener_.max_message_size, listener_.max_data_line_length, listener_.bare_newline});
   }
@@ -485,12 +493,7 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     if (reader->chunk_done()) break;
     const ReadStatus st = co_await conn_.WaitForData(listener_.data_timeout, false);
     if (st == ReadStatus::kData) continue;
-    if (st == ReadStatus::kTimeout) {
-      Reply(421, "4.4.2", ctx_.server().config().hostname + " Error: timeout exceeded");
-    } else {
-      out_.clear();
-    }
-    ResetTransaction();
+    AbandonBody(st);
     co_return Outcome::kClose;
   }
   if (failed) {
@@ -502,22 +505,7 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     co_return Outcome::kContinue;
   }
   const smtp::BdatReader& r = bdat_->reader;
-  if (r.bare_newline()) {
-    ++ctx_.stats().smuggling_rejected;
-    ResetTransaction();
-    Reply(550, "5.6.0", "Error: bare CR or LF in message (RFC 5321 section 2.3.8); not queued");
-    co_return Outcome::kContinue;
-  }
-  if (r.too_big()) {
-    ResetTransaction();
-    Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
-    co_return Outcome::kContinue;
-  }
-  if (r.line_too_long()) {
-    ResetTransaction();
-    Reply(550, "5.6.0", "Error: message line longer than " +
-                            std::to_string(listener_.max_data_line_length - 2) +
-                            " octets (RFC 5322 section 2.1.1)");
+  if (RejectBody(r.bare_newline(), r.too_big(), r.line_too_long())) {
     co_return Outcome::kContinue;
   }
   const Outcome o = co_await Commit();

@@ -49,6 +49,12 @@ class Session {
   io::Task<Outcome> OnData(std::string_view arg);
   io::Task<Outcome> OnBdat(std::string arg);
   io::Task<Outcome> Commit();
+  // A new message: id, our Received header at the start of body_.
+  void StartBody();
+  // The client stopped sending mid-body: 421 on timeout, nothing otherwise.
+  void AbandonBody(io::ReadStatus status);
+  // Answers and ends the transaction if a body check failed.
+  bool RejectBody(bool bare_newline, bool too_big, bool line_too_long);
   void ResetTransaction();
   std::string ReceivedHeader(const std::string& id) const;
   bool RelayAllowed(const smtp::Path& rcpt) const;

@@ -22,6 +22,7 @@
 #include <rocksdb/file_system.h>
 
 #include "base/log.h"
+#include "base/temp_dir.h"
 #include "queue/testing/test_messages.h"
 
 extern char** environ;
@@ -31,26 +32,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// A private directory under $TMPDIR, removed at the end of the test.
-class TempDir {
- public:
-  TempDir() {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string pattern =
-        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/sluice-queue-test-XXXXXX";
-    SLUICE_CHECK(mkdtemp(pattern.data()) != nullptr);
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string spool() const { return path_ + "/spool"; }
-
- private:
-  std::string path_;
-};
+using sluice::TempDir;
 
 // Collects completions; waits with a deadline, never sleeps.
 class TestSink final : public CompletionSink {
