@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 
 #include "base/log.h"
 
@@ -226,6 +227,45 @@ Task<void> Connection::Close() {
   }
   ::close(fd_);
   fd_ = -1;
+}
+
+namespace {
+
+// Cancels a connect that takes too long; lives in ConnectTcp's frame.
+class ConnectDeadline final : public TimerHandler {
+ public:
+  ConnectDeadline(Shard& shard, uint64_t user_data, Duration timeout)
+      : shard_(shard), user_data_(user_data) {
+    id_ = shard_.timers().Add(shard_.Now() + timeout, this);
+  }
+  ~ConnectDeadline() override { shard_.timers().Cancel(id_); }
+  void OnTimer() override {
+    id_ = {};
+    fired_ = true;
+    shard_.Cancel(user_data_);
+  }
+  bool fired() const { return fired_; }
+
+ private:
+  Shard& shard_;
+  uint64_t user_data_;
+  TimerWheel::Id id_;
+  bool fired_ = false;
+};
+
+}  // namespace
+
+Task<Result<int>> ConnectTcp(Shard& shard, SocketAddress address, Duration timeout) {
+  const int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) co_return MakeError(std::string("socket: ") + std::strerror(errno), errno);
+  UringOp op(shard);
+  io_uring_prep_connect(op.sqe(), fd, address.get(), address.len);
+  ConnectDeadline deadline(shard, op.user_data(), timeout);
+  const int32_t res = co_await op;
+  if (res == 0) co_return fd;
+  ::close(fd);
+  const int err = (res == -ECANCELED && deadline.fired()) ? ETIMEDOUT : -res;
+  co_return MakeError("connect " + address.ToString() + ": " + std::strerror(err), err);
 }
 
 }  // namespace sluice::io

@@ -12,6 +12,8 @@
 #include <string_view>
 
 #include "base/clock.h"
+#include "base/result.h"
+#include "io/net.h"
 #include "io/shard.h"
 #include "io/task.h"
 #include "io/timer_wheel.h"
@@ -113,5 +115,10 @@ class Connection final : private CompletionHandler, private TimerHandler {
   std::coroutine_handle<> closer_;  // waits for ops_in_flight_ == 0
   bool closed_ = false;
 };
+
+// Opens a TCP connection from the shard's ring (IORING_OP_CONNECT, 5.5).
+// Returns the connected fd, or an Error (code = errno; ETIMEDOUT after
+// `timeout`). The caller wraps the fd in a Connection.
+Task<Result<int>> ConnectTcp(Shard& shard, SocketAddress address, Duration timeout);
 
 }  // namespace sluice::io

@@ -248,6 +248,60 @@ TEST_F(ShardTest, BulkTransferSurvivesInboxBackpressure) {
   close(fd);
 }
 
+// Runs ConnectTcp on the shard and reports the result to the test thread.
+struct ConnectProbe {
+  std::atomic<bool> done{false};
+  std::atomic<int> error{-1};
+  std::string reply;
+
+  Detached Run(Shard* shard, SocketAddress addr, Duration timeout) {
+    Result<int> fd = co_await ConnectTcp(*shard, addr, timeout);
+    if (!fd.ok()) {
+      error = fd.error().code;
+      done = true;
+      co_return;
+    }
+    auto conn = std::make_unique<Connection>(*shard, *fd);
+    conn->Start();
+    bool sent = co_await conn->SendAll("ping\n", seconds(5));
+    if (sent) {
+      while (conn->inbox().find('\n') == std::string_view::npos) {
+        const ReadStatus st = co_await conn->WaitForData(seconds(5), false);
+        if (st != ReadStatus::kData) break;
+      }
+      reply = std::string(conn->inbox());
+    }
+    co_await conn->Close();
+    error = 0;
+    done = true;
+  }
+};
+
+TEST_F(ShardTest, ConnectTcpReachesAServerAndReportsRefusal) {
+  StartShard(seconds(10));
+  ConnectProbe ok;
+  auto addr = SocketAddress::Parse("127.0.0.1", port_);
+  ASSERT_TRUE(addr.ok());
+  shard_->Post([&] { ok.Run(shard_.get(), *addr, seconds(5)); });
+  for (int i = 0; i < 500 && !ok.done; ++i) usleep(10000);
+  ASSERT_TRUE(ok.done);
+  EXPECT_EQ(ok.error.load(), 0);
+  EXPECT_EQ(ok.reply, "PING\n");  // our own echo server answered
+
+  // A port nobody listens on: bind one, learn its number, close it.
+  auto any = SocketAddress::Parse("127.0.0.1", 0);
+  auto lfd = ListenTcp(*any, 1);
+  ASSERT_TRUE(lfd.ok());
+  const uint16_t dead_port = PortOf(*lfd);
+  close(*lfd);
+  ConnectProbe refused;
+  auto dead = SocketAddress::Parse("127.0.0.1", dead_port);
+  shard_->Post([&] { refused.Run(shard_.get(), *dead, seconds(5)); });
+  for (int i = 0; i < 500 && !refused.done; ++i) usleep(10000);
+  ASSERT_TRUE(refused.done);
+  EXPECT_EQ(refused.error.load(), ECONNREFUSED);
+}
+
 TEST_F(ShardTest, PostRunsOnShardThread) {
   StartShard(seconds(10));
   std::atomic<int> ran{0};
