@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "io/blocking_pool.h"
 #include "io/connection.h"
 #include "io/listener.h"
 #include "io/net.h"
@@ -300,6 +301,39 @@ TEST_F(ShardTest, ConnectTcpReachesAServerAndReportsRefusal) {
   for (int i = 0; i < 500 && !refused.done; ++i) usleep(10000);
   ASSERT_TRUE(refused.done);
   EXPECT_EQ(refused.error.load(), ECONNREFUSED);
+}
+
+struct PoolProbe {
+  std::atomic<bool> done{false};
+  std::thread::id worker;
+  std::thread::id resumed_on;
+  int value = 0;
+
+  Detached Run(Shard* shard, BlockingPool* pool) {
+    int v = co_await pool->Run(*shard, [this] {
+      worker = std::this_thread::get_id();
+      return 42;
+    });
+    value = v;
+    resumed_on = std::this_thread::get_id();
+    done = true;
+  }
+};
+
+TEST_F(ShardTest, BlockingPoolResumesOnTheShard) {
+  StartShard(seconds(10));
+  BlockingPool pool(2);
+  PoolProbe probe;
+  std::thread::id shard_tid;
+  shard_->Post([&] {
+    shard_tid = std::this_thread::get_id();
+    probe.Run(shard_.get(), &pool);
+  });
+  for (int i = 0; i < 500 && !probe.done; ++i) usleep(10000);
+  ASSERT_TRUE(probe.done);
+  EXPECT_EQ(probe.value, 42);
+  EXPECT_EQ(probe.resumed_on, shard_tid);
+  EXPECT_NE(probe.worker, shard_tid);
 }
 
 TEST_F(ShardTest, PostRunsOnShardThread) {
