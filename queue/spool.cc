@@ -93,13 +93,41 @@ Result<void> Spool::ForEach(const std::function<bool(const MessageId&, const Env
   return db_->ForEach(fn);
 }
 
+Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token) {
+  detail::SpoolOp op;
+  op.kind = detail::SpoolOp::Kind::kTransaction;
+  op.sink = sink;
+  op.token = token;
+  op.parts.reserve(changes.size());
+  for (Change& c : changes) {
+    detail::SpoolOp part;
+    part.id = c.id;
+    switch (c.kind) {
+      case Change::Kind::kPut:
+        part.kind = detail::SpoolOp::Kind::kEnqueue;
+        part.meta = std::move(c.meta);
+        part.body = std::move(c.body);
+        break;
+      case Change::Kind::kUpdateEnvelope:
+        part.kind = detail::SpoolOp::Kind::kUpdate;
+        part.meta = std::move(c.meta);
+        break;
+      case Change::Kind::kRemove:
+        part.kind = detail::SpoolOp::Kind::kRemove;
+        break;
+    }
+    op.parts.push_back(std::move(part));
+  }
+  return writer_->SubmitTransaction(std::move(op));
+}
+
 void Spool::Remove(const MessageId& id) {
-  writer_->Submit(detail::SpoolOp{detail::SpoolOp::Kind::kRemove, id, {}, {}, nullptr, 0, 0});
+  writer_->Submit(detail::SpoolOp{detail::SpoolOp::Kind::kRemove, id, {}, {}, nullptr, 0, 0, {}});
 }
 
 void Spool::UpdateEnvelope(const MessageId& id, std::string meta) {
   writer_->Submit(
-      detail::SpoolOp{detail::SpoolOp::Kind::kUpdate, id, std::move(meta), {}, nullptr, 0, 0});
+      detail::SpoolOp{detail::SpoolOp::Kind::kUpdate, id, std::move(meta), {}, nullptr, 0, 0, {}});
 }
 
 SpoolStats Spool::stats() const {

@@ -16,6 +16,7 @@
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "queue/envelope.h"
@@ -127,6 +128,19 @@ class Spool {
   // unhealthy.
   void Remove(const MessageId& id);
   void UpdateEnvelope(const MessageId& id, std::string meta);
+
+  // A group of changes written atomically in one synced batch, with one completion (like
+  // Enqueue's). Delivery uses it to queue a bounce together with the update or removal of the
+  // message it reports on. Outside the admission bound (bounces are few and must not wait behind
+  // inbound mail); kUnhealthy once an IO error latched or Shutdown began.
+  struct Change {
+    enum class Kind : uint8_t { kPut, kUpdateEnvelope, kRemove };
+    Kind kind = Kind::kPut;
+    MessageId id;
+    std::string meta;  // kPut, kUpdateEnvelope
+    std::string body;  // kPut
+  };
+  Admit Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token);
 
   SpoolStats stats() const;
 

@@ -511,5 +511,42 @@ TEST(SpoolCrashTest, KillNineLosesNoAcknowledgedMessage) {
   }
 }
 
+TEST(SpoolTest, CommitWritesABounceAndRemovesTheOriginalAtomically) {
+  TempDir dir;
+  TestSink sink;
+  const MessageId original{10, 1};
+  const MessageId bounce{11, 1};
+  const MessageId updated{12, 1};
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+    ASSERT_EQ(spool->Enqueue(original, EncodeEnvelope(MakeEnvelope(1)), "original", &sink, 1),
+              Admit::kAccepted);
+    ASSERT_EQ(spool->Enqueue(updated, EncodeEnvelope(MakeEnvelope(2)), "keep", &sink, 2),
+              Admit::kAccepted);
+    ASSERT_TRUE(sink.WaitFor(2));
+    std::vector<Spool::Change> changes(3);
+    changes[0].kind = Spool::Change::Kind::kPut;
+    changes[0].id = bounce;
+    changes[0].meta = EncodeEnvelope(MakeEnvelope(3));
+    changes[0].body = "the bounce";
+    changes[1].kind = Spool::Change::Kind::kRemove;
+    changes[1].id = original;
+    changes[2].kind = Spool::Change::Kind::kUpdateEnvelope;
+    changes[2].id = updated;
+    changes[2].meta = EncodeEnvelope(MakeEnvelope(4));
+    ASSERT_EQ(spool->Commit(std::move(changes), &sink, 3), Admit::kAccepted);
+    ASSERT_TRUE(sink.WaitFor(3));
+    EXPECT_EQ(sink.results()[3], CommitStatus::kOk);
+  }
+  // Durable: visible after reopening.
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  EXPECT_EQ(*spool->ReadBody(bounce), "the bounce");
+  EXPECT_EQ(*spool->ReadEnvelope(bounce), MakeEnvelope(3));
+  EXPECT_EQ(spool->ReadEnvelope(original).error().code, ENOENT);
+  EXPECT_EQ(spool->ReadBody(original).error().code, ENOENT);
+  EXPECT_EQ(*spool->ReadEnvelope(updated), MakeEnvelope(4));
+  EXPECT_EQ(*spool->ReadBody(updated), "keep");
+}
+
 }  // namespace
 }  // namespace sluice::queue

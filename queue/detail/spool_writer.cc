@@ -59,7 +59,22 @@ Admit SpoolWriter::Enqueue(const MessageId& id, std::string&& meta, std::string&
     ++pending_messages_;
     pending_bytes_ += bytes;
     queue_.push_back(SpoolOp{SpoolOp::Kind::kEnqueue, id, std::move(meta), std::move(body), sink,
-                             token, bytes});
+                             token, bytes, {}});
+    wake = writer_waiting_;
+  }
+  if (wake) wake_.notify_one();
+  return Admit::kAccepted;
+}
+
+Admit SpoolWriter::SubmitTransaction(SpoolOp op) {
+  if (!accepting_.load(std::memory_order_acquire) || unhealthy_.load(std::memory_order_acquire)) {
+    return Admit::kUnhealthy;
+  }
+  bool wake = false;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return Admit::kUnhealthy;
+    queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
   if (wake) wake_.notify_one();
@@ -141,33 +156,47 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
   bool sync = false;
   for (size_t i = begin; i < end; ++i) {
     SpoolOp& op = ops[i];
-    const auto key = op.id.Key();
-    rocksdb::Status s;
-    switch (op.kind) {
-      case SpoolOp::Kind::kEnqueue:
-        // Both families in one batch: one WAL record, atomic, one fsync (DESIGN.md §7).
-        s = batch.Put(meta_, KeySlice(key), op.meta);
-        if (s.ok()) s = batch.Put(body_, KeySlice(key), op.body);
-        sync = options_.sync;
-        break;
-      case SpoolOp::Kind::kRemove:
-        // Delete, not SingleDelete: the API cannot prove a key was written exactly once.
-        s = batch.Delete(meta_, KeySlice(key));
-        if (s.ok()) s = batch.Delete(body_, KeySlice(key));
-        break;
-      case SpoolOp::Kind::kUpdate:
-        s = batch.Put(meta_, KeySlice(key), op.meta);
-        break;
+    if (op.kind == SpoolOp::Kind::kTransaction) {
+      // A bounce and the update of the message it reports on: atomic and durable together
+      // (DESIGN.md §7), so a crash can neither lose the bounce nor send it twice.
+      for (SpoolOp& part : op.parts) AddToBatch(batch, part);
+      sync = options_.sync;
+      continue;
     }
-    // WriteBatch only fails past its max_bytes (unset, so unlimited): a bug of ours.
-    if (!s.ok()) SLUICE_BUG(s.ToString().c_str());
-    // The batch holds its own copy now; free ours so a burst is not held in memory twice.
-    Release(op.meta);
-    Release(op.body);
+    if (op.kind == SpoolOp::Kind::kEnqueue) sync = options_.sync;
+    AddToBatch(batch, op);
   }
   const CommitStatus status = WriteWithBackoff(batch, sync);
   batches_.fetch_add(1, std::memory_order_relaxed);
   Complete(ops, begin, end, status);
+}
+
+void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
+  const auto key = op.id.Key();
+  rocksdb::Status s;
+  switch (op.kind) {
+    case SpoolOp::Kind::kEnqueue:
+      // Both families in one batch: one WAL record, atomic, one fsync (DESIGN.md §7).
+      s = batch.Put(meta_, KeySlice(key), op.meta);
+      if (s.ok()) s = batch.Put(body_, KeySlice(key), op.body);
+      break;
+    case SpoolOp::Kind::kRemove:
+      // Delete, not SingleDelete: the API cannot prove a key was written exactly once.
+      s = batch.Delete(meta_, KeySlice(key));
+      if (s.ok()) s = batch.Delete(body_, KeySlice(key));
+      break;
+    case SpoolOp::Kind::kUpdate:
+      s = batch.Put(meta_, KeySlice(key), op.meta);
+      break;
+    case SpoolOp::Kind::kTransaction:
+      SLUICE_BUG("nested spool transaction");
+      return;
+  }
+  // WriteBatch only fails past its max_bytes (unset, so unlimited): a bug of ours.
+  if (!s.ok()) SLUICE_BUG(s.ToString().c_str());
+  // The batch holds its own copy now; free ours so a burst is not held in memory twice.
+  Release(op.meta);
+  Release(op.body);
 }
 
 CommitStatus SpoolWriter::WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync) {
@@ -220,7 +249,7 @@ void SpoolWriter::Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end,
     if (ops[i].kind == SpoolOp::Kind::kEnqueue) {
       ++messages;
       bytes += ops[i].admitted_bytes;
-    } else {
+    } else if (ops[i].kind != SpoolOp::Kind::kTransaction) {
       ++updates;
     }
   }
@@ -246,7 +275,10 @@ void SpoolWriter::Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end,
       break;
   }
   for (size_t i = begin; i < end; ++i) {
-    if (ops[i].kind == SpoolOp::Kind::kEnqueue) ops[i].sink->OnCommitted(ops[i].token, status);
+    const SpoolOp::Kind kind = ops[i].kind;
+    if (kind == SpoolOp::Kind::kEnqueue || kind == SpoolOp::Kind::kTransaction) {
+      ops[i].sink->OnCommitted(ops[i].token, status);
+    }
   }
 }
 

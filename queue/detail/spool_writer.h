@@ -23,7 +23,9 @@
 namespace sluice::queue::detail {
 
 struct SpoolOp {
-  enum class Kind : uint8_t { kEnqueue, kRemove, kUpdate };
+  // kTransaction: `parts` (kEnqueue/kRemove/kUpdate without sinks) written
+  // atomically in one synced batch, with one completion.
+  enum class Kind : uint8_t { kEnqueue, kRemove, kUpdate, kTransaction };
   Kind kind = Kind::kEnqueue;
   MessageId id;
   std::string meta;
@@ -31,6 +33,7 @@ struct SpoolOp {
   CompletionSink* sink = nullptr;  // kEnqueue only
   uint64_t token = 0;
   size_t admitted_bytes = 0;  // what this op counts against max_pending_bytes (kEnqueue only)
+  std::vector<SpoolOp> parts;  // kTransaction only
 };
 
 class SpoolWriter {
@@ -48,6 +51,8 @@ class SpoolWriter {
                 uint64_t token);
   // Unsynced Remove / UpdateEnvelope; never refused, dropped after Stop or once unhealthy.
   void Submit(SpoolOp op);
+  // A synced kTransaction with a completion; outside the admission bound.
+  Admit SubmitTransaction(SpoolOp op);
   // Refuses new work, commits what is queued, joins the thread. Idempotent; not from the writer.
   void Stop();
 
@@ -59,6 +64,7 @@ class SpoolWriter {
   void Run();
   // Writes ops[begin, end) as one batch and completes its enqueues.
   void CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t end);
+  void AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op);
   CommitStatus WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync);
   void Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end, CommitStatus status);
 
