@@ -1,0 +1,143 @@
+#pragma once
+
+// The outbound SMTP (RFC 5321) and LMTP (RFC 2033) client: one object per
+// connection, driven by one delivery coroutine on the connection's shard.
+//
+//   io::Connection conn(shard, fd);  conn.Start();
+//   SmtpClient client(conn, options);
+//   smtp::Reply hello = co_await client.Handshake();
+//   if (client.usable()) { TransactionResult r = co_await client.Send(std::move(msg)); ... }
+//   co_await client.Quit();  co_await conn.Close();
+//
+// Every outcome is a per-recipient smtp::Reply: the server's own, or a
+// synthetic one ("451 4.4.2 ...") when the server could not give one
+// (timeout, connection lost). Nothing here throws or asserts on what the
+// server sends.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/clock.h"
+#include "delivery/client/ehlo.h"
+#include "delivery/client/reply_parser.h"
+#include "io/task.h"
+#include "smtp/params.h"
+#include "smtp/reply.h"
+
+namespace sluice::io {
+class Connection;
+}  // namespace sluice::io
+
+namespace sluice::delivery {
+
+struct ClientOptions {
+  std::string helo_name;  // our name in EHLO/LHLO/HELO
+  // RFC 2033: LHLO instead of EHLO (no HELO fallback), and one reply per
+  // accepted recipient after the final dot.
+  bool lmtp = false;
+  // Reply timeouts, Postfix defaults (smtp_*_timeout; RFC 5321 §4.5.3.2
+  // gives the same minimums). Each bounds one wait for one reply; the send
+  // of the commands before it gets the same bound.
+  Duration greeting_timeout = std::chrono::seconds(300);
+  Duration helo_timeout = std::chrono::seconds(300);
+  Duration mail_timeout = std::chrono::seconds(300);  // also RSET
+  Duration rcpt_timeout = std::chrono::seconds(300);
+  Duration data_init_timeout = std::chrono::seconds(120);  // the 354 after DATA
+  // Per body chunk sent (kBodyChunk bytes): a slow but moving peer is fine.
+  Duration data_block_timeout = std::chrono::seconds(180);
+  Duration data_done_timeout = std::chrono::seconds(600);  // reply(ies) after the final dot
+  // QUIT is a courtesy; do not hold a delivery slot for it.
+  Duration quit_timeout = std::chrono::seconds(10);
+};
+
+struct OutboundRecipient {
+  std::string address;  // without angle brackets
+  uint8_t notify = 0;   // smtp::NotifyFlag bits; 0 = no NOTIFY parameter
+  std::string orcpt;    // "addr-type;xtext" as received, empty = none
+};
+
+struct OutboundMessage {
+  std::string sender;  // "" = null sender (MAIL FROM:<>)
+  std::vector<OutboundRecipient> recipients;
+  smtp::BodyType body_type = smtp::BodyType::kUnspecified;
+  bool smtputf8 = false;  // the envelope or headers need SMTPUTF8 (RFC 6531)
+  smtp::Ret ret = smtp::Ret::kUnspecified;
+  std::string envid;  // xtext as received, empty = none
+  // The message as stored: CRLF lines, not dot-stuffed. Shared so that many
+  // destinations can send one body without copies. May be null (empty body).
+  std::shared_ptr<const std::string> body;
+};
+
+struct TransactionResult {
+  // Exactly one per recipient, in order: the RCPT reply if RCPT failed, else
+  // the final reply (end of DATA, or that recipient's LMTP reply).
+  std::vector<smtp::Reply> recipients;
+  // False after a timeout, a protocol error, a 421 or connection loss: the
+  // caller closes the connection instead of reusing it.
+  bool connection_usable = false;
+};
+
+class SmtpClient {
+ public:
+  // The body is sent in chunks of this size, each dot-stuffed into its own
+  // buffer and handed to one SendAll: memory stays bounded for big messages
+  // and data_block_timeout applies per chunk.
+  static constexpr size_t kBodyChunk = 1 << 20;
+
+  // conn must be started (Connection::Start) and outlive the client.
+  SmtpClient(io::Connection& conn, ClientOptions options);
+  SmtpClient(const SmtpClient&) = delete;
+  SmtpClient& operator=(const SmtpClient&) = delete;
+
+  // Reads the greeting and sends EHLO (LHLO for LMTP); a 5xx to EHLO falls
+  // back to HELO (RFC 5321 §3.2; not for LMTP). Returns the 2xx EHLO/HELO
+  // reply on success; otherwise the failing greeting/EHLO/HELO reply or a
+  // synthetic 451, and usable() is false.
+  io::Task<smtp::Reply> Handshake();
+
+  const Capabilities& capabilities() const {
+    return caps_;
+  }
+  // Handshake done and nothing went wrong since: Send may be called.
+  bool usable() const {
+    return ready_ && !broken_;
+  }
+  // Transactions started on this connection.
+  uint64_t transactions() const {
+    return transactions_;
+  }
+
+  // One mail transaction (see TransactionResult). RSET first if this
+  // connection already carried one. With PIPELINING (RFC 2920) RSET, MAIL,
+  // every RCPT and DATA go out in one write; otherwise lock-step.
+  io::Task<TransactionResult> Send(OutboundMessage message);
+
+  // QUIT and wait briefly for 221 (RFC 5321 §4.1.1.10). Skipped when the
+  // connection is broken. Never fails; the caller closes the connection.
+  io::Task<void> Quit();
+
+ private:
+  // Reads one reply. A timeout, lost connection or malformed reply comes
+  // back as a synthetic 451 and marks the connection broken; so does 421.
+  io::Task<smtp::Reply> ReadReply(Duration timeout, std::string_view phase);
+  // Sends data; on failure marks the connection broken, sets failure_ and
+  // returns false.
+  io::Task<bool> Write(std::string data, Duration timeout, std::string_view phase);
+  // Dot-stuffs and sends the body and the final dot.
+  io::Task<bool> WriteBody(std::shared_ptr<const std::string> body);
+
+  io::Connection& conn_;
+  const ClientOptions options_;
+  ReplyParser parser_;
+  Capabilities caps_;
+  bool ready_ = false;   // handshake succeeded
+  bool broken_ = false;  // timeout, protocol error, 421, loss or QUIT: never reuse
+  uint64_t transactions_ = 0;
+  smtp::Reply failure_;  // why the last Write failed
+};
+
+}  // namespace sluice::delivery
