@@ -186,6 +186,89 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   return r.CheckUnknown(err);
 }
 
+bool ParseDelivery(const toml::table& t, const std::string& file, delivery::DeliveryConfig* d,
+                   std::string* err) {
+  TableReader r(t, file, "delivery.");
+  if (const toml::node* n = r.Get("enabled")) {
+    auto v = n->value<bool>();
+    if (!v || !n->is_boolean()) {
+      *err = r.Where(n, "enabled") + ": expected true or false";
+      return false;
+    }
+    d->enabled = *v;
+  }
+  return r.String("helo_name", &d->helo_name, err) &&
+         r.Secs("retry_initial", &d->retry_initial, 1, 86400, err) &&
+         r.Secs("retry_max", &d->retry_max, 1, 7 * 86400, err) &&
+         r.Secs("max_age", &d->max_age, 1, 60 * 86400, err) &&
+         r.Secs("bounce_max_age", &d->bounce_max_age, 1, 60 * 86400, err) &&
+         r.Secs("destination_backoff", &d->destination_backoff, 0, 86400, err) &&
+         r.Secs("connect_timeout", &d->connect_timeout, 1, 3600, err) &&
+         r.Secs("idle_timeout", &d->idle_timeout, 0, 3600, err) &&
+         r.Secs("command_timeout", &d->command_timeout, 1, 3600, err) &&
+         r.Secs("data_timeout", &d->data_timeout, 1, 7200, err) &&
+         r.Integer("workers", &d->workers, 1, 256, err) &&
+         r.StringList("dns_servers", &d->dns_servers, err) && r.CheckUnknown(err);
+}
+
+bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
+                delivery::RouteConfig* route, std::string* err) {
+  TableReader r(t, file, "route[" + std::to_string(index) + "].");
+  if (!r.String("name", &route->name, err)) return false;
+  if (route->name.empty()) route->name = "route" + std::to_string(index);
+  if (!r.StringList("domains", &route->domains, err)) return false;
+  if (route->domains.empty()) {
+    *err = r.Where(t.get("domains") ? t.get("domains") : &t, "domains") +
+           ": required (e.g. [\"example.com\", \"*.example.org\", \"*\"])";
+    return false;
+  }
+  std::string type;
+  if (!r.String("type", &type, err)) return false;
+  if (type == "mx") {
+    route->type = delivery::RouteType::kMx;
+  } else if (type == "smarthost") {
+    route->type = delivery::RouteType::kSmarthost;
+  } else if (type == "lmtp") {
+    route->type = delivery::RouteType::kLmtp;
+    route->port = 24;
+  } else if (type == "maildir") {
+    route->type = delivery::RouteType::kMaildir;
+  } else {
+    *err = r.Where(t.get("type") ? t.get("type") : &t, "type") +
+           ": must be \"mx\", \"smarthost\", \"lmtp\" or \"maildir\"";
+    return false;
+  }
+  std::string rate;
+  if (!r.String("host", &route->host, err) || !r.Integer("port", &route->port, 1, 65535, err) ||
+      !r.String("path", &route->path, err) ||
+      !r.Integer("max_connections", &route->max_connections, 1, 10000, err) ||
+      !r.Integer("max_messages_per_connection", &route->max_messages_per_connection, 1, 1000000,
+                 err) ||
+      !r.String("max_message_rate", &rate, err)) {
+    return false;
+  }
+  if (!rate.empty()) {
+    auto v = delivery::ParseRate(rate);
+    if (!v) {
+      *err = r.Where(t.get("max_message_rate"), "max_message_rate") + ": '" + rate +
+             "' is not a rate like \"100/s\", \"500/min\" or \"3600/h\"";
+      return false;
+    }
+    route->max_message_rate = *v;
+  }
+  const bool needs_host = route->type == delivery::RouteType::kSmarthost ||
+                          route->type == delivery::RouteType::kLmtp;
+  if (needs_host && route->host.empty()) {
+    *err = r.Where(&t, "host") + ": required for type \"" + type + "\"";
+    return false;
+  }
+  if (route->type == delivery::RouteType::kMaildir && route->path.empty()) {
+    *err = r.Where(&t, "path") + ": required for type \"maildir\"";
+    return false;
+  }
+  return r.CheckUnknown(err);
+}
+
 }  // namespace
 
 Result<Config> ParseConfig(std::string_view text, const std::string& name) {
@@ -202,7 +285,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   std::string err;
 
   TableReader top(root, name, "");
-  for (const char* section : {"server", "spool", "listener"}) top.Get(section);
+  for (const char* section : {"server", "spool", "listener", "delivery", "route"}) top.Get(section);
   if (!top.CheckUnknown(&err)) return MakeError(err, EINVAL);
 
   if (const toml::node* n = root.get("server")) {
@@ -252,6 +335,24 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
       ListenerConfig l;
       if (!ParseListener(*e.as_table(), name, i, &l, &err)) return MakeError(err, EINVAL);
       c.listeners.push_back(std::move(l));
+      ++i;
+    }
+  }
+  if (const toml::node* n = root.get("delivery")) {
+    const toml::table* t = n->as_table();
+    if (!t) return MakeError(top.Where(n, "delivery") + ": expected a table", EINVAL);
+    if (!ParseDelivery(*t, name, &c.delivery, &err)) return MakeError(err, EINVAL);
+  }
+  if (const toml::node* n = root.get("route")) {
+    const toml::array* a = n->as_array();
+    if (!a || !a->is_array_of_tables()) {
+      return MakeError(top.Where(n, "route") + ": use [[route]] tables", EINVAL);
+    }
+    size_t i = 0;
+    for (const toml::node& e : *a) {
+      delivery::RouteConfig route;
+      if (!ParseRoute(*e.as_table(), name, i, &route, &err)) return MakeError(err, EINVAL);
+      c.delivery.routes.push_back(std::move(route));
       ++i;
     }
   }

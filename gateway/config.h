@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "delivery/delivery_config.h"
 #include "io/net.h"
 #include "smtp/data_reader.h"
 
@@ -59,6 +60,7 @@ struct Config {
   Seconds shutdown_grace{30};      // SIGTERM: transactions in DATA may finish this long
   SpoolConfig spool;
   std::vector<ListenerConfig> listeners;
+  delivery::DeliveryConfig delivery;
 };
 
 Result<Config> LoadConfig(const std::string& path);

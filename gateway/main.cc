@@ -49,8 +49,19 @@ int Run(const std::string& config_path) {
   spdlog::info("spool {}: {} messages recovered", config->spool.path,
                (*spool)->recovered_messages());
 
+  // Rebuild the schedule: every message in the spool goes back to its owner
+  // shard (DESIGN.md §7: meta.next_due is the durable truth).
+  std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered;
+  auto scanned = (*spool)->ForEach([&](const queue::MessageId& id, const queue::Envelope& env) {
+    recovered.emplace_back(id, env);
+    return true;
+  });
+  if (!scanned) {
+    spdlog::critical("cannot read spool {}: {}", config->spool.path, scanned.error().message);
+    return 1;
+  }
   gateway::Server server(*config, **spool);
-  if (auto started = server.Start(); !started) {
+  if (auto started = server.Start(std::move(recovered)); !started) {
     spdlog::critical("cannot start: {}", started.error().message);
     server.Shutdown();
     server.Wait();

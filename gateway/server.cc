@@ -10,6 +10,7 @@ namespace sluice::gateway {
 Server::Server(const Config& config, queue::Spool& spool)
     : config_(config),
       spool_(spool),
+      pool_(config.delivery.workers),
       listener_connections_(new std::atomic<size_t>[config.listeners.size()]) {
   for (size_t i = 0; i < config.listeners.size(); ++i) listener_connections_[i] = 0;
 }
@@ -19,9 +20,16 @@ Server::~Server() {
   Wait();
 }
 
-Result<void> Server::Start() {
+Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
   for (unsigned i = 0; i < config_.shards; ++i) {
     shards_.push_back(std::make_unique<ShardContext>(*this, i));
+  }
+  std::vector<delivery::DeliveryShard*> peers;
+  for (auto& s : shards_) peers.push_back(&s->delivery());
+  for (auto& s : shards_) s->delivery().SetPeers(peers);
+  recovered_.resize(config_.shards);
+  for (auto& entry : recovered) {
+    recovered_[entry.first.shard() % config_.shards].push_back(std::move(entry));
   }
   for (unsigned i = 0; i < config_.shards; ++i) {
     threads_.emplace_back([this, i] { ShardMain(i); });
@@ -35,7 +43,7 @@ Result<void> Server::Start() {
 void Server::ShardMain(unsigned id) {
   ShardContext& ctx = *shards_[id];
   auto init = ctx.shard().Init();
-  if (init) init = ctx.StartListeners();
+  if (init) init = ctx.Start(std::move(recovered_[id]));
   {
     std::lock_guard lock(start_mu_);
     if (!init) {

@@ -14,6 +14,7 @@
 
 #include "base/result.h"
 #include "gateway/config.h"
+#include "io/blocking_pool.h"
 #include "io/net.h"
 #include "queue/spool.h"
 
@@ -28,8 +29,9 @@ class Server {
 
   // Starts one thread per shard; each creates its ring and binds its own
   // SO_REUSEPORT listener per configured port. Returns once all are
-  // listening, or the first error.
-  Result<void> Start();
+  // listening, or the first error. `recovered`: the messages found in the
+  // spool at start; each goes to the shard that owns its id.
+  Result<void> Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered = {});
   // Any thread: stop accepting, 421 idle sessions, let DATA finish within the
   // grace period. Wait() returns when every shard has quit.
   void Shutdown();
@@ -37,6 +39,8 @@ class Server {
 
   const Config& config() const { return config_; }
   queue::Spool& spool() { return spool_; }
+  io::BlockingPool& pool() { return pool_; }
+  ShardContext& shard(unsigned i) { return *shards_[i]; }
 
   // Connection accounting across shards (any shard thread).
   enum class Admission { kOk, kTooManyTotal, kTooManyListener, kTooManyFromIp };
@@ -48,7 +52,9 @@ class Server {
 
   const Config& config_;
   queue::Spool& spool_;
+  io::BlockingPool pool_;
   std::vector<std::unique_ptr<ShardContext>> shards_;
+  std::vector<std::vector<std::pair<queue::MessageId, queue::Envelope>>> recovered_;
   std::vector<std::thread> threads_;
 
   std::mutex start_mu_;

@@ -562,6 +562,7 @@ io::Task<Session::Outcome> Session::Commit() {
   ResetTransaction();
   switch (status) {
     case queue::CommitStatus::kOk:
+      ctx_.delivery().Adopt(id_, std::move(env));
       ++ctx_.stats().messages_queued;
       ctx_.stats().bytes_queued += body_size;
       junk_ = 0;

@@ -11,7 +11,10 @@ namespace sluice::gateway {
 ShardContext::ShardContext(Server& server, unsigned id)
     : server_(server),
       shard_(id, io::ShardOptions{}),
-      ids_(server.config().node_id, static_cast<uint16_t>(id)) {}
+      ids_(server.config().node_id, static_cast<uint16_t>(id)),
+      delivery_(std::make_unique<delivery::DeliveryShard>(
+          shard_, id, server.config().delivery, server.config().hostname, server.spool(),
+          server.pool(), ids_)) {}
 
 uint64_t ShardContext::NewCommitToken() {
   uint32_t index;
@@ -87,8 +90,11 @@ void ShardContext::DrainCommits() {
   done_work_.clear();
 }
 
-Result<void> ShardContext::StartListeners() {
+Result<void> ShardContext::Start(
+    std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
   const Config& cfg = server_.config();
+  if (auto r = delivery_->Start(); !r) return MakeError("delivery: " + r.error().message);
+  for (auto& [id, env] : recovered) delivery_->Adopt(id, std::move(env));
   for (size_t i = 0; i < cfg.listeners.size(); ++i) {
     const ListenerConfig& l = cfg.listeners[i];
     auto addr = io::SocketAddress::Parse(l.address, l.port);
@@ -148,16 +154,23 @@ void ShardContext::BeginShutdown() {
 io::Detached ShardContext::DrainAndQuit() {
   for (auto& l : listeners_) l->Stop();
   for (Session* s : sessions_) s->Interrupt();
+  delivery_->BeginShutdown();
   const MonoTime deadline = shard_.Now() + server_.config().shutdown_grace;
   bool aborted = false;
+  bool resolver_stopping = false;
   for (;;) {
     bool listeners_done = true;
     for (auto& l : listeners_) listeners_done = listeners_done && l->stopped();
-    if (listeners_done && sessions_.empty()) break;
+    if (listeners_done && sessions_.empty() && delivery_->quiescent()) {
+      if (!resolver_stopping) delivery_->StopResolver();
+      resolver_stopping = true;
+      if (delivery_->stopped()) break;
+    }
     if (!aborted && shard_.Now() >= deadline) {
       spdlog::warn("shard {}: shutdown grace over, closing {} sessions", shard_.id(),
                    sessions_.size());
       for (Session* s : sessions_) s->Abort();
+      delivery_->Abort();
       aborted = true;
     }
     co_await io::Sleep(shard_, std::chrono::milliseconds(10));

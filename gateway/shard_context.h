@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "delivery/delivery_shard.h"
 #include "io/listener.h"
 #include "io/shard.h"
 #include "io/task.h"
@@ -58,13 +59,15 @@ class ShardContext final : public queue::CompletionSink {
   void OnCommitted(uint64_t token, queue::CommitStatus status) override;
 
   io::Shard& shard() { return shard_; }
+  delivery::DeliveryShard& delivery() { return *delivery_; }
   Server& server() { return server_; }
   queue::MessageIdGenerator& ids() { return ids_; }
   SessionStats& stats() { return stats_; }
   bool stopping() const { return stopping_; }
 
-  // Shard thread: bind listeners (thread start), spawn sessions.
-  Result<void> StartListeners();
+  // Shard thread: bind listeners, start delivery and adopt the messages
+  // recovered from the spool that this shard owns.
+  Result<void> Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered);
   void BeginShutdown();  // posted by Server::Shutdown
 
  private:
@@ -84,6 +87,7 @@ class ShardContext final : public queue::CompletionSink {
   Server& server_;
   io::Shard shard_;
   queue::MessageIdGenerator ids_;
+  std::unique_ptr<delivery::DeliveryShard> delivery_;
   std::vector<std::unique_ptr<io::Listener>> listeners_;
   std::unordered_set<Session*> sessions_;
   bool stopping_ = false;

@@ -5,11 +5,14 @@
 // A shard coroutine awaits the result; the completion comes back through the
 // shard's mailbox, so the coroutine resumes on its own shard.
 //
-//   std::string body;
-//   bool ok = co_await pool.Run(shard, [&] { body = Read(); return true; });
+//   auto read = pool.Run(shard, [this, id] { return ReadBody(id); });
+//   std::optional<std::string> body = co_await read;
 //
 // The callable runs on a pool thread while the coroutine is suspended, so it
-// may reference the coroutine's locals.
+// may reference the coroutine's locals. Keep the awaiter a named variable and
+// the lambda's captures trivial (pointers, ids): g++ 12 destroys non-trivial
+// lambda temporaries inside a co_await expression wrongly (seen as a bad
+// free; GCC PR 95599 family).
 
 #include <condition_variable>
 #include <coroutine>

@@ -99,7 +99,7 @@ def _toml_value(v):
     raise TypeError(f"cannot write {v!r} as TOML")
 
 
-def render_config(server, spool, listeners):
+def render_config(server, spool, listeners, delivery=None, routes=()):
     lines = ["[server]"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in server.items()]
     lines += ["", "[spool]"]
@@ -107,6 +107,12 @@ def render_config(server, spool, listeners):
     for listener in listeners:
         lines += ["", "[[listener]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in listener.items()]
+    if delivery:
+        lines += ["", "[delivery]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in delivery.items()]
+    for route in routes:
+        lines += ["", "[[route]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in route.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -119,7 +125,8 @@ class Daemon:
     "port" is filled in with a free port unless given. The config is written
     once, so restarts reuse the same spool and ports."""
 
-    def __init__(self, workdir, listeners=None, server=None, spool=None):
+    def __init__(self, workdir, listeners=None, server=None, spool=None, delivery=None,
+                 routes=None):
         self.workdir = Path(workdir)
         self.spool_path = self.workdir / "spool"
         self.config_path = self.workdir / "sluice.toml"
@@ -131,6 +138,10 @@ class Daemon:
         self.server.update(server or {})
         self.spool = {"path": str(self.spool_path)}
         self.spool.update(spool or {})
+        # Delivery is off unless a test asks for it: ingest tests inspect the
+        # spool, and nothing may try to reach the outside world.
+        self.delivery = {"enabled": False} if delivery is None else dict(delivery)
+        self.routes = list(routes or [])
         self.listeners = []
         used = set()
         for i, spec in enumerate(listeners or [{}]):
@@ -154,7 +165,8 @@ class Daemon:
         raise KeyError(name)
 
     def write_config(self):
-        self.config_path.write_text(render_config(self.server, self.spool, self.listeners))
+        self.config_path.write_text(render_config(self.server, self.spool, self.listeners,
+                                                  self.delivery, self.routes))
 
     @property
     def log_path(self):
@@ -541,10 +553,12 @@ class DaemonTestCase(unittest.TestCase):
         if bad_exits:
             raise AssertionError(f"sluiced did not exit 0 after SIGTERM: {bad_exits}")
 
-    def daemon(self, listeners=None, server=None, spool=None, start=True, subdir=None):
+    def daemon(self, listeners=None, server=None, spool=None, start=True, subdir=None,
+               delivery=None, routes=None):
         wd = self.workdir / (subdir or f"d{len(self.daemons)}")
         wd.mkdir()
-        d = Daemon(wd, listeners=listeners, server=server, spool=spool)
+        d = Daemon(wd, listeners=listeners, server=server, spool=spool, delivery=delivery,
+                   routes=routes)
         self.daemons.append(d)
         if start:
             d.start()

@@ -1,0 +1,55 @@
+#include "delivery/delivery_config.h"
+
+#include <charconv>
+
+namespace sluice::delivery {
+
+namespace {
+
+bool DomainMatches(std::string_view pattern, std::string_view domain) {
+  if (pattern == "*") return true;
+  auto lower_eq = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i) {
+      char x = a[i], y = b[i];
+      if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+      if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+      if (x != y) return false;
+    }
+    return true;
+  };
+  if (pattern.size() > 2 && pattern[0] == '*' && pattern[1] == '.') {
+    const std::string_view suffix = pattern.substr(1);  // ".example.com"
+    return domain.size() > suffix.size() &&
+           lower_eq(domain.substr(domain.size() - suffix.size()), suffix);
+  }
+  return lower_eq(pattern, domain);
+}
+
+}  // namespace
+
+const RouteConfig* FindRoute(const std::vector<RouteConfig>& routes, std::string_view domain) {
+  if (!domain.empty() && domain.back() == '.') domain.remove_suffix(1);
+  for (const RouteConfig& r : routes) {
+    for (const std::string& d : r.domains) {
+      if (DomainMatches(d, domain)) return &r;
+    }
+  }
+  return nullptr;
+}
+
+std::optional<double> ParseRate(std::string_view text) {
+  const size_t slash = text.find('/');
+  if (slash == std::string_view::npos) return std::nullopt;
+  double count = 0;
+  const std::string_view num = text.substr(0, slash);
+  auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), count);
+  if (ec != std::errc() || ptr != num.data() + num.size() || count <= 0) return std::nullopt;
+  const std::string_view unit = text.substr(slash + 1);
+  if (unit == "s" || unit == "sec") return count;
+  if (unit == "m" || unit == "min") return count / 60;
+  if (unit == "h" || unit == "hour") return count / 3600;
+  return std::nullopt;
+}
+
+}  // namespace sluice::delivery

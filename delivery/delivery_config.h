@@ -1,0 +1,64 @@
+#pragma once
+
+// Delivery settings: the retry policy, client timeouts and the route table.
+// The TOML is read by gateway/config.cc; docs/configuration.md documents
+// every key with its default.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sluice::delivery {
+
+using Seconds = std::chrono::seconds;
+
+enum class RouteType { kMx, kSmarthost, kLmtp, kMaildir };
+
+struct RouteConfig {
+  std::string name;
+  // Recipient domains: "example.com" exactly, "*.example.com" subdomains,
+  // "*" anything. The first route that matches wins.
+  std::vector<std::string> domains;
+  RouteType type = RouteType::kMx;
+  std::string host;  // smarthost / lmtp: IP address or host name
+  uint16_t port = 25;
+  std::string path;  // maildir root
+  // Per destination (one queue per smarthost, LMTP server, maildir, or MX
+  // domain).
+  unsigned max_connections = 20;
+  unsigned max_messages_per_connection = 100;
+  double max_message_rate = 0;  // messages per second; 0 = unlimited
+};
+
+struct DeliveryConfig {
+  bool enabled = true;
+  std::string helo_name;  // default: [server] hostname
+  // Retry schedule (RFC 5321 §4.5.4.1: configurable): the first retry after
+  // retry_initial, doubling with ±10% jitter, capped at retry_max; a message
+  // still undelivered after max_age is bounced (bounces: bounce_max_age).
+  Seconds retry_initial{300};
+  Seconds retry_max{3600};
+  Seconds max_age{5 * 24 * 3600};
+  Seconds bounce_max_age{2 * 24 * 3600};
+  // A destination whose connections fail is left alone this long; its queued
+  // messages are deferred without burning a connection attempt each.
+  Seconds destination_backoff{60};
+  Seconds connect_timeout{30};
+  Seconds idle_timeout{5};  // a pooled connection with nothing to send is closed after this
+  Seconds command_timeout{300};
+  Seconds data_timeout{600};
+  unsigned workers = 4;  // threads for blocking work (body reads, maildir writes)
+  std::vector<std::string> dns_servers;  // "127.0.0.1:53"; empty = /etc/resolv.conf
+  std::vector<RouteConfig> routes;       // empty = every domain by MX
+};
+
+// Route lookup by recipient domain (case-insensitive).
+const RouteConfig* FindRoute(const std::vector<RouteConfig>& routes, std::string_view domain);
+
+// "100/s", "500/min", "3600/h" → messages per second.
+std::optional<double> ParseRate(std::string_view text);
+
+}  // namespace sluice::delivery

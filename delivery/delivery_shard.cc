@@ -1,0 +1,783 @@
+#include "delivery/delivery_shard.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <functional>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "delivery/dsn/dsn.h"
+#include "delivery/dsn/maildir.h"
+#include "smtp/params.h"
+
+namespace sluice::delivery {
+
+namespace {
+
+constexpr uint64_t kMicros = 1'000'000;
+
+std::string DomainOf(const std::string& address) {
+  const size_t at = address.rfind('@');
+  std::string d = at == std::string::npos ? std::string() : address.substr(at + 1);
+  for (char& c : d) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return d;
+}
+
+bool WantsFailureDsn(uint8_t notify) {
+  if (notify == 0) return true;  // RFC 3461 §4.1: absent means FAILURE,DELAY
+  if (notify & smtp::kNotifyNever) return false;
+  return notify & smtp::kNotifyFailure;
+}
+
+std::string StatusOf(const smtp::Reply& r) {
+  if (!r.enhanced.empty()) return r.enhanced;
+  return r.code >= 500 ? "5.0.0" : "4.0.0";
+}
+
+std::string OneLine(const smtp::Reply& r) {
+  std::string text = std::to_string(r.code);
+  if (!r.enhanced.empty()) text += " " + r.enhanced;
+  std::string body = r.text;
+  std::replace(body.begin(), body.end(), '\n', ' ');
+  if (!body.empty()) text += " " + body;
+  return text;
+}
+
+}  // namespace
+
+// One queued message, owned by this shard.
+struct DeliveryShard::Message final : public io::TimerHandler {
+  DeliveryShard* owner = nullptr;
+  queue::MessageId id;
+  queue::Envelope env;
+  io::TimerWheel::Id timer;
+  bool in_round = false;   // jobs out, or finishing
+  unsigned jobs_out = 0;
+  struct Failure {
+    size_t rcpt;
+    std::string status;
+    std::string diagnostic;
+    std::string remote;
+  };
+  std::vector<Failure> failed;  // this round, for the bounce
+
+  void OnTimer() override {
+    timer = {};
+    DeliveryShard* o = owner;
+    const queue::MessageId mid = id;
+    // Never start work from inside the wheel's walk: go through the mailbox.
+    o->shard_.Post([o, mid] {
+      auto it = o->messages_.find(mid);
+      if (it != o->messages_.end()) o->Dispatch(*it->second);
+    });
+  }
+};
+
+// One message and the recipients of it that go to one destination.
+struct DeliveryShard::Job {
+  queue::MessageId id;
+  unsigned owner = 0;
+  std::vector<size_t> rcpts;  // indexes into the owner's envelope
+  OutboundMessage message;    // body filled in by the worker
+  std::string key;            // destination
+  const RouteConfig* route = nullptr;  // null: MX by default
+  std::string domain;
+};
+
+struct DeliveryShard::JobResult {
+  queue::MessageId id;
+  std::vector<size_t> rcpts;
+  std::vector<smtp::Reply> replies;
+  std::string remote;
+};
+
+namespace {
+
+// Parks a worker until a job arrives, the idle timeout passes, or shutdown.
+// Exactly one of these resumes it: `scheduled` guards against a second.
+struct IdleWaiter final : public io::TimerHandler {
+  io::Shard* shard = nullptr;
+  std::coroutine_handle<> handle;
+  io::TimerWheel::Id timer;
+  bool scheduled = false;
+  bool woken = false;  // by a job
+
+  void OnTimer() override {
+    timer = {};
+    Resume(false);
+  }
+  bool Resume(bool by_job) {
+    if (scheduled) return false;
+    scheduled = true;
+    woken = by_job;
+    shard->timers().Cancel(timer);
+    timer = {};
+    shard->Schedule(handle);
+    return true;
+  }
+};
+
+}  // namespace
+
+struct DeliveryShard::Destination {
+  std::string key;
+  const RouteConfig* route = nullptr;
+  RouteType type = RouteType::kMx;
+  std::string domain;
+  unsigned max_connections = 20;
+  unsigned max_messages_per_connection = 100;
+  double rate = 0;  // messages/s, 0 = unlimited
+  double next_send_us = 0;
+
+  std::deque<Job> ready;
+  unsigned workers = 0;
+  std::vector<IdleWaiter*> idle;
+  uint64_t failing_until_us = 0;
+  smtp::Reply failure;
+  std::string failure_remote;
+  std::vector<io::Connection*> connections;  // open, for Abort()
+};
+
+struct ParkAwaiter {
+  IdleWaiter* w;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { w->handle = h; }
+  void await_resume() const noexcept {}
+};
+
+DeliveryShard::DeliveryShard(io::Shard& shard, unsigned index, const DeliveryConfig& config,
+                             std::string hostname, queue::Spool& spool, io::BlockingPool& pool,
+                             queue::MessageIdGenerator& ids)
+    : shard_(shard),
+      index_(index),
+      config_(config),
+      hostname_(std::move(hostname)),
+      spool_(spool),
+      pool_(pool),
+      ids_(ids),
+      rng_(std::random_device{}()) {
+  client_options_.helo_name = config_.helo_name.empty() ? hostname_ : config_.helo_name;
+  client_options_.greeting_timeout = config_.command_timeout;
+  client_options_.helo_timeout = config_.command_timeout;
+  client_options_.mail_timeout = config_.command_timeout;
+  client_options_.rcpt_timeout = config_.command_timeout;
+  client_options_.data_init_timeout = config_.command_timeout;
+  client_options_.data_block_timeout = config_.data_timeout;
+  client_options_.data_done_timeout = config_.data_timeout;
+}
+
+DeliveryShard::~DeliveryShard() = default;
+
+Result<void> DeliveryShard::Start() {
+  ResolverOptions ro;
+  ro.servers = config_.dns_servers;
+  ro.self_names = {hostname_};
+  resolver_ = std::make_unique<Resolver>(shard_, ro);
+  return resolver_->Init();
+}
+
+unsigned DeliveryShard::ShardFor(const std::string& key) const {
+  return static_cast<unsigned>(std::hash<std::string>{}(key) % peers_.size());
+}
+
+uint64_t DeliveryShard::Backoff(uint32_t attempts) {
+  // retry_initial · 2^(attempts-1), capped, ±10% jitter (engineering-notes §4.4).
+  const double initial = static_cast<double>(config_.retry_initial.count());
+  const double cap = static_cast<double>(config_.retry_max.count());
+  const double exp = std::min<double>(attempts > 0 ? attempts - 1 : 0, 30);
+  double delay = std::min(initial * std::pow(2.0, exp), cap);
+  std::uniform_real_distribution<double> jitter(0.9, 1.1);
+  delay *= jitter(rng_);
+  return static_cast<uint64_t>(delay * kMicros);
+}
+
+// ---------------------------------------------------------------------------
+// Owner side
+
+void DeliveryShard::Adopt(const queue::MessageId& id, queue::Envelope envelope) {
+  // Delivery off (an ingest-only node, or tests that inspect the spool): the
+  // spool is the queue and nothing is kept in memory.
+  if (!config_.enabled) return;
+  auto m = std::make_unique<Message>();
+  m->owner = this;
+  m->id = id;
+  m->env = std::move(envelope);
+  const bool pending = std::any_of(
+      m->env.recipients.begin(), m->env.recipients.end(),
+      [](const queue::Recipient& r) { return r.state == queue::RecipientState::kPending; });
+  if (!pending) {
+    spool_.Remove(id);  // finished before a crash, removal lost: finish it now
+    return;
+  }
+  Message& ref = *m;
+  messages_[id] = std::move(m);
+  if (stopping_) return;
+  Schedule(ref, ref.env.next_due_us);
+}
+
+void DeliveryShard::Schedule(Message& m, uint64_t due_us) {
+  shard_.timers().Cancel(m.timer);
+  const uint64_t now = UnixMicros();
+  const uint64_t delay_us = due_us > now ? due_us - now : 0;
+  m.timer = shard_.timers().Add(shard_.Now() + std::chrono::microseconds(delay_us), &m);
+}
+
+void DeliveryShard::Dispatch(Message& m) {
+  if (stopping_ || m.in_round) return;
+  const uint64_t now = UnixMicros();
+  std::vector<size_t> pending;
+  for (size_t i = 0; i < m.env.recipients.size(); ++i) {
+    if (m.env.recipients[i].state == queue::RecipientState::kPending) pending.push_back(i);
+  }
+  if (pending.empty()) return;
+  m.in_round = true;
+  ++rounds_in_flight_;
+  if (m.env.expires_at_us != 0 && now >= m.env.expires_at_us) {
+    // RFC 3463 4.4.7: delivery time expired. Bounce what is left.
+    for (size_t i : pending) {
+      queue::Recipient& r = m.env.recipients[i];
+      r.state = queue::RecipientState::kBounced;
+      ++stats_.bounced;
+      m.failed.push_back({i, "4.4.7",
+                          "smtp; message expired after " +
+                              std::to_string((now - m.env.received_at_us) / kMicros / 3600) +
+                              " hours; last error: " +
+                              (r.last_reply.empty() ? "none" : r.last_reply),
+                          ""});
+      spdlog::info("expired id={} to=<{}> last=\"{}\"", m.id.ToString(), r.address, r.last_reply);
+    }
+    FinishRound(m.id);
+    return;
+  }
+  Route(m, std::move(pending));
+}
+
+void DeliveryShard::Route(Message& m, std::vector<size_t> recipients) {
+  // Group recipients by destination: one job per destination.
+  std::unordered_map<std::string, Job> jobs;
+  std::vector<std::string> order;
+  for (size_t i : recipients) {
+    const queue::Recipient& r = m.env.recipients[i];
+    std::string domain = DomainOf(r.address);
+    if (domain.empty()) domain = hostname_;  // <postmaster>
+    const RouteConfig* route = config_.routes.empty() ? nullptr : FindRoute(config_.routes, domain);
+    if (!config_.routes.empty() && route == nullptr) {
+      // No route for this domain: a configuration gap, not a remote answer.
+      JobResult none;
+      none.id = m.id;
+      none.rcpts = {i};
+      none.replies = {smtp::MakeReply(554, "5.4.4", "no route to domain " + domain)};
+      ++m.jobs_out;
+      shard_.Post([this, res = std::move(none)]() mutable { OnJobResult(std::move(res)); });
+      continue;
+    }
+    std::string key;
+    const RouteType type = route ? route->type : RouteType::kMx;
+    switch (type) {
+      case RouteType::kMx:
+        key = "mx:" + domain;
+        break;
+      case RouteType::kSmarthost:
+        key = "smarthost:" + route->name;
+        break;
+      case RouteType::kLmtp:
+        key = "lmtp:" + route->name;
+        break;
+      case RouteType::kMaildir:
+        key = "maildir:" + route->name;
+        break;
+    }
+    auto [it, fresh] = jobs.try_emplace(key);
+    Job& job = it->second;
+    if (fresh) {
+      order.push_back(key);
+      job.id = m.id;
+      job.owner = index_;
+      job.key = key;
+      job.route = route;
+      job.domain = domain;
+      job.message.sender = m.env.sender;
+      job.message.body_type = static_cast<smtp::BodyType>(m.env.body_type);
+      job.message.smtputf8 = m.env.smtputf8;
+      job.message.ret = static_cast<smtp::Ret>(m.env.ret);
+      job.message.envid = m.env.envid;
+    }
+    job.rcpts.push_back(i);
+    job.message.recipients.push_back({r.address, r.notify, r.orcpt});
+  }
+  for (const std::string& key : order) {
+    Job& job = jobs[key];
+    ++m.jobs_out;
+    DeliveryShard* dest = &Peer(ShardFor(key));
+    dest->shard_.Post([dest, j = std::move(job)]() mutable { dest->Enqueue(std::move(j)); });
+  }
+}
+
+void DeliveryShard::OnJobResult(JobResult result) {
+  auto it = messages_.find(result.id);
+  if (it == messages_.end()) {
+    SLUICE_BUG("delivery result for an unknown message");
+    return;
+  }
+  Message& m = *it->second;
+  for (size_t k = 0; k < result.rcpts.size() && k < result.replies.size(); ++k) {
+    queue::Recipient& r = m.env.recipients[result.rcpts[k]];
+    const smtp::Reply& reply = result.replies[k];
+    r.last_reply = OneLine(reply);
+    ++stats_.attempts;
+    if (reply.code >= 200 && reply.code < 300) {
+      r.state = queue::RecipientState::kDelivered;
+      ++stats_.delivered;
+      spdlog::info("delivered id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
+                   result.remote.empty() ? "-" : result.remote, r.last_reply);
+    } else if (reply.code >= 500) {
+      r.state = queue::RecipientState::kBounced;
+      ++stats_.bounced;
+      m.failed.push_back({result.rcpts[k], StatusOf(reply), "smtp; " + r.last_reply, result.remote});
+      spdlog::info("bounced id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
+                   result.remote.empty() ? "-" : result.remote, r.last_reply);
+    } else {
+      ++r.attempts;
+      ++stats_.deferred;
+      spdlog::info("deferred id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
+                   result.remote.empty() ? "-" : result.remote, r.last_reply);
+    }
+  }
+  if (m.jobs_out > 0 && --m.jobs_out == 0) FinishRound(m.id);
+}
+
+namespace {
+struct CommitWait {
+  std::coroutine_handle<>* slot;
+  bool ready;
+  bool await_ready() const noexcept { return ready; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { *slot = h; }
+  void await_resume() const noexcept {}
+};
+}  // namespace
+
+void DeliveryShard::OnCommitted(uint64_t token, queue::CommitStatus status) {
+  // Writer thread: hand over to the shard.
+  shard_.Post([this, token, status] {
+    auto it = commits_.find(token);
+    if (it == commits_.end()) return;
+    it->second.status = status;
+    it->second.done = true;
+    if (it->second.waiter) shard_.Schedule(it->second.waiter);
+  });
+}
+
+io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
+  auto it = messages_.find(id);
+  if (it == messages_.end()) co_return;
+  Message* m = it->second.get();
+  ++m->env.attempts;
+  const uint64_t now = UnixMicros();
+  bool pending = false;
+  for (const queue::Recipient& r : m->env.recipients) {
+    pending = pending || r.state == queue::RecipientState::kPending;
+  }
+
+  std::vector<Message::Failure> to_report;
+  for (const Message::Failure& f : m->failed) {
+    if (WantsFailureDsn(m->env.recipients[f.rcpt].notify)) to_report.push_back(f);
+  }
+  if (!to_report.empty() && m->env.sender.empty()) {
+    // Never bounce a bounce (RFC 3461 §6.2 and common sense: no loops).
+    spdlog::warn("double bounce id={}: the null-sender message failed; dropped", id.ToString());
+    to_report.clear();
+  }
+
+  bool committed = false;
+  if (!to_report.empty()) {
+    // Named awaiter, trivially-destructible captures: g++ 12 mis-destroys
+    // lambda temporaries inside co_await expressions (GCC PR 95599 family).
+    auto read = pool_.Run(shard_, [this, id] { return ReadBodyBlocking(id); });
+    std::optional<std::string> original = co_await read;
+    DsnInput in;
+    in.reporting_mta = hostname_;
+    in.original_sender = m->env.sender;
+    in.envid = m->env.envid;
+    in.ret = static_cast<smtp::Ret>(m->env.ret);
+    in.arrival_us = m->env.received_at_us;
+    in.smtputf8 = m->env.smtputf8;
+    const std::string empty;
+    in.original_message = original ? *original : empty;
+    for (const Message::Failure& f : to_report) {
+      const queue::Recipient& r = m->env.recipients[f.rcpt];
+      DsnRecipient dr;
+      dr.final_recipient = r.address;
+      dr.original_recipient = r.orcpt;
+      dr.action = DsnAction::kFailed;
+      dr.status = f.status;
+      dr.remote_mta = f.remote;
+      dr.diagnostic = f.diagnostic.rfind("smtp; ", 0) == 0 ? f.diagnostic.substr(6) : f.diagnostic;
+      dr.last_attempt_us = now;
+      in.recipients.push_back(std::move(dr));
+    }
+    Dsn dsn = BuildDsn(in, now);
+
+    queue::Envelope bounce;
+    bounce.sender = "";
+    bounce.recipients.push_back({m->env.sender, smtp::kNotifyNever, "", queue::RecipientState::kPending, 0, ""});
+    bounce.received_at_us = now;
+    bounce.next_due_us = now;
+    bounce.expires_at_us = now + static_cast<uint64_t>(config_.bounce_max_age.count()) * kMicros;
+    bounce.body_size = dsn.message.size();
+    bounce.client_ip = "127.0.0.1";
+    bounce.helo = hostname_;
+    bounce.listener = "bounce";
+    const queue::MessageId bounce_id = ids_.Next();
+
+    if (pending) m->env.next_due_us = now + Backoff(m->env.attempts);
+    std::vector<queue::Spool::Change> changes(2);
+    changes[0].kind = queue::Spool::Change::Kind::kPut;
+    changes[0].id = bounce_id;
+    changes[0].meta = queue::EncodeEnvelope(bounce);
+    changes[0].body = dsn.message;
+    changes[1].id = id;
+    if (pending) {
+      changes[1].kind = queue::Spool::Change::Kind::kUpdateEnvelope;
+      changes[1].meta = queue::EncodeEnvelope(m->env);
+    } else {
+      changes[1].kind = queue::Spool::Change::Kind::kRemove;
+    }
+    const uint64_t token = next_token_++;
+    commits_[token] = {};
+    queue::CommitStatus status = queue::CommitStatus::kIoError;
+    if (spool_.Commit(std::move(changes), this, token) == queue::Admit::kAccepted) {
+      PendingCommit& pc = commits_[token];
+      co_await CommitWait{&pc.waiter, pc.done};
+      status = commits_[token].status;
+    }
+    commits_.erase(token);
+    if (status == queue::CommitStatus::kOk) {
+      committed = true;
+      ++stats_.dsns;
+      spdlog::info("bounce id={} for={} to=<{}>", bounce_id.ToString(), id.ToString(),
+                   m->env.sender);
+      Adopt(bounce_id, std::move(bounce));
+    } else {
+      // Not recorded: these recipients are tried again later and bounce then.
+      spdlog::warn("could not queue the bounce for {}: {}; will retry", id.ToString(),
+                   queue::ToString(status));
+      for (const Message::Failure& f : to_report) {
+        m->env.recipients[f.rcpt].state = queue::RecipientState::kPending;
+      }
+      pending = true;
+    }
+  }
+  m->failed.clear();
+  m->in_round = false;
+  --rounds_in_flight_;
+
+  if (!pending) {
+    if (!committed) spool_.Remove(id);  // unsynced: a lost removal means a duplicate, never a loss
+    messages_.erase(id);
+    co_return;
+  }
+  if (!committed) {
+    m->env.next_due_us = now + Backoff(m->env.attempts);
+    spool_.UpdateEnvelope(id, queue::EncodeEnvelope(m->env));
+  }
+  if (!stopping_) Schedule(*m, m->env.next_due_us);
+}
+
+// ---------------------------------------------------------------------------
+// Destination side
+
+void DeliveryShard::Enqueue(Job job) {
+  auto [it, fresh] = destinations_.try_emplace(job.key);
+  if (fresh) {
+    auto d = std::make_unique<Destination>();
+    d->key = job.key;
+    d->route = job.route;
+    d->type = job.route ? job.route->type : RouteType::kMx;
+    d->domain = job.domain;
+    if (job.route) {
+      d->max_connections = std::max(1u, job.route->max_connections);
+      d->max_messages_per_connection = std::max(1u, job.route->max_messages_per_connection);
+      d->rate = job.route->max_message_rate;
+    }
+    it->second = std::move(d);
+  }
+  Destination& d = *it->second;
+  if (stopping_) {
+    Report(job, {smtp::MakeReply(451, "4.3.2", "delivery is shutting down")}, "");
+    return;
+  }
+  if (d.failing_until_us > UnixMicros()) {
+    // RFC 5321 §4.5.4.1: remember unreachable hosts instead of burning an
+    // attempt per message.
+    Report(job, {d.failure}, d.failure_remote);
+    return;
+  }
+  d.ready.push_back(std::move(job));
+  while (!d.idle.empty()) {
+    IdleWaiter* w = d.idle.back();
+    d.idle.pop_back();
+    if (w->Resume(true)) return;  // a parked connection takes it
+  }
+  MaybeStartWorker(d);
+}
+
+void DeliveryShard::MaybeStartWorker(Destination& d) {
+  if (stopping_ || d.ready.empty() || d.workers >= d.max_connections) return;
+  // One new connection per job waiting beyond what running workers will take.
+  if (d.ready.size() <= d.workers && d.type != RouteType::kMaildir) return;
+  RunWorker(&d);
+}
+
+void DeliveryShard::Report(const Job& job, std::vector<smtp::Reply> replies,
+                           const std::string& remote) {
+  JobResult r;
+  r.id = job.id;
+  r.rcpts = job.rcpts;
+  if (replies.size() == 1 && job.rcpts.size() > 1) replies.resize(job.rcpts.size(), replies[0]);
+  r.replies = std::move(replies);
+  r.remote = remote;
+  DeliveryShard* owner = &Peer(job.owner);
+  owner->shard_.Post([owner, res = std::move(r)]() mutable { owner->OnJobResult(std::move(res)); });
+}
+
+void DeliveryShard::DeferAll(Destination& d, const smtp::Reply& reply, const std::string& remote) {
+  while (!d.ready.empty()) {
+    Report(d.ready.front(), {reply}, remote);
+    d.ready.pop_front();
+  }
+}
+
+io::Task<bool> DeliveryShard::TakeJob(Destination* d, Job* job) {
+  for (;;) {
+    if (!d->ready.empty()) {
+      *job = std::move(d->ready.front());
+      d->ready.pop_front();
+      co_return true;
+    }
+    if (stopping_) co_return false;
+    IdleWaiter w;
+    w.shard = &shard_;
+    w.timer = shard_.timers().Add(shard_.Now() + config_.idle_timeout, &w);
+    d->idle.push_back(&w);
+    co_await ParkAwaiter{&w};
+    shard_.timers().Cancel(w.timer);
+    std::erase(d->idle, &w);
+    if (!d->ready.empty()) continue;
+    if (!w.woken) co_return false;  // idle timeout or shutdown
+  }
+}
+
+io::Task<bool> DeliveryShard::Connect(Destination* d, io::Connection** out_conn,
+                                      std::string* remote, smtp::Reply* failure) {
+  struct Target {
+    std::string host;
+    io::IpAddress ip;
+  };
+  std::vector<Target> targets;
+  uint16_t port = d->route ? d->route->port : 25;
+  if (d->type == RouteType::kMx) {
+    MxLookup mx = co_await resolver_->LookupMx(d->domain);
+    if (mx.status != MxLookup::Status::kOk) {
+      if (mx.status == MxLookup::Status::kNoSuchDomain) {
+        *failure = smtp::MakeReply(550, "5.1.2", "domain " + d->domain + " not found: " + mx.error);
+      } else if (mx.status == MxLookup::Status::kNullMx) {
+        *failure = smtp::MakeReply(556, "5.1.10",
+                                   "domain " + d->domain + " does not accept mail (null MX)");
+      } else {
+        *failure = smtp::MakeReply(451, "4.4.3", "DNS lookup for " + d->domain + " failed: " + mx.error);
+      }
+      co_return false;
+    }
+    for (const MxTarget& t : mx.targets) {
+      for (const io::IpAddress& ip : t.addresses) targets.push_back({t.host, ip});
+    }
+  } else {
+    auto ips = co_await resolver_->LookupHost(d->route->host);
+    if (!ips.ok()) {
+      *failure = smtp::MakeReply(451, "4.4.3", "cannot resolve " + d->route->host + ": " +
+                                                   ips.error().message);
+      co_return false;
+    }
+    for (const io::IpAddress& ip : *ips) targets.push_back({d->route->host, ip});
+  }
+  *failure = smtp::MakeReply(451, "4.4.1", "no address to connect to for " + d->key);
+  // RFC 5321 §5.1: try at least two addresses; we try up to five.
+  size_t tried = 0;
+  for (const Target& t : targets) {
+    if (tried++ >= 5 || stopping_) break;
+    auto addr = io::SocketAddress::Parse(t.ip.ToString(), port);
+    if (!addr.ok()) continue;
+    *remote = t.host + "[" + t.ip.ToString() + "]:" + std::to_string(port);
+    ++stats_.connections;
+    Result<int> fd = co_await io::ConnectTcp(shard_, *addr, config_.connect_timeout);
+    if (!fd.ok()) {
+      ++stats_.connection_failures;
+      *failure = smtp::MakeReply(451, "4.4.1", "connect to " + *remote + ": " + fd.error().message);
+      continue;
+    }
+    *out_conn = new io::Connection(shard_, *fd);
+    (*out_conn)->Start();
+    co_return true;
+  }
+  co_return false;
+}
+
+io::Detached DeliveryShard::RunWorker(Destination* d) {
+  ++d->workers;
+  ++workers_;
+  if (d->type == RouteType::kMaildir) {
+    Job job;
+    for (;;) {
+      const bool got = co_await TakeJob(d, &job);
+      if (!got) break;
+      co_await DeliverMaildir(d, std::move(job));
+    }
+  } else {
+    io::Connection* raw = nullptr;
+    std::string remote;
+    smtp::Reply failure;
+    bool connected = false;
+    std::unique_ptr<io::Connection> conn;
+    std::unique_ptr<SmtpClient> client;
+    ClientOptions options = client_options_;
+    options.lmtp = d->type == RouteType::kLmtp;
+    // Connect and greet, trying the next address when one fails.
+    for (int round = 0; round < 5 && !connected; ++round) {
+      const bool ok = co_await Connect(d, &raw, &remote, &failure);
+      if (!ok) break;
+      conn.reset(raw);
+      d->connections.push_back(conn.get());
+      client = std::make_unique<SmtpClient>(*conn, options);
+      smtp::Reply hello = co_await client->Handshake();
+      if (hello.code >= 200 && hello.code < 300) {
+        connected = true;
+        break;
+      }
+      failure = hello.code >= 500 ? smtp::MakeReply(451, "4.4.1", remote + " refused us: " + OneLine(hello))
+                                  : hello;
+      std::erase(d->connections, conn.get());
+      co_await conn->Close();
+      client.reset();
+      conn.reset();
+      break;  // Connect() already walked the addresses; one greeting failure ends this round
+    }
+    if (!connected) {
+      ++stats_.connection_failures;
+      if (failure.code < 500) {
+        d->failing_until_us = UnixMicros() +
+                              static_cast<uint64_t>(config_.destination_backoff.count()) * kMicros;
+      }
+      d->failure = failure;
+      d->failure_remote = remote;
+      spdlog::warn("destination {}: {}", d->key, OneLine(failure));
+      DeferAll(*d, failure, remote);
+    } else {
+      unsigned sent = 0;
+      Job job;
+      for (;;) {
+        const bool got = co_await TakeJob(d, &job);
+        if (!got) break;
+        if (d->rate > 0) {
+          const double now = static_cast<double>(UnixMicros());
+          if (d->next_send_us > now) {
+            co_await io::Sleep(shard_, std::chrono::microseconds(
+                                           static_cast<int64_t>(d->next_send_us - now)));
+          }
+          d->next_send_us = std::max(d->next_send_us, now) + 1e6 / d->rate;
+        }
+        const queue::MessageId id = job.id;
+        auto read = pool_.Run(shard_, [this, id] { return ReadBodyBlocking(id); });
+        std::optional<std::string> body = co_await read;
+        if (!body) {
+          Report(job, {smtp::MakeReply(451, "4.3.0", "cannot read the message from the spool")},
+                 "");
+          continue;
+        }
+        job.message.body = std::make_shared<const std::string>(std::move(*body));
+        TransactionResult result = co_await client->Send(job.message);
+        Report(job, std::move(result.recipients), remote);
+        if (!result.connection_usable || ++sent >= d->max_messages_per_connection || stopping_) {
+          break;
+        }
+      }
+      co_await client->Quit();
+      std::erase(d->connections, conn.get());
+      co_await conn->Close();
+    }
+  }
+  --d->workers;
+  --workers_;
+  if (!stopping_ && !d->ready.empty()) MaybeStartWorker(*d);
+}
+
+std::optional<std::string> DeliveryShard::ReadBodyBlocking(const queue::MessageId& id) {
+  auto body = spool_.ReadBody(id);
+  if (!body.ok()) return std::nullopt;
+  return std::move(*body);
+}
+
+std::vector<smtp::Reply> DeliveryShard::MaildirBlocking(const std::string& root, const Job& job) {
+  std::vector<smtp::Reply> out;
+  auto body = spool_.ReadBody(job.id);
+  for (const OutboundRecipient& rcpt : job.message.recipients) {
+    if (!body.ok()) {
+      out.push_back(smtp::MakeReply(451, "4.3.0", "cannot read the message from the spool"));
+      continue;
+    }
+    auto path = DeliverToMaildir(root, *body, job.message.sender, rcpt.address);
+    if (path.ok()) {
+      out.push_back(smtp::MakeReply(250, "2.0.0", "delivered to maildir " + *path));
+    } else {
+      out.push_back(
+          smtp::MakeReply(451, "4.3.0", "maildir " + root + ": " + path.error().message));
+    }
+  }
+  return out;
+}
+
+io::Task<void> DeliveryShard::DeliverMaildir(Destination* d, Job job) {
+  // fsync-heavy work goes to the pool; the coroutine frame keeps `job` alive.
+  const std::string& root = d->route->path;
+  const Job* j = &job;
+  auto work = pool_.Run(shard_, [this, &root, j] { return MaildirBlocking(root, *j); });
+  std::vector<smtp::Reply> replies = co_await work;
+  Report(job, std::move(replies), "maildir:" + root);
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown
+
+void DeliveryShard::BeginShutdown() {
+  if (stopping_) return;
+  stopping_ = true;
+  for (auto& [id, m] : messages_) {
+    shard_.timers().Cancel(m->timer);
+    m->timer = {};
+  }
+  for (auto& [key, d] : destinations_) {
+    DeferAll(*d, smtp::MakeReply(451, "4.3.2", "delivery is shutting down"), "");
+    for (IdleWaiter* w : d->idle) w->Resume(false);  // "no job": the worker says QUIT
+    d->idle.clear();
+  }
+}
+
+void DeliveryShard::Abort() {
+  for (auto& [key, d] : destinations_) {
+    for (io::Connection* c : d->connections) c->Abort();
+  }
+}
+
+bool DeliveryShard::quiescent() const {
+  return workers_ == 0 && rounds_in_flight_ == 0 && commits_.empty();
+}
+
+void DeliveryShard::StopResolver() {
+  if (resolver_) resolver_->Shutdown();
+}
+
+bool DeliveryShard::stopped() const { return !resolver_ || resolver_->idle(); }
+
+}  // namespace sluice::delivery

@@ -1,0 +1,145 @@
+#pragma once
+
+// DeliveryShard: the delivery half of one shard.
+//
+// Two roles, both on the shard thread:
+// - Owner of messages. Every queued message belongs to the shard that
+//   accepted it (recovered messages: id.shard() modulo the shard count). The
+//   owner keeps its envelope, its due time in the shard's timer wheel, and
+//   decides what happens after each attempt: delivered, retry with backoff,
+//   or bounce (an RFC 3464 DSN committed in the same synced batch that
+//   records the failure).
+// - Host of destinations. A destination is one queue per smarthost, LMTP
+//   server, maildir or MX domain, living on the shard its key hashes to, so
+//   its connection limit and rate hold across the process. Its workers are
+//   coroutines that connect, hand over jobs (one message, the recipients that
+//   go there) and send the per-recipient replies back to the owner.
+//
+// Shards talk only by posting closures to each other's mailboxes.
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "delivery/client/smtp_client.h"
+#include "delivery/delivery_config.h"
+#include "delivery/dns/resolver.h"
+#include "io/blocking_pool.h"
+#include "io/connection.h"
+#include "io/shard.h"
+#include "io/task.h"
+#include "queue/envelope.h"
+#include "queue/message_id.h"
+#include "queue/spool.h"
+#include "smtp/reply.h"
+
+namespace sluice::delivery {
+
+// Counters of one shard, written by that shard only.
+struct DeliveryStats {
+  uint64_t attempts = 0;           // recipient attempts finished
+  uint64_t delivered = 0;          // recipients delivered
+  uint64_t deferred = 0;           // recipient attempts deferred
+  uint64_t bounced = 0;            // recipients failed permanently
+  uint64_t dsns = 0;               // bounce messages queued
+  uint64_t connections = 0;        // outbound connections opened
+  uint64_t connection_failures = 0;
+};
+
+class DeliveryShard final : public queue::CompletionSink {
+ public:
+  DeliveryShard(io::Shard& shard, unsigned index, const DeliveryConfig& config,
+                std::string hostname, queue::Spool& spool, io::BlockingPool& pool,
+                queue::MessageIdGenerator& ids);
+  ~DeliveryShard() override;
+
+  // Before any Start(): every shard's DeliveryShard, indexed by shard.
+  void SetPeers(std::vector<DeliveryShard*> peers) { peers_ = std::move(peers); }
+  // On the shard thread.
+  Result<void> Start();
+  // On the owner's thread: a message that was just queued, or found at start.
+  void Adopt(const queue::MessageId& id, queue::Envelope envelope);
+  // Stop starting work; idle connections close; in-flight transactions end.
+  void BeginShutdown();
+  // Grace over: abort what is left.
+  void Abort();
+  bool quiescent() const;
+  // After quiescent(): cancel DNS work; the shard may quit once stopped().
+  void StopResolver();
+  bool stopped() const;
+
+  const DeliveryStats& stats() const { return stats_; }
+  size_t messages() const { return messages_.size(); }
+
+  // queue::CompletionSink (writer thread).
+  void OnCommitted(uint64_t token, queue::CommitStatus status) override;
+
+ private:
+  struct Message;
+  struct Job;
+  struct JobResult;
+  struct Destination;
+
+  // ---- owner side ----
+  void Schedule(Message& m, uint64_t due_us);
+  void Dispatch(Message& m);
+  void Route(Message& m, std::vector<size_t> recipients);
+  void OnJobResult(JobResult result);
+  io::Detached FinishRound(queue::MessageId id);
+  void Fail(Message& m, const std::vector<size_t>& recipients, const smtp::Reply& reply,
+            const std::string& remote);
+
+  // ---- destination side ----
+  void Enqueue(Job job);
+  void MaybeStartWorker(Destination& d);
+  io::Detached RunWorker(Destination* d);
+  io::Task<bool> Connect(Destination* d, io::Connection** out_conn, std::string* remote,
+                         smtp::Reply* failure);
+  io::Task<void> DeliverMaildir(Destination* d, Job job);
+  // Pool-thread work.
+  std::optional<std::string> ReadBodyBlocking(const queue::MessageId& id);
+  std::vector<smtp::Reply> MaildirBlocking(const std::string& root, const Job& job);
+  void Report(const Job& job, std::vector<smtp::Reply> replies, const std::string& remote);
+  void DeferAll(Destination& d, const smtp::Reply& reply, const std::string& remote);
+  io::Task<bool> TakeJob(Destination* d, Job* job);
+
+  DeliveryShard& Peer(unsigned index) { return *peers_[index]; }
+  unsigned ShardFor(const std::string& key) const;
+  uint64_t Backoff(uint32_t attempts);
+
+  io::Shard& shard_;
+  const unsigned index_;
+  const DeliveryConfig& config_;
+  const std::string hostname_;
+  queue::Spool& spool_;
+  io::BlockingPool& pool_;
+  queue::MessageIdGenerator& ids_;
+  std::vector<DeliveryShard*> peers_;
+  std::unique_ptr<Resolver> resolver_;
+  ClientOptions client_options_;
+  std::mt19937_64 rng_;
+  bool stopping_ = false;
+
+  std::unordered_map<queue::MessageId, std::unique_ptr<Message>> messages_;
+  std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
+  unsigned workers_ = 0;
+  unsigned rounds_in_flight_ = 0;
+
+  // Bounce commits waiting for the spool writer: token → waiter.
+  struct PendingCommit {
+    std::coroutine_handle<> waiter;
+    queue::CommitStatus status = queue::CommitStatus::kOk;
+    bool done = false;
+  };
+  std::unordered_map<uint64_t, PendingCommit> commits_;
+  uint64_t next_token_ = 1;
+
+  DeliveryStats stats_;
+};
+
+}  // namespace sluice::delivery
