@@ -85,6 +85,7 @@ struct DeliveryShard::Job {
   std::string key;            // destination
   const RouteConfig* route = nullptr;  // null: MX by default
   std::string domain;
+  std::vector<MxTarget> mx_targets;  // MX routes: where to connect, in order
 };
 
 struct DeliveryShard::JobResult {
@@ -131,6 +132,7 @@ struct DeliveryShard::Destination {
   unsigned max_messages_per_connection = 100;
   double rate = 0;  // messages/s, 0 = unlimited
   double next_send_us = 0;
+  std::vector<MxTarget> mx_targets;  // from the latest job (the owner resolved them)
 
   std::deque<Job> ready;
   unsigned workers = 0;
@@ -252,34 +254,54 @@ void DeliveryShard::Dispatch(Message& m) {
     FinishRound(m.id);
     return;
   }
-  Route(m, std::move(pending));
+  Route(m.id, std::move(pending));
 }
 
-void DeliveryShard::Route(Message& m, std::vector<size_t> recipients) {
-  // Group recipients by destination: one job per destination.
+io::Detached DeliveryShard::Route(queue::MessageId id, std::vector<size_t> recipients) {
+  Message* m = messages_.at(id).get();
+  // The routing itself holds the round open: results posted while a DNS
+  // lookup below is pending must not finish the round early.
+  ++m->jobs_out;
   std::unordered_map<std::string, Job> jobs;
   std::vector<std::string> order;
+  std::unordered_map<std::string, MxLookup> mx_cache;  // per round, by domain
   for (size_t i : recipients) {
-    const queue::Recipient& r = m.env.recipients[i];
+    const queue::Recipient& r = m->env.recipients[i];
     std::string domain = DomainOf(r.address);
     if (domain.empty()) domain = hostname_;  // <postmaster>
     const RouteConfig* route = config_.routes.empty() ? nullptr : FindRoute(config_.routes, domain);
     if (!config_.routes.empty() && route == nullptr) {
       // No route for this domain: a configuration gap, not a remote answer.
-      JobResult none;
-      none.id = m.id;
-      none.rcpts = {i};
-      none.replies = {smtp::MakeReply(554, "5.4.4", "no route to domain " + domain)};
-      ++m.jobs_out;
-      shard_.Post([this, res = std::move(none)]() mutable { OnJobResult(std::move(res)); });
+      PostResult(id, {i}, smtp::MakeReply(554, "5.4.4", "no route to domain " + domain), "");
       continue;
     }
     std::string key;
+    std::vector<MxTarget> targets;
     const RouteType type = route ? route->type : RouteType::kMx;
     switch (type) {
-      case RouteType::kMx:
-        key = "mx:" + domain;
+      case RouteType::kMx: {
+        // Domains that share MX hosts share one destination (KumoMTA's
+        // "site"): the key is the set of MX host names.
+        auto found = mx_cache.find(domain);
+        if (found == mx_cache.end()) {
+          MxLookup looked = co_await resolver_->LookupMx(domain);
+          found = mx_cache.emplace(domain, std::move(looked)).first;
+          m = messages_.at(id).get();
+        }
+        const MxLookup& mx = found->second;
+        if (mx.status != MxLookup::Status::kOk) {
+          PostResult(id, {i}, MxFailure(domain, mx), "");
+          continue;
+        }
+        std::vector<std::string> hosts;
+        for (const MxTarget& t : mx.targets) hosts.push_back(t.host);
+        std::sort(hosts.begin(), hosts.end());
+        hosts.erase(std::unique(hosts.begin(), hosts.end()), hosts.end());
+        key = "mx:";
+        for (const std::string& h : hosts) key += h + ",";
+        targets = mx.targets;
         break;
+      }
       case RouteType::kSmarthost:
         key = "smarthost:" + route->name;
         break;
@@ -294,25 +316,50 @@ void DeliveryShard::Route(Message& m, std::vector<size_t> recipients) {
     Job& job = it->second;
     if (fresh) {
       order.push_back(key);
-      job.id = m.id;
+      job.id = id;
       job.owner = index_;
       job.key = key;
       job.route = route;
       job.domain = domain;
-      job.message.sender = m.env.sender;
-      job.message.body_type = static_cast<smtp::BodyType>(m.env.body_type);
-      job.message.smtputf8 = m.env.smtputf8;
-      job.message.ret = static_cast<smtp::Ret>(m.env.ret);
-      job.message.envid = m.env.envid;
+      job.mx_targets = std::move(targets);
+      job.message.sender = m->env.sender;
+      job.message.body_type = static_cast<smtp::BodyType>(m->env.body_type);
+      job.message.smtputf8 = m->env.smtputf8;
+      job.message.ret = static_cast<smtp::Ret>(m->env.ret);
+      job.message.envid = m->env.envid;
     }
     job.rcpts.push_back(i);
     job.message.recipients.push_back({r.address, r.notify, r.orcpt});
   }
   for (const std::string& key : order) {
     Job& job = jobs[key];
-    ++m.jobs_out;
+    ++m->jobs_out;
     DeliveryShard* dest = &Peer(ShardFor(key));
     dest->shard_.Post([dest, j = std::move(job)]() mutable { dest->Enqueue(std::move(j)); });
+  }
+  if (--m->jobs_out == 0) FinishRound(id);
+}
+
+void DeliveryShard::PostResult(const queue::MessageId& id, std::vector<size_t> rcpts,
+                               const smtp::Reply& reply, const std::string& remote) {
+  JobResult r;
+  r.id = id;
+  r.replies.assign(rcpts.size(), reply);
+  r.rcpts = std::move(rcpts);
+  r.remote = remote;
+  ++messages_.at(id)->jobs_out;
+  shard_.Post([this, res = std::move(r)]() mutable { OnJobResult(std::move(res)); });
+}
+
+smtp::Reply DeliveryShard::MxFailure(const std::string& domain, const MxLookup& mx) {
+  switch (mx.status) {
+    case MxLookup::Status::kNoSuchDomain:
+      return smtp::MakeReply(550, "5.1.2", "domain " + domain + " not found: " + mx.error);
+    case MxLookup::Status::kNullMx:
+      // RFC 7505 §3: a null MX means the domain accepts no mail.
+      return smtp::MakeReply(556, "5.1.10", "domain " + domain + " does not accept mail (null MX)");
+    default:
+      return smtp::MakeReply(451, "4.4.3", "DNS lookup for " + domain + " failed: " + mx.error);
   }
 }
 
@@ -505,6 +552,7 @@ void DeliveryShard::Enqueue(Job job) {
     it->second = std::move(d);
   }
   Destination& d = *it->second;
+  if (!job.mx_targets.empty()) d.mx_targets = job.mx_targets;
   if (stopping_) {
     Report(job, {smtp::MakeReply(451, "4.3.2", "delivery is shutting down")}, "");
     return;
@@ -579,19 +627,7 @@ io::Task<bool> DeliveryShard::Connect(Destination* d, io::Connection** out_conn,
   std::vector<Target> targets;
   uint16_t port = d->route ? d->route->port : 25;
   if (d->type == RouteType::kMx) {
-    MxLookup mx = co_await resolver_->LookupMx(d->domain);
-    if (mx.status != MxLookup::Status::kOk) {
-      if (mx.status == MxLookup::Status::kNoSuchDomain) {
-        *failure = smtp::MakeReply(550, "5.1.2", "domain " + d->domain + " not found: " + mx.error);
-      } else if (mx.status == MxLookup::Status::kNullMx) {
-        *failure = smtp::MakeReply(556, "5.1.10",
-                                   "domain " + d->domain + " does not accept mail (null MX)");
-      } else {
-        *failure = smtp::MakeReply(451, "4.4.3", "DNS lookup for " + d->domain + " failed: " + mx.error);
-      }
-      co_return false;
-    }
-    for (const MxTarget& t : mx.targets) {
+    for (const MxTarget& t : d->mx_targets) {
       for (const io::IpAddress& ip : t.addresses) targets.push_back({t.host, ip});
     }
   } else {

@@ -88,7 +88,10 @@ class DeliveryShard final : public queue::CompletionSink {
   // ---- owner side ----
   void Schedule(Message& m, uint64_t due_us);
   void Dispatch(Message& m);
-  void Route(Message& m, std::vector<size_t> recipients);
+  io::Detached Route(queue::MessageId id, std::vector<size_t> recipients);
+  void PostResult(const queue::MessageId& id, std::vector<size_t> rcpts, const smtp::Reply& reply,
+                  const std::string& remote);
+  static smtp::Reply MxFailure(const std::string& domain, const MxLookup& mx);
   void OnJobResult(JobResult result);
   io::Detached FinishRound(queue::MessageId id);
   void Fail(Message& m, const std::vector<size_t>& recipients, const smtp::Reply& reply,
