@@ -56,13 +56,15 @@ struct DeliveryShard::Message final : public io::TimerHandler {
   io::TimerWheel::Id timer;
   bool in_round = false;   // jobs out, or finishing
   unsigned jobs_out = 0;
-  struct Failure {
+  // A recipient outcome the sender asked to hear about (RFC 3461 NOTIFY).
+  struct Notice {
     size_t rcpt;
     std::string status;
     std::string diagnostic;
     std::string remote;
+    DsnAction action = DsnAction::kFailed;
   };
-  std::vector<Failure> failed;  // this round, for the bounce
+  std::vector<Notice> notices;  // this round, for the DSN
 
   void OnTimer() override {
     timer = {};
@@ -93,6 +95,8 @@ struct DeliveryShard::JobResult {
   std::vector<size_t> rcpts;
   std::vector<smtp::Reply> replies;
   std::string remote;
+  bool final_delivery = false;  // maildir or LMTP: the mailbox itself accepted it
+  bool peer_dsn = false;        // the next hop offered DSN (it reports from now on)
 };
 
 namespace {
@@ -243,12 +247,12 @@ void DeliveryShard::Dispatch(Message& m) {
       queue::Recipient& r = m.env.recipients[i];
       r.state = queue::RecipientState::kBounced;
       ++stats_.bounced;
-      m.failed.push_back({i, "4.4.7",
-                          "smtp; message expired after " +
+      m.notices.push_back({i, "4.4.7",
+                          "message expired after " +
                               std::to_string((now - m.env.received_at_us) / kMicros / 3600) +
                               " hours; last error: " +
                               (r.last_reply.empty() ? "none" : r.last_reply),
-                          ""});
+                          "", DsnAction::kFailed});
       spdlog::info("expired id={} to=<{}> last=\"{}\"", m.id.ToString(), r.address, r.last_reply);
     }
     FinishRound(m.id);
@@ -378,12 +382,24 @@ void DeliveryShard::OnJobResult(JobResult result) {
     if (reply.code >= 200 && reply.code < 300) {
       r.state = queue::RecipientState::kDelivered;
       ++stats_.delivered;
+      // RFC 3461 §5.2.2: NOTIFY=SUCCESS gets "delivered" from a final
+      // delivery (maildir, LMTP) and "relayed" when the next hop cannot
+      // carry the request on (no DSN extension); otherwise the next hop
+      // reports.
+      if ((r.notify & smtp::kNotifySuccess) && !(r.notify & smtp::kNotifyNever) &&
+          (result.final_delivery || !result.peer_dsn)) {
+        m.notices.push_back({result.rcpts[k], StatusOf(reply), r.last_reply, result.remote,
+                             result.final_delivery ? DsnAction::kDelivered : DsnAction::kRelayed});
+      }
       spdlog::info("delivered id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
                    result.remote.empty() ? "-" : result.remote, r.last_reply);
     } else if (reply.code >= 500) {
       r.state = queue::RecipientState::kBounced;
       ++stats_.bounced;
-      m.failed.push_back({result.rcpts[k], StatusOf(reply), "smtp; " + r.last_reply, result.remote});
+      if (WantsFailureDsn(r.notify)) {
+        m.notices.push_back(
+            {result.rcpts[k], StatusOf(reply), r.last_reply, result.remote, DsnAction::kFailed});
+      }
       spdlog::info("bounced id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
                    result.remote.empty() ? "-" : result.remote, r.last_reply);
     } else {
@@ -428,10 +444,8 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
     pending = pending || r.state == queue::RecipientState::kPending;
   }
 
-  std::vector<Message::Failure> to_report;
-  for (const Message::Failure& f : m->failed) {
-    if (WantsFailureDsn(m->env.recipients[f.rcpt].notify)) to_report.push_back(f);
-  }
+  std::vector<Message::Notice> to_report = std::move(m->notices);
+  m->notices.clear();
   if (!to_report.empty() && m->env.sender.empty()) {
     // Never bounce a bounce (RFC 3461 §6.2 and common sense: no loops).
     spdlog::warn("double bounce id={}: the null-sender message failed; dropped", id.ToString());
@@ -453,15 +467,15 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
     in.smtputf8 = m->env.smtputf8;
     const std::string empty;
     in.original_message = original ? *original : empty;
-    for (const Message::Failure& f : to_report) {
+    for (const Message::Notice& f : to_report) {
       const queue::Recipient& r = m->env.recipients[f.rcpt];
       DsnRecipient dr;
       dr.final_recipient = r.address;
       dr.original_recipient = r.orcpt;
-      dr.action = DsnAction::kFailed;
+      dr.action = f.action;
       dr.status = f.status;
       dr.remote_mta = f.remote;
-      dr.diagnostic = f.diagnostic.rfind("smtp; ", 0) == 0 ? f.diagnostic.substr(6) : f.diagnostic;
+      dr.diagnostic = f.diagnostic;
       dr.last_attempt_us = now;
       in.recipients.push_back(std::move(dr));
     }
@@ -511,13 +525,14 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
       // Not recorded: these recipients are tried again later and bounce then.
       spdlog::warn("could not queue the bounce for {}: {}; will retry", id.ToString(),
                    queue::ToString(status));
-      for (const Message::Failure& f : to_report) {
-        m->env.recipients[f.rcpt].state = queue::RecipientState::kPending;
+      for (const Message::Notice& f : to_report) {
+        if (f.action == DsnAction::kFailed) {
+          m->env.recipients[f.rcpt].state = queue::RecipientState::kPending;
+        }
       }
       pending = true;
     }
   }
-  m->failed.clear();
   m->in_round = false;
   --rounds_in_flight_;
 
@@ -580,8 +595,11 @@ void DeliveryShard::MaybeStartWorker(Destination& d) {
 }
 
 void DeliveryShard::Report(const Job& job, std::vector<smtp::Reply> replies,
-                           const std::string& remote) {
+                           const std::string& remote, bool peer_dsn) {
   JobResult r;
+  const RouteType type = job.route ? job.route->type : RouteType::kMx;
+  r.final_delivery = type == RouteType::kMaildir || type == RouteType::kLmtp;
+  r.peer_dsn = peer_dsn;
   r.id = job.id;
   r.rcpts = job.rcpts;
   if (replies.size() == 1 && job.rcpts.size() > 1) replies.resize(job.rcpts.size(), replies[0]);
@@ -734,7 +752,7 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
         }
         job.message.body = std::make_shared<const std::string>(std::move(*body));
         TransactionResult result = co_await client->Send(job.message);
-        Report(job, std::move(result.recipients), remote);
+        Report(job, std::move(result.recipients), remote, client->capabilities().dsn);
         if (!result.connection_usable || ++sent >= d->max_messages_per_connection || stopping_) {
           break;
         }

@@ -107,7 +107,8 @@ class DeliveryShard final : public queue::CompletionSink {
   // Pool-thread work.
   std::optional<std::string> ReadBodyBlocking(const queue::MessageId& id);
   std::vector<smtp::Reply> MaildirBlocking(const std::string& root, const Job& job);
-  void Report(const Job& job, std::vector<smtp::Reply> replies, const std::string& remote);
+  void Report(const Job& job, std::vector<smtp::Reply> replies, const std::string& remote,
+              bool peer_dsn = false);
   void DeferAll(Destination& d, const smtp::Reply& reply, const std::string& remote);
   io::Task<bool> TakeJob(Destination* d, Job* job);
 
