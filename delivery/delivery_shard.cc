@@ -436,6 +436,7 @@ void DeliveryShard::OnCommitted(uint64_t token, queue::CommitStatus status) {
 io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
   auto it = messages_.find(id);
   if (it == messages_.end()) co_return;
+  ++finishing_;
   Message* m = it->second.get();
   ++m->env.attempts;
   const uint64_t now = UnixMicros();
@@ -535,6 +536,7 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
   }
   m->in_round = false;
   --rounds_in_flight_;
+  --finishing_;
 
   if (!pending) {
     if (!committed) spool_.Remove(id);  // unsynced: a lost removal means a duplicate, never a loss
@@ -825,7 +827,11 @@ void DeliveryShard::Abort() {
 }
 
 bool DeliveryShard::quiescent() const {
-  return workers_ == 0 && rounds_in_flight_ == 0 && commits_.empty();
+  // Rounds whose jobs are still out on other shards are not waited for: a
+  // peer may already have stopped, and an unrecorded outcome only means the
+  // recipient is tried again after the restart (at-least-once). Bounces
+  // being committed are waited for; the spool bounds that wait.
+  return workers_ == 0 && finishing_ == 0 && commits_.empty();
 }
 
 void DeliveryShard::StopResolver() {

@@ -133,6 +133,7 @@ class DeliveryShard final : public queue::CompletionSink {
   std::unordered_map<std::string, std::unique_ptr<Destination>> destinations_;
   unsigned workers_ = 0;
   unsigned rounds_in_flight_ = 0;
+  unsigned finishing_ = 0;  // FinishRound coroutines running
 
   // Bounce commits waiting for the spool writer: token → waiter.
   struct PendingCommit {

@@ -52,8 +52,10 @@ class Server {
 
   const Config& config_;
   queue::Spool& spool_;
-  io::BlockingPool pool_;
   std::vector<std::unique_ptr<ShardContext>> shards_;
+  // Declared after shards_ so it is destroyed first: its threads finish
+  // their tasks (which post to shard mailboxes) while the shards still exist.
+  io::BlockingPool pool_;
   std::vector<std::vector<std::pair<queue::MessageId, queue::Envelope>>> recovered_;
   std::vector<std::thread> threads_;
 
