@@ -193,10 +193,9 @@ Result<std::string> DeliverToMaildir(const std::string& root, std::string_view m
       (first_lf != std::string_view::npos && (first_lf == 0 || message[first_lf - 1] != '\r'))
           ? "\n"
           : "\r\n";
-  std::string prefix;
-  if (!sender.empty()) {
-    prefix += "Return-Path: <" + sender + ">" + std::string(eol);
-  }
+  // RFC 5321 §4.4: the final delivery records the reverse-path, "<>" for a
+  // bounce, as Postfix's local and virtual agents do.
+  std::string prefix = "Return-Path: <" + sender + ">" + std::string(eol);
   if (!recipient.empty()) {
     prefix += "Delivered-To: " + recipient + std::string(eol);
   }

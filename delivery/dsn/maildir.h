@@ -21,8 +21,8 @@ namespace sluice::delivery {
 // <unique> = "<unix seconds>.M<micros>P<pid>Q<counter>.<hostname>,S=<file size>", the hostname with
 // '/' and ':' written as \057 and \072.
 //
-// Prepends "Return-Path: <sender>" and "Delivered-To: recipient" (as Postfix local/virtual do) when
-// they are non-empty, with the message's own line ending (CRLF for stored messages); the message
+// Prepends "Return-Path: <sender>" ("<>" for the null sender) and "Delivered-To: recipient" (when
+// non-empty), as Postfix local/virtual do, with the message's own line ending (CRLF for stored messages); the message
 // bytes are written unchanged (no CRLF → LF conversion; Dovecot reads both). A sender or recipient
 // containing CR or LF is refused (EINVAL).
 //

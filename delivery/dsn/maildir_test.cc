@@ -76,14 +76,14 @@ TEST(MaildirTest, DeliversIntoNewWithPrependedHeaders) {
   EXPECT_GT(std::stoll(name.substr(0, name.find('.'))), 1700000000);
 }
 
-TEST(MaildirTest, EmptySenderAndRecipientAddNothing) {
+TEST(MaildirTest, NullSenderGetsAnEmptyReturnPath) {
   TempDir dir;
   const Result<std::string> path = DeliverToMaildir(dir.path() + "/md", kMessage, "", "");
   ASSERT_TRUE(path.ok()) << path.error().message;
-  EXPECT_EQ(ReadFile(*path), kMessage);
+  EXPECT_EQ(ReadFile(*path), "Return-Path: <>\r\n" + kMessage);
   const Result<std::string> only_rcpt = DeliverToMaildir(dir.path() + "/md", kMessage, "", "b@x");
   ASSERT_TRUE(only_rcpt.ok());
-  EXPECT_EQ(ReadFile(*only_rcpt), "Delivered-To: b@x\r\n" + kMessage);
+  EXPECT_EQ(ReadFile(*only_rcpt), "Return-Path: <>\r\nDelivered-To: b@x\r\n" + kMessage);
 }
 
 TEST(MaildirTest, LfMessageGetsLfHeaders) {

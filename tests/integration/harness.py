@@ -538,7 +538,7 @@ class DaemonTestCase(unittest.TestCase):
                 if rc != 0:
                     bad_exits.append((str(d.workdir), rc))
             d.kill()
-        failed = self._outcome is not None and not self._outcome.success
+        failed = self._test_failed()
         keep = os.environ.get("SLUICE_KEEP_TMP")
         if failed:
             for d in self.daemons:
@@ -552,6 +552,18 @@ class DaemonTestCase(unittest.TestCase):
             shutil.rmtree(self.workdir, ignore_errors=True)
         if bad_exits:
             raise AssertionError(f"sluiced did not exit 0 after SIGTERM: {bad_exits}")
+
+    def _test_failed(self):
+        # Python 3.11 runs each cleanup in its own part executor, which resets
+        # _outcome.success; look at the recorded errors and failures instead.
+        outcome = getattr(self, "_outcome", None)
+        if outcome is None:
+            return False
+        result = getattr(outcome, "result", None)
+        if result is None:
+            return not outcome.success
+        mine = [t for t, _ in list(result.errors) + list(result.failures) if t is self]
+        return bool(mine) or not outcome.success
 
     def daemon(self, listeners=None, server=None, spool=None, start=True, subdir=None,
                delivery=None, routes=None):
