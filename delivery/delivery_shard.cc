@@ -37,6 +37,21 @@ std::string StatusOf(const smtp::Reply& r) {
   return r.code >= 500 ? "5.0.0" : "4.0.0";
 }
 
+// "3 seconds", "5 hours", "5 days": for the expiry diagnostic.
+std::string AgeText(uint64_t us) {
+  const uint64_t s = us / kMicros;
+  if (s < 2 * 3600) return std::to_string(s) + " seconds";
+  if (s < 2 * 86400) return std::to_string(s / 3600) + " hours";
+  return std::to_string(s / 86400) + " days";
+}
+
+// The host part of a connection label "host[ip]:port" (RFC 3464 §2.3.5:
+// Remote-MTA is a host name); nothing for local deliveries.
+std::string RemoteMtaOf(const std::string& label) {
+  if (label.empty() || label.rfind("maildir:", 0) == 0) return "";
+  return label.substr(0, label.find('['));
+}
+
 std::string OneLine(const smtp::Reply& r) {
   std::string text = std::to_string(r.code);
   if (!r.enhanced.empty()) text += " " + r.enhanced;
@@ -185,6 +200,17 @@ Result<void> DeliveryShard::Start() {
   return resolver_->Init();
 }
 
+void DeliveryShard::CrossPost(DeliveryShard& to, std::function<void()> fn) {
+  // Counted until it has run, so that shutdown can tell "nothing in flight
+  // between shards" (see quiescent()).
+  in_flight_->fetch_add(1, std::memory_order_acq_rel);
+  std::atomic<int64_t>* counter = in_flight_;
+  to.shard_.Post([counter, f = std::move(fn)] {
+    f();
+    counter->fetch_sub(1, std::memory_order_acq_rel);
+  });
+}
+
 unsigned DeliveryShard::ShardFor(const std::string& key) const {
   return static_cast<unsigned>(std::hash<std::string>{}(key) % peers_.size());
 }
@@ -248,9 +274,8 @@ void DeliveryShard::Dispatch(Message& m) {
       r.state = queue::RecipientState::kBounced;
       ++stats_.bounced;
       m.notices.push_back({i, "4.4.7",
-                          "message expired after " +
-                              std::to_string((now - m.env.received_at_us) / kMicros / 3600) +
-                              " hours; last error: " +
+                          "message expired after " + AgeText(now - m.env.received_at_us) +
+                              " in the queue; last error: " +
                               (r.last_reply.empty() ? "none" : r.last_reply),
                           "", DsnAction::kFailed});
       spdlog::info("expired id={} to=<{}> last=\"{}\"", m.id.ToString(), r.address, r.last_reply);
@@ -339,7 +364,7 @@ io::Detached DeliveryShard::Route(queue::MessageId id, std::vector<size_t> recip
     Job& job = jobs[key];
     ++m->jobs_out;
     DeliveryShard* dest = &Peer(ShardFor(key));
-    dest->shard_.Post([dest, j = std::move(job)]() mutable { dest->Enqueue(std::move(j)); });
+    CrossPost(*dest, [dest, j = std::move(job)]() mutable { dest->Enqueue(std::move(j)); });
   }
   if (--m->jobs_out == 0) FinishRound(id);
 }
@@ -352,7 +377,7 @@ void DeliveryShard::PostResult(const queue::MessageId& id, std::vector<size_t> r
   r.rcpts = std::move(rcpts);
   r.remote = remote;
   ++messages_.at(id)->jobs_out;
-  shard_.Post([this, res = std::move(r)]() mutable { OnJobResult(std::move(res)); });
+  CrossPost(*this, [this, res = std::move(r)]() mutable { OnJobResult(std::move(res)); });
 }
 
 smtp::Reply DeliveryShard::MxFailure(const std::string& domain, const MxLookup& mx) {
@@ -388,7 +413,8 @@ void DeliveryShard::OnJobResult(JobResult result) {
       // reports.
       if ((r.notify & smtp::kNotifySuccess) && !(r.notify & smtp::kNotifyNever) &&
           (result.final_delivery || !result.peer_dsn)) {
-        m.notices.push_back({result.rcpts[k], StatusOf(reply), r.last_reply, result.remote,
+        m.notices.push_back({result.rcpts[k], StatusOf(reply), r.last_reply,
+                             RemoteMtaOf(result.remote),
                              result.final_delivery ? DsnAction::kDelivered : DsnAction::kRelayed});
       }
       spdlog::info("delivered id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
@@ -397,8 +423,8 @@ void DeliveryShard::OnJobResult(JobResult result) {
       r.state = queue::RecipientState::kBounced;
       ++stats_.bounced;
       if (WantsFailureDsn(r.notify)) {
-        m.notices.push_back(
-            {result.rcpts[k], StatusOf(reply), r.last_reply, result.remote, DsnAction::kFailed});
+        m.notices.push_back({result.rcpts[k], StatusOf(reply), r.last_reply,
+                             RemoteMtaOf(result.remote), DsnAction::kFailed});
       }
       spdlog::info("bounced id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
                    result.remote.empty() ? "-" : result.remote, r.last_reply);
@@ -608,7 +634,8 @@ void DeliveryShard::Report(const Job& job, std::vector<smtp::Reply> replies,
   r.replies = std::move(replies);
   r.remote = remote;
   DeliveryShard* owner = &Peer(job.owner);
-  owner->shard_.Post([owner, res = std::move(r)]() mutable { owner->OnJobResult(std::move(res)); });
+  CrossPost(*owner,
+            [owner, res = std::move(r)]() mutable { owner->OnJobResult(std::move(res)); });
 }
 
 void DeliveryShard::DeferAll(Destination& d, const smtp::Reply& reply, const std::string& remote) {
@@ -737,12 +764,16 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
         const bool got = co_await TakeJob(d, &job);
         if (!got) break;
         if (d->rate > 0) {
+          // Reserve the next slot before sleeping, so workers of the same
+          // destination queue up one interval apart instead of all waking
+          // for the same instant.
           const double now = static_cast<double>(UnixMicros());
-          if (d->next_send_us > now) {
-            co_await io::Sleep(shard_, std::chrono::microseconds(
-                                           static_cast<int64_t>(d->next_send_us - now)));
+          const double slot = std::max(d->next_send_us, now);
+          d->next_send_us = slot + 1e6 / d->rate;
+          if (slot > now) {
+            co_await io::Sleep(shard_,
+                               std::chrono::microseconds(static_cast<int64_t>(slot - now)));
           }
-          d->next_send_us = std::max(d->next_send_us, now) + 1e6 / d->rate;
         }
         const queue::MessageId id = job.id;
         auto read = pool_.Run(shard_, [this, id] { return ReadBodyBlocking(id); });
@@ -827,11 +858,11 @@ void DeliveryShard::Abort() {
 }
 
 bool DeliveryShard::quiescent() const {
-  // Rounds whose jobs are still out on other shards are not waited for: a
-  // peer may already have stopped, and an unrecorded outcome only means the
-  // recipient is tried again after the restart (at-least-once). Bounces
-  // being committed are waited for; the spool bounds that wait.
-  return workers_ == 0 && finishing_ == 0 && commits_.empty();
+  // Local work only. After BeginShutdown nothing new starts here (no
+  // dispatch, no new workers), so once this is true it can only become false
+  // again through a post from a peer, and those are counted: the gateway
+  // quits a shard only when every shard is quiescent and in_flight() is 0.
+  return workers_ == 0 && finishing_ == 0 && rounds_in_flight_ == 0 && commits_.empty();
 }
 
 void DeliveryShard::StopResolver() {

@@ -17,7 +17,9 @@
 //
 // Shards talk only by posting closures to each other's mailboxes.
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -58,8 +60,12 @@ class DeliveryShard final : public queue::CompletionSink {
                 queue::MessageIdGenerator& ids);
   ~DeliveryShard() override;
 
-  // Before any Start(): every shard's DeliveryShard, indexed by shard.
-  void SetPeers(std::vector<DeliveryShard*> peers) { peers_ = std::move(peers); }
+  // Before any Start(): every shard's DeliveryShard, indexed by shard, and
+  // the process-wide count of posts between them not yet run.
+  void SetPeers(std::vector<DeliveryShard*> peers, std::atomic<int64_t>* in_flight) {
+    peers_ = std::move(peers);
+    in_flight_ = in_flight;
+  }
   // On the shard thread.
   Result<void> Start();
   // On the owner's thread: a message that was just queued, or found at start.
@@ -113,6 +119,7 @@ class DeliveryShard final : public queue::CompletionSink {
   io::Task<bool> TakeJob(Destination* d, Job* job);
 
   DeliveryShard& Peer(unsigned index) { return *peers_[index]; }
+  void CrossPost(DeliveryShard& to, std::function<void()> fn);
   unsigned ShardFor(const std::string& key) const;
   uint64_t Backoff(uint32_t attempts);
 
@@ -124,6 +131,7 @@ class DeliveryShard final : public queue::CompletionSink {
   io::BlockingPool& pool_;
   queue::MessageIdGenerator& ids_;
   std::vector<DeliveryShard*> peers_;
+  std::atomic<int64_t>* in_flight_ = nullptr;
   std::unique_ptr<Resolver> resolver_;
   ClientOptions client_options_;
   std::mt19937_64 rng_;

@@ -11,8 +11,10 @@ Server::Server(const Config& config, queue::Spool& spool)
     : config_(config),
       spool_(spool),
       pool_(config.delivery.workers),
+      drained_(new std::atomic<bool>[config.shards]),
       listener_connections_(new std::atomic<size_t>[config.listeners.size()]) {
   for (size_t i = 0; i < config.listeners.size(); ++i) listener_connections_[i] = 0;
+  for (unsigned i = 0; i < config.shards; ++i) drained_[i] = false;
 }
 
 Server::~Server() {
@@ -26,7 +28,7 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
   }
   std::vector<delivery::DeliveryShard*> peers;
   for (auto& s : shards_) peers.push_back(&s->delivery());
-  for (auto& s : shards_) s->delivery().SetPeers(peers);
+  for (auto& s : shards_) s->delivery().SetPeers(peers, &delivery_posts_);
   recovered_.resize(config_.shards);
   for (auto& entry : recovered) {
     recovered_[entry.first.shard() % config_.shards].push_back(std::move(entry));
@@ -58,6 +60,15 @@ void Server::ShardMain(unsigned id) {
   start_cv_.notify_all();
   if (!init) return;
   ctx.shard().Run();
+}
+
+bool Server::AllDrained() const {
+  // Flags first, then the counter: a post that made a drained shard busy
+  // again was counted before it ran and is uncounted only after.
+  for (unsigned i = 0; i < config_.shards; ++i) {
+    if (!drained_[i].load()) return false;
+  }
+  return delivery_posts_.load() == 0;
 }
 
 void Server::Shutdown() {

@@ -42,6 +42,11 @@ class Server {
   io::BlockingPool& pool() { return pool_; }
   ShardContext& shard(unsigned i) { return *shards_[i]; }
 
+  // Shutdown: a shard may leave its loop only when every shard has drained
+  // and no delivery post between shards is in flight.
+  void SetDrained(unsigned shard, bool drained) { drained_[shard].store(drained); }
+  bool AllDrained() const;
+
   // Connection accounting across shards (any shard thread).
   enum class Admission { kOk, kTooManyTotal, kTooManyListener, kTooManyFromIp };
   Admission AdmitConnection(size_t listener, const io::IpAddress& ip);
@@ -63,6 +68,9 @@ class Server {
   std::condition_variable start_cv_;
   unsigned started_ = 0;
   std::string start_error_;
+
+  std::atomic<int64_t> delivery_posts_{0};
+  std::unique_ptr<std::atomic<bool>[]> drained_;
 
   std::atomic<size_t> total_connections_{0};
   std::unique_ptr<std::atomic<size_t>[]> listener_connections_;

@@ -531,7 +531,8 @@ io::Task<Session::Outcome> Session::Commit() {
   env.recipients = rcpts_;
   env.received_at_us = UnixMicros();
   env.next_due_us = env.received_at_us;
-  env.expires_at_us = env.received_at_us + uint64_t{5} * 24 * 3600 * 1000000;
+  env.expires_at_us = env.received_at_us +
+                      static_cast<uint64_t>(cfg.delivery.max_age.count()) * 1000000;
   env.body_size = body_.size();
   env.client_ip = peer_.ToString();
   env.helo = helo_;

@@ -161,7 +161,9 @@ io::Detached ShardContext::DrainAndQuit() {
   for (;;) {
     bool listeners_done = true;
     for (auto& l : listeners_) listeners_done = listeners_done && l->stopped();
-    if (listeners_done && sessions_.empty() && delivery_->quiescent()) {
+    const bool drained = listeners_done && sessions_.empty() && delivery_->quiescent();
+    server_.SetDrained(shard_.id(), drained);
+    if (drained && server_.AllDrained()) {
       if (!resolver_stopping) delivery_->StopResolver();
       resolver_stopping = true;
       if (delivery_->stopped()) break;
