@@ -1,13 +1,14 @@
 # The README's commands. Everything installs its own dependencies first.
 #   make run     build and start sluiced with config/dev.toml (foreground)
 #   make test    unit + integration tests, and a short fuzz run
-#   make bench   Google Benchmark micro-benchmarks (not part of make test)
+#   make bench   micro-benchmarks and the end-to-end relay figure (not part of make test)
 #   make asan    unit + integration tests under ASan+UBSan (second build dir)
+#   make interop tests against Postfix, Dovecot and dnsmasq (installs them)
 
 BUILD ?= build
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all deps build run test unit integration fuzz-smoke bench asan clean
+.PHONY: all deps build run test unit integration interop fuzz-smoke bench asan clean
 
 all: build
 
@@ -32,6 +33,10 @@ integration: build
 
 test: build fuzz-smoke
 	meson test -C $(BUILD) --suite unit --suite integration --print-errorlogs
+
+interop: build
+	@scripts/install-deps --interop
+	meson test -C $(BUILD) --suite interop --print-errorlogs
 
 # libFuzzer targets (clang), a few seconds each over the committed corpus.
 fuzz-smoke: deps

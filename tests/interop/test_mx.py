@@ -1,0 +1,135 @@
+"""MX routing against a private dnsmasq: Sluice resolves through
+[delivery] dns_servers = ["127.0.0.1:DNSPORT"] and a route type = "mx" with
+port = SINKPORT, so every MX host is reached on SINKPORT. The MX hosts are
+smtp-sinks on distinct loopback addresses (127.0.0.11, .12, ...: all of
+127/8 is loopback on Linux), so the sink that holds a message says which MX
+got it. Bounces go to the sender's domain, client.test, through a maildir
+route.
+
+    cd tests/interop && python3 -m unittest -v test_mx
+"""
+
+import unittest
+
+from interop import (Dnsmasq, Dsn, InteropTestCase, SmtpSink, check_relayed, free_port,
+                     make_message, smtp_addr, wait_maildir)
+
+# name → the address of its A record.
+HOSTS = {
+    "mx-a.pref.test": "127.0.0.11",
+    "mx-b.pref.test": "127.0.0.12",
+    "mx-a.fallback.test": "127.0.0.13",  # nothing listens: connection refused
+    "mx-b.fallback.test": "127.0.0.14",
+    "implicit.test": "127.0.0.15",       # A record, no MX: implicit MX (RFC 5321 §5.1)
+    "mx.shared.test": "127.0.0.16",
+}
+# (domain, exchange, preference). Higher preferences are listed first so
+# that the order of the answer is not what makes the test pass.
+MX = [
+    ("pref.test", "mx-b.pref.test", 20),
+    ("pref.test", "mx-a.pref.test", 10),
+    ("fallback.test", "mx-b.fallback.test", 20),
+    ("fallback.test", "mx-a.fallback.test", 10),
+    ("nullmx.test", ".", 0),                     # RFC 7505 null MX
+    ("one.test", "mx.shared.test", 10),
+    ("two.test", "mx.shared.test", 10),
+]
+SINK_ADDRESSES = ["127.0.0.11", "127.0.0.12", "127.0.0.14", "127.0.0.15", "127.0.0.16"]
+
+
+class MxTest(InteropTestCase):
+
+    def setUp(self):
+        super().setUp()
+        records = [f"--mx-host={d},{x},{p}" for d, x, p in MX]
+        records += [f"--host-record={h},{a},300" for h, a in HOSTS.items()]
+        self.dns = Dnsmasq(self, records, probe_name="pref.test")
+        self.sink_port = free_port()
+        self.sinks = {a: SmtpSink(self, f"sink-{a}", address=a, port=self.sink_port)
+                      for a in SINK_ADDRESSES}
+        self.bounces = self.workdir / "bounces"
+        self.sluice = self.daemon(
+            delivery={"enabled": True, "retry_initial": 1, "idle_timeout": 1,
+                      "dns_servers": [f"127.0.0.1:{self.dns.port}"]},
+            routes=[
+                {"name": "bounces", "domains": ["client.test"], "type": "maildir",
+                 "path": str(self.bounces)},
+                {"name": "mx", "domains": ["*"], "type": "mx", "port": self.sink_port},
+            ])
+
+    def send(self, recipients, token):
+        sent = make_message(token)
+        self.swaks(self.sluice.port, "alice@client.test", recipients, sent)
+        return sent
+
+    def counts(self):
+        return {a: len(s.dumps()) for a, s in self.sinks.items()}
+
+    def expect_at(self, address, n, sent=None):
+        """Exactly n messages at the sink on `address` and none anywhere else."""
+        self.sinks[address].wait_count(n)
+        self.wait_queue_empty(self.sluice)
+        expected = {a: 0 for a in SINK_ADDRESSES}
+        expected[address] = n
+        self.assertEqual(self.counts(), expected)
+        msgs = self.sinks[address].messages()
+        if sent is not None:
+            for m in msgs:
+                check_relayed(self, m.message, sent)
+        return msgs
+
+    def test_lowest_preference_gets_the_mail(self):
+        sent = self.send(["bob@pref.test"], "pref")
+        (m,) = self.expect_at("127.0.0.11", 1, sent)
+        self.assertEqual([smtp_addr(r) for r in m.recipients], ["bob@pref.test"])
+        self.assertIn("relay=mx-a.pref.test[127.0.0.11]", self.sluice.log_text())
+
+    def test_next_mx_when_the_first_refuses_connections(self):
+        sent = self.send(["bob@fallback.test"], "fallback")
+        self.expect_at("127.0.0.14", 1, sent)
+        self.assertIn(f"relay=mx-b.fallback.test[127.0.0.14]:{self.sink_port}",
+                      self.sluice.log_text())
+
+    def test_implicit_mx(self):
+        sent = self.send(["bob@implicit.test"], "implicit")
+        self.expect_at("127.0.0.15", 1, sent)
+
+    def test_domains_sharing_mx_hosts(self):
+        # Sluice may carry both in one transaction (domains with the same MX
+        # hosts share a destination) or in two; either way both arrive, once.
+        sent = self.send(["bob@one.test", "carol@two.test"], "shared")
+        self.wait_log(self.sluice, "delivered id=", count=2)
+        self.wait_queue_empty(self.sluice)
+        msgs = self.sinks["127.0.0.16"].messages()
+        got = sorted(smtp_addr(r) for m in msgs for r in m.recipients)
+        self.assertEqual(got, ["bob@one.test", "carol@two.test"])
+        for m in msgs:
+            check_relayed(self, m.message, sent)
+        others = {a: n for a, n in self.counts().items() if a != "127.0.0.16"}
+        self.assertEqual(sum(others.values()), 0, others)
+
+    def bounce_for(self, rcpt):
+        (raw,) = wait_maildir(self.bounces, 1)
+        self.wait_queue_empty(self.sluice)
+        self.assertEqual(sum(self.counts().values()), 0, "nothing reaches any MX")
+        dsn = Dsn(raw)
+        self.assertEqual(len(dsn.recipients), 1, dsn.recipients)
+        r = dsn.recipient(rcpt)
+        self.assertEqual(r["Action"], "failed")
+        return r
+
+    def test_null_mx_bounces(self):
+        self.send(["bob@nullmx.test"], "nullmx")
+        r = self.bounce_for("bob@nullmx.test")
+        self.assertEqual(r["Status"], "5.1.10")
+        self.assertIn("null MX", r["Diagnostic-Code"])
+
+    def test_nxdomain_bounces(self):
+        self.send(["bob@nosuch.test"], "nxdomain")
+        r = self.bounce_for("bob@nosuch.test")
+        self.assertEqual(r["Status"], "5.1.2")
+        self.assertIn("nosuch.test", r["Diagnostic-Code"])
+
+
+if __name__ == "__main__":
+    unittest.main()
