@@ -110,6 +110,7 @@ struct DeliveryShard::JobResult {
   std::vector<size_t> rcpts;
   std::vector<smtp::Reply> replies;
   std::string remote;
+  std::string destination;      // metric label
   bool final_delivery = false;  // maildir or LMTP: the mailbox itself accepted it
   bool peer_dsn = false;        // the next hop offered DSN (it reports from now on)
 };
@@ -147,6 +148,7 @@ struct DeliveryShard::Destination {
   const RouteConfig* route = nullptr;
   RouteType type = RouteType::kMx;
   std::string domain;
+  std::string label;  // metric label
   unsigned max_connections = 20;
   unsigned max_messages_per_connection = 100;
   double rate = 0;  // messages/s, 0 = unlimited
@@ -171,7 +173,7 @@ struct ParkAwaiter {
 
 DeliveryShard::DeliveryShard(io::Shard& shard, unsigned index, const DeliveryConfig& config,
                              std::string hostname, queue::Spool& spool, io::BlockingPool& pool,
-                             queue::MessageIdGenerator& ids)
+                             queue::MessageIdGenerator& ids, DeliveryTelemetry& telemetry)
     : shard_(shard),
       index_(index),
       config_(config),
@@ -179,6 +181,7 @@ DeliveryShard::DeliveryShard(io::Shard& shard, unsigned index, const DeliveryCon
       spool_(spool),
       pool_(pool),
       ids_(ids),
+      tel_(telemetry),
       rng_(std::random_device{}()) {
   client_options_.helo_name = config_.helo_name.empty() ? hostname_ : config_.helo_name;
   client_options_.greeting_timeout = config_.command_timeout;
@@ -279,6 +282,16 @@ void DeliveryShard::Dispatch(Message& m) {
                               (r.last_reply.empty() ? "none" : r.last_reply),
                           "", DsnAction::kFailed});
       spdlog::info("expired id={} to=<{}> last=\"{}\"", m.id.ToString(), r.address, r.last_reply);
+      if (metrics::EventLog* log = tel_.events()) {
+        metrics::Event e("expired");
+        e.Str("id", m.id.ToString())
+            .Str("sender", m.env.sender)
+            .Str("recipient", r.address)
+            .Str("reply", r.last_reply)
+            .Int("attempts", static_cast<int64_t>(m.env.attempts))
+            .Num("delay_s", static_cast<double>(now - m.env.received_at_us) / 1e6);
+        log->Write(std::move(e));
+      }
     }
     FinishRound(m.id);
     return;
@@ -313,7 +326,10 @@ io::Detached DeliveryShard::Route(queue::MessageId id, std::vector<size_t> recip
         // "site"): the key is the set of MX host names.
         auto found = mx_cache.find(domain);
         if (found == mx_cache.end()) {
+          const MonoTime started = shard_.Now();
           MxLookup looked = co_await resolver_->LookupMx(domain);
+          tel_.Dns(index_, DeliveryTelemetry::DnsType::kMx, looked.status,
+                   std::chrono::duration<double>(shard_.Now() - started).count());
           found = mx_cache.emplace(domain, std::move(looked)).first;
           m = messages_.at(id).get();
         }
@@ -373,6 +389,11 @@ void DeliveryShard::PostResult(const queue::MessageId& id, std::vector<size_t> r
                                const smtp::Reply& reply, const std::string& remote) {
   JobResult r;
   r.id = id;
+  {
+    const Message& m = *messages_.at(id);
+    const std::string domain = DomainOf(m.env.recipients[rcpts.front()].address);
+    r.destination = DestinationLabel(domain.empty() ? hostname_ : domain);
+  }
   r.replies.assign(rcpts.size(), reply);
   r.rcpts = std::move(rcpts);
   r.remote = remote;
@@ -399,14 +420,35 @@ void DeliveryShard::OnJobResult(JobResult result) {
     return;
   }
   Message& m = *it->second;
+  DeliveryTelemetry::DestinationSeries& series = SeriesFor(result.destination);
+  const uint64_t now_us = UnixMicros();
   for (size_t k = 0; k < result.rcpts.size() && k < result.replies.size(); ++k) {
     queue::Recipient& r = m.env.recipients[result.rcpts[k]];
     const smtp::Reply& reply = result.replies[k];
     r.last_reply = OneLine(reply);
     ++stats_.attempts;
+    const char* outcome = reply.code >= 200 && reply.code < 300 ? "delivered"
+                          : reply.code >= 500                   ? "bounced"
+                                                                : "deferred";
+    if (metrics::EventLog* log = tel_.events()) {
+      metrics::Event e(outcome);
+      e.Str("id", m.id.ToString())
+          .Str("sender", m.env.sender)
+          .Str("recipient", r.address)
+          .Str("destination", result.destination)
+          .Str("remote", result.remote)
+          .Int("code", reply.code)
+          .Str("reply", r.last_reply)
+          .Int("attempts", static_cast<int64_t>(m.env.attempts + 1))
+          .Num("delay_s", static_cast<double>(now_us - m.env.received_at_us) / 1e6);
+      log->Write(std::move(e));
+    }
     if (reply.code >= 200 && reply.code < 300) {
       r.state = queue::RecipientState::kDelivered;
       ++stats_.delivered;
+      series.delivered->Inc(index_);
+      tel_.delivery_seconds().Observe(
+          index_, static_cast<double>(now_us - m.env.received_at_us) / 1e6);
       // RFC 3461 §5.2.2: NOTIFY=SUCCESS gets "delivered" from a final
       // delivery (maildir, LMTP) and "relayed" when the next hop cannot
       // carry the request on (no DSN extension); otherwise the next hop
@@ -422,6 +464,7 @@ void DeliveryShard::OnJobResult(JobResult result) {
     } else if (reply.code >= 500) {
       r.state = queue::RecipientState::kBounced;
       ++stats_.bounced;
+      series.bounced->Inc(index_);
       if (WantsFailureDsn(r.notify)) {
         m.notices.push_back({result.rcpts[k], StatusOf(reply), r.last_reply,
                              RemoteMtaOf(result.remote), DsnAction::kFailed});
@@ -431,6 +474,7 @@ void DeliveryShard::OnJobResult(JobResult result) {
     } else {
       ++r.attempts;
       ++stats_.deferred;
+      series.deferred->Inc(index_);
       spdlog::info("deferred id={} to=<{}> relay={} reply=\"{}\"", m.id.ToString(), r.address,
                    result.remote.empty() ? "-" : result.remote, r.last_reply);
     }
@@ -545,6 +589,15 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
     if (status == queue::CommitStatus::kOk) {
       committed = true;
       ++stats_.dsns;
+      for (const Message::Notice& f : to_report) tel_.Dsn(index_, f.action);
+      if (metrics::EventLog* log = tel_.events()) {
+        metrics::Event e("dsn");
+        e.Str("id", bounce_id.ToString())
+            .Str("for_id", id.ToString())
+            .Str("to", m->env.sender)
+            .Int("recipients", static_cast<int64_t>(to_report.size()));
+        log->Write(std::move(e));
+      }
       spdlog::info("bounce id={} for={} to=<{}>", bounce_id.ToString(), id.ToString(),
                    m->env.sender);
       Adopt(bounce_id, std::move(bounce));
@@ -587,6 +640,7 @@ void DeliveryShard::Enqueue(Job job) {
     d->route = job.route;
     d->type = job.route ? job.route->type : RouteType::kMx;
     d->domain = job.domain;
+    d->label = DestinationLabel(job.domain);
     if (job.route) {
       d->max_connections = std::max(1u, job.route->max_connections);
       d->max_messages_per_connection = std::max(1u, job.route->max_messages_per_connection);
@@ -625,6 +679,7 @@ void DeliveryShard::MaybeStartWorker(Destination& d) {
 void DeliveryShard::Report(const Job& job, std::vector<smtp::Reply> replies,
                            const std::string& remote, bool peer_dsn) {
   JobResult r;
+  r.destination = DestinationLabel(job.domain);
   const RouteType type = job.route ? job.route->type : RouteType::kMx;
   r.final_delivery = type == RouteType::kMaildir || type == RouteType::kLmtp;
   r.peer_dsn = peer_dsn;
@@ -678,7 +733,13 @@ io::Task<bool> DeliveryShard::Connect(Destination* d, io::Connection** out_conn,
       for (const io::IpAddress& ip : t.addresses) targets.push_back({t.host, ip});
     }
   } else {
+    const MonoTime started = shard_.Now();
     auto ips = co_await resolver_->LookupHost(d->route->host);
+    tel_.Dns(index_, DeliveryTelemetry::DnsType::kHost,
+             ips.ok() ? MxLookup::Status::kOk
+                      : (ips.error().code == ENOENT ? MxLookup::Status::kNoSuchDomain
+                                                    : MxLookup::Status::kTempFail),
+             std::chrono::duration<double>(shard_.Now() - started).count());
     if (!ips.ok()) {
       *failure = smtp::MakeReply(451, "4.4.3", "cannot resolve " + d->route->host + ": " +
                                                    ips.error().message);
@@ -733,6 +794,7 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
       if (!ok) break;
       conn.reset(raw);
       d->connections.push_back(conn.get());
+      SeriesFor(d->label).connections->Add(index_, 1);
       client = std::make_unique<SmtpClient>(*conn, options);
       smtp::Reply hello = co_await client->Handshake();
       if (hello.code >= 200 && hello.code < 300) {
@@ -742,6 +804,7 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
       failure = hello.code >= 500 ? smtp::MakeReply(451, "4.4.1", remote + " refused us: " + OneLine(hello))
                                   : hello;
       std::erase(d->connections, conn.get());
+      SeriesFor(d->label).connections->Add(index_, -1);
       co_await conn->Close();
       client.reset();
       conn.reset();
@@ -749,6 +812,7 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
     }
     if (!connected) {
       ++stats_.connection_failures;
+      SeriesFor(d->label).connection_failures->Inc(index_);
       if (failure.code < 500) {
         d->failing_until_us = UnixMicros() +
                               static_cast<uint64_t>(config_.destination_backoff.count()) * kMicros;
@@ -792,6 +856,7 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
       }
       co_await client->Quit();
       std::erase(d->connections, conn.get());
+      SeriesFor(d->label).connections->Add(index_, -1);
       co_await conn->Close();
     }
   }
@@ -863,6 +928,49 @@ bool DeliveryShard::quiescent() const {
   // again through a post from a peer, and those are counted: the gateway
   // quits a shard only when every shard is quiescent and in_flight() is 0.
   return workers_ == 0 && finishing_ == 0 && rounds_in_flight_ == 0 && commits_.empty();
+}
+
+std::string DeliveryShard::DestinationLabel(const std::string& domain) const {
+  const RouteConfig* route = config_.routes.empty() ? nullptr : FindRoute(config_.routes, domain);
+  if (route == nullptr) return config_.routes.empty() ? domain : "unrouted";
+  return route->type == RouteType::kMx ? domain : route->name;
+}
+
+DeliveryTelemetry::DestinationSeries& DeliveryShard::SeriesFor(const std::string& label) {
+  auto it = series_.find(label);
+  if (it == series_.end()) it = series_.emplace(label, tel_.Series(label)).first;
+  return it->second;
+}
+
+DeliveryShard::QueueSnapshot DeliveryShard::Snapshot() const {
+  QueueSnapshot snap;
+  for (const auto& [id, m] : messages_) {
+    const uint64_t received = m->env.received_at_us;
+    if (m->in_round) {
+      ++snap.in_flight;
+    } else if (m->env.attempts > 0) {
+      ++snap.deferred;
+    } else {
+      ++snap.scheduled;
+    }
+    if (snap.oldest_received_us == 0 || received < snap.oldest_received_us) {
+      snap.oldest_received_us = received;
+    }
+    std::string last;
+    for (const queue::Recipient& r : m->env.recipients) {
+      if (r.state != queue::RecipientState::kPending) continue;
+      std::string domain = DomainOf(r.address);
+      std::string label = DestinationLabel(domain.empty() ? hostname_ : domain);
+      if (label == last) continue;  // count a message once per destination (mostly)
+      last = label;
+      QueueSnapshot::PerDestination& d = snap.destinations[label];
+      ++d.messages;
+      if (d.oldest_received_us == 0 || received < d.oldest_received_us) {
+        d.oldest_received_us = received;
+      }
+    }
+  }
+  return snap;
 }
 
 void DeliveryShard::StopResolver() {

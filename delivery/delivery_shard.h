@@ -30,6 +30,7 @@
 
 #include "delivery/client/smtp_client.h"
 #include "delivery/delivery_config.h"
+#include "delivery/delivery_telemetry.h"
 #include "delivery/dns/resolver.h"
 #include "io/blocking_pool.h"
 #include "io/connection.h"
@@ -57,7 +58,7 @@ class DeliveryShard final : public queue::CompletionSink {
  public:
   DeliveryShard(io::Shard& shard, unsigned index, const DeliveryConfig& config,
                 std::string hostname, queue::Spool& spool, io::BlockingPool& pool,
-                queue::MessageIdGenerator& ids);
+                queue::MessageIdGenerator& ids, DeliveryTelemetry& telemetry);
   ~DeliveryShard() override;
 
   // Before any Start(): every shard's DeliveryShard, indexed by shard, and
@@ -80,6 +81,24 @@ class DeliveryShard final : public queue::CompletionSink {
   bool stopped() const;
 
   const DeliveryStats& stats() const { return stats_; }
+
+  // For the queue gauges: computed on the shard thread (post a closure that
+  // calls it), merged by the scraper.
+  struct QueueSnapshot {
+    uint64_t scheduled = 0;  // waiting for their first attempt
+    uint64_t deferred = 0;   // waiting for a retry
+    uint64_t in_flight = 0;  // being delivered now
+    uint64_t oldest_received_us = 0;  // 0 = none
+    struct PerDestination {
+      uint64_t messages = 0;
+      uint64_t oldest_received_us = 0;
+    };
+    std::unordered_map<std::string, PerDestination> destinations;
+  };
+  QueueSnapshot Snapshot() const;
+  // The metric label for a recipient domain: the route's name, or the domain
+  // itself for MX routes.
+  std::string DestinationLabel(const std::string& domain) const;
   size_t messages() const { return messages_.size(); }
 
   // queue::CompletionSink (writer thread).
@@ -130,6 +149,9 @@ class DeliveryShard final : public queue::CompletionSink {
   queue::Spool& spool_;
   io::BlockingPool& pool_;
   queue::MessageIdGenerator& ids_;
+  DeliveryTelemetry& tel_;
+  std::unordered_map<std::string, DeliveryTelemetry::DestinationSeries> series_;  // by label
+  DeliveryTelemetry::DestinationSeries& SeriesFor(const std::string& label);
   std::vector<DeliveryShard*> peers_;
   std::atomic<int64_t>* in_flight_ = nullptr;
   std::unique_ptr<Resolver> resolver_;

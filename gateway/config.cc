@@ -285,7 +285,9 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   std::string err;
 
   TableReader top(root, name, "");
-  for (const char* section : {"server", "spool", "listener", "delivery", "route"}) top.Get(section);
+  for (const char* section : {"server", "spool", "listener", "delivery", "route", "admin"}) {
+    top.Get(section);
+  }
   if (!top.CheckUnknown(&err)) return MakeError(err, EINVAL);
 
   if (const toml::node* n = root.get("server")) {
@@ -296,6 +298,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
         !r.Integer("shards", &c.shards, 0, 256, &err) ||
         !r.Integer("node_id", &c.node_id, 0, 65535, &err) ||
         !r.String("log_level", &c.log_level, &err) ||
+        !r.String("event_log", &c.event_log, &err) ||
         !r.Integer("max_connections", &c.max_connections, 1, 10000000, &err) ||
         !r.Secs("shutdown_grace", &c.shutdown_grace, 0, 3600, &err) || !r.CheckUnknown(&err)) {
       return MakeError(err, EINVAL);
@@ -336,6 +339,23 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
       if (!ParseListener(*e.as_table(), name, i, &l, &err)) return MakeError(err, EINVAL);
       c.listeners.push_back(std::move(l));
       ++i;
+    }
+  }
+  if (const toml::node* n = root.get("admin")) {
+    const toml::table* t = n->as_table();
+    if (!t) return MakeError(top.Where(n, "admin") + ": expected a table", EINVAL);
+    TableReader r(*t, name, "admin.");
+    c.admin.enabled = true;
+    if (!r.String("address", &c.admin.address, &err) ||
+        !r.Integer("port", &c.admin.port, 0, 65535, &err) ||
+        !r.Integer("max_destination_series", &c.admin.max_destination_series, 1, 100000, &err) ||
+        !r.CheckUnknown(&err)) {
+      return MakeError(err, EINVAL);
+    }
+    if (!io::SocketAddress::Parse(c.admin.address, 1).ok()) {
+      return MakeError(r.Where(t->get("address"), "address") + ": '" + c.admin.address +
+                           "' is not an IP address",
+                       EINVAL);
     }
   }
   if (const toml::node* n = root.get("delivery")) {

@@ -50,17 +50,27 @@ struct SpoolConfig {
   Seconds admission_timeout{10};  // a session waits this long for room, then 451
 };
 
+struct AdminConfig {
+  bool enabled = false;  // true when an [admin] table is present
+  std::string address = "127.0.0.1";
+  uint16_t port = 9325;
+  // Per-destination metric series kept before the rest share "other".
+  size_t max_destination_series = 100;
+};
+
 struct Config {
   std::string source;  // path of the file it came from
   std::string hostname;  // greeting and Received; default gethostname()
   unsigned shards = 0;   // 0 = one per core
   uint16_t node_id = 0;  // part of message ids; distinct per host sharing a spool namespace
   std::string log_level = "info";
+  std::string event_log;  // JSON event log path; "-" = stdout; empty = off
   size_t max_connections = 10000;  // process-wide
   Seconds shutdown_grace{30};      // SIGTERM: transactions in DATA may finish this long
   SpoolConfig spool;
   std::vector<ListenerConfig> listeners;
   delivery::DeliveryConfig delivery;
+  AdminConfig admin;
 };
 
 Result<Config> LoadConfig(const std::string& path);

@@ -3,6 +3,7 @@
 //   sluiced --check-config FILE    validate and exit
 
 #include <signal.h>
+#include <sys/statvfs.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -13,9 +14,74 @@
 #include "base/log.h"
 #include "gateway/config.h"
 #include "gateway/server.h"
+#include "metrics/admin_server.h"
+#include "metrics/event_log.h"
+#include "metrics/process_metrics.h"
+#include "metrics/registry.h"
 #include "queue/spool.h"
 
 namespace {
+
+#ifndef SLUICE_VERSION
+#define SLUICE_VERSION "0.1.0"
+#endif
+#ifndef SLUICE_GIT_REVISION
+#define SLUICE_GIT_REVISION "unknown"
+#endif
+
+// Spool metrics: the writer's own histograms (fed by SpoolOptions::on_batch)
+// and the gauges read at scrape time.
+void RegisterSpoolMetrics(sluice::metrics::Registry& registry, sluice::queue::Spool& spool,
+                          const std::string& path) {
+  using sluice::metrics::MetricType;
+  registry.AddCollector([&spool, path](sluice::metrics::Exposition& out) {
+    const sluice::queue::SpoolStats s = spool.stats();
+    auto gauge = [&out](const char* name, const char* help, double v) {
+      out.Family(name, help, MetricType::kGauge);
+      out.Sample(name, {}, v);
+    };
+    auto counter = [&out](const char* name, const char* help, double v) {
+      out.Family(name, help, MetricType::kCounter);
+      out.Sample(name, {}, v);
+    };
+    gauge("sluice_spool_healthy", "1 while the spool accepts writes; 0 after a write error.",
+          spool.healthy() ? 1 : 0);
+    gauge("sluice_spool_pending_messages", "Messages handed to the spool writer, not yet durable.",
+          static_cast<double>(s.pending_messages));
+    gauge("sluice_spool_pending_bytes", "Bytes handed to the spool writer, not yet durable.",
+          static_cast<double>(s.pending_bytes));
+    counter("sluice_spool_write_stalls_total",
+            "Spool writes that RocksDB answered with a write stall.",
+            static_cast<double>(s.stalls));
+    out.Family("sluice_spool_failed_messages_total",
+               "Messages the spool could not make durable (the client got 451).",
+               MetricType::kCounter);
+    out.Sample("sluice_spool_failed_messages_total", {{"reason", "timed_out"}},
+               static_cast<double>(s.timed_out_messages));
+    out.Sample("sluice_spool_failed_messages_total", {{"reason", "io_error"}},
+               static_cast<double>(s.failed_messages));
+    gauge("sluice_rocksdb_write_stopped", "RocksDB rocksdb.is-write-stopped.",
+          static_cast<double>(s.write_stopped));
+    gauge("sluice_rocksdb_delayed_write_rate_bytes", "RocksDB rocksdb.actual-delayed-write-rate.",
+          static_cast<double>(s.delayed_write_rate));
+    gauge("sluice_rocksdb_pending_compaction_bytes",
+          "RocksDB rocksdb.estimate-pending-compaction-bytes.",
+          static_cast<double>(s.estimate_pending_compaction_bytes));
+    gauge("sluice_rocksdb_running_compactions", "RocksDB rocksdb.num-running-compactions.",
+          static_cast<double>(s.running_compactions));
+    gauge("sluice_rocksdb_memtable_bytes", "RocksDB rocksdb.cur-size-all-mem-tables.",
+          static_cast<double>(s.memtable_bytes));
+    gauge("sluice_rocksdb_background_errors", "RocksDB rocksdb.background-errors.",
+          static_cast<double>(s.background_errors));
+    struct statvfs vfs {};
+    if (statvfs(path.c_str(), &vfs) == 0 && vfs.f_blocks > 0) {
+      gauge("sluice_spool_disk_free_bytes", "Free bytes on the spool's file system.",
+            static_cast<double>(vfs.f_bavail) * static_cast<double>(vfs.f_frsize));
+      gauge("sluice_spool_disk_free_ratio", "Free fraction of the spool's file system.",
+            static_cast<double>(vfs.f_bavail) / static_cast<double>(vfs.f_blocks));
+    }
+  });
+}
 
 int Run(const std::string& config_path) {
   using namespace sluice;
@@ -36,7 +102,38 @@ int Run(const std::string& config_path) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  metrics::Registry registry(config->shards);
+  metrics::RegisterProcessMetrics(registry, SLUICE_VERSION, SLUICE_GIT_REVISION);
+  std::unique_ptr<metrics::EventLog> events;
+  if (!config->event_log.empty()) {
+    metrics::EventLogOptions eo;
+    eo.metrics = &registry;
+    auto opened = metrics::EventLog::Open(config->event_log, eo);
+    if (!opened) {
+      spdlog::critical("cannot open the event log: {}", opened.error().message);
+      return 1;
+    }
+    events = std::move(*opened);
+  }
+  metrics::Histogram& group_size =
+      registry
+          .AddHistogram("sluice_spool_commit_group_messages",
+                        "Messages made durable by one spool write (group commit).", {},
+                        metrics::ExponentialBuckets(1, 2, 12))
+          .WithLabels({});
+  metrics::Histogram& write_seconds =
+      registry
+          .AddHistogram("sluice_spool_write_duration_seconds",
+                        "One spool write, including its fsync.", {},
+                        metrics::ExponentialBuckets(0.00005, 2, 18))
+          .WithLabels({});
+  const unsigned other = registry.other_thread();
+
   queue::SpoolOptions spool_options;
+  spool_options.on_batch = [&group_size, &write_seconds, other](size_t messages, double seconds) {
+    if (messages > 0) group_size.Observe(other, static_cast<double>(messages));
+    write_seconds.Observe(other, seconds);
+  };
   spool_options.path = config->spool.path;
   spool_options.max_pending_messages = config->spool.max_pending_messages;
   spool_options.max_pending_bytes = config->spool.max_pending_bytes;
@@ -60,7 +157,10 @@ int Run(const std::string& config_path) {
     spdlog::critical("cannot read spool {}: {}", config->spool.path, scanned.error().message);
     return 1;
   }
-  gateway::Server server(*config, **spool);
+  RegisterSpoolMetrics(registry, **spool, config->spool.path);
+  gateway::Server server(*config, **spool, registry, events.get());
+  registry.AddCollector([&server](metrics::Exposition& out) { server.CollectShards(out); });
+  registry.AddCollector([&server](metrics::Exposition& out) { server.CollectQueue(out); });
   if (auto started = server.Start(std::move(recovered)); !started) {
     spdlog::critical("cannot start: {}", started.error().message);
     server.Shutdown();
@@ -71,13 +171,27 @@ int Run(const std::string& config_path) {
   for (const auto& l : config->listeners) {
     spdlog::info("listener '{}' on {}:{} ({} shards)", l.name, l.address, l.port, config->shards);
   }
+  std::unique_ptr<metrics::AdminServer> admin;
+  if (config->admin.enabled) {
+    admin = std::make_unique<metrics::AdminServer>(registry, [&server] { return server.Ready(); });
+    if (auto r = admin->Start(config->admin.address, config->admin.port); !r) {
+      spdlog::critical("cannot start the admin server: {}", r.error().message);
+      server.Shutdown();
+      server.Wait();
+      (*spool)->Shutdown();
+      return 1;
+    }
+    spdlog::info("admin server (metrics, health) on {}:{}", config->admin.address, admin->port());
+  }
   spdlog::info("sluiced ready");
 
   for (;;) {
     int sig = 0;
     if (sigwait(&signals, &sig) != 0) continue;
     if (sig == SIGHUP) {
-      spdlog::info("SIGHUP: nothing to reload yet");
+      // logrotate: reopen the event log by path (no copytruncate needed).
+      if (events) events->Reopen();
+      spdlog::info("SIGHUP: event log reopened");
       continue;
     }
     spdlog::info("{}: shutting down (grace {} s)", sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -86,9 +200,11 @@ int Run(const std::string& config_path) {
   }
   server.Shutdown();
   server.Wait();
+  if (admin) admin->Stop();
   // Every session is gone, so nothing waits on the spool any more; this
   // commits what is queued and closes RocksDB.
   (*spool)->Shutdown();
+  if (events) events->Stop();
   spdlog::info("sluiced stopped");
   return 0;
 }

@@ -1,15 +1,23 @@
 #include "gateway/server.h"
 
+#include <algorithm>
 #include <condition_variable>
+
+#include "base/clock.h"
 
 #include "base/log.h"
 #include "gateway/shard_context.h"
 
 namespace sluice::gateway {
 
-Server::Server(const Config& config, queue::Spool& spool)
+Server::Server(const Config& config, queue::Spool& spool, metrics::Registry& registry,
+               metrics::EventLog* events)
     : config_(config),
       spool_(spool),
+      registry_(registry),
+      events_(events),
+      telemetry_(registry, config, events),
+      delivery_telemetry_(registry, events, config.admin.max_destination_series),
       pool_(config.delivery.workers),
       drained_(new std::atomic<bool>[config.shards]),
       listener_connections_(new std::atomic<size_t>[config.listeners.size()]) {
@@ -39,6 +47,7 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
   std::unique_lock lock(start_mu_);
   start_cv_.wait(lock, [this] { return started_ == config_.shards || !start_error_.empty(); });
   if (!start_error_.empty()) return MakeError(start_error_);
+  running_ = true;
   return {};
 }
 
@@ -71,7 +80,137 @@ bool Server::AllDrained() const {
   return delivery_posts_.load() == 0;
 }
 
+std::pair<bool, std::string> Server::Ready() const {
+  if (!running_.load()) return {false, "not running (starting or shutting down)"};
+  if (!spool_.healthy()) return {false, "spool unhealthy (write error latched; restart needed)"};
+  return {true, ""};
+}
+
+void Server::CollectShards(metrics::Exposition& out) {
+  using metrics::MetricType;
+  struct Field {
+    const char* name;
+    const char* help;
+    MetricType type;
+    double (*get)(const io::ShardStats&);
+  };
+  static const Field kFields[] = {
+      {"sluice_uring_enobufs_total", "Multishot receives that ran out of provided buffers.",
+       MetricType::kCounter,
+       [](const io::ShardStats& s) { return static_cast<double>(s.enobufs.load()); }},
+      {"sluice_uring_cq_overflow_total", "Event-loop iterations that saw the CQ overflow flag.",
+       MetricType::kCounter,
+       [](const io::ShardStats& s) { return static_cast<double>(s.cq_overflow.load()); }},
+      {"sluice_shard_loop_iterations_total", "Event-loop iterations.", MetricType::kCounter,
+       [](const io::ShardStats& s) { return static_cast<double>(s.loop_iterations.load()); }},
+      {"sluice_shard_busy_seconds_total",
+       "Time the shard's loop spent working (not waiting in io_uring_enter); rate() is the "
+       "loop utilisation.",
+       MetricType::kCounter,
+       [](const io::ShardStats& s) { return static_cast<double>(s.busy_ns.load()) / 1e9; }},
+  };
+  for (const Field& f : kFields) {
+    out.Family(f.name, f.help, f.type);
+    for (auto& s : shards_) {
+      out.Sample(f.name, {{"shard", std::to_string(s->shard().id())}}, f.get(s->shard().stats()));
+    }
+  }
+}
+
+void Server::CollectQueue(metrics::Exposition& out) {
+  using metrics::MetricType;
+  // Ask every shard (its data is shard-owned) and wait a little; a shard
+  // that does not answer in time (busy, or stopping) is left out.
+  struct Request {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<delivery::DeliveryShard::QueueSnapshot> snaps;
+    size_t answered = 0;
+  };
+  auto req = std::make_shared<Request>();
+  const size_t n = shards_.size();
+  req->snaps.resize(n);
+  if (running_.load()) {
+    for (size_t i = 0; i < n; ++i) {
+      ShardContext* ctx = shards_[i].get();
+      ctx->shard().Post([req, ctx, i] {
+        auto snap = ctx->delivery().Snapshot();
+        std::lock_guard lock(req->mu);
+        req->snaps[i] = std::move(snap);
+        ++req->answered;
+        req->cv.notify_all();
+      });
+    }
+    std::unique_lock lock(req->mu);
+    req->cv.wait_for(lock, std::chrono::seconds(2), [&] { return req->answered == n; });
+  }
+  std::lock_guard lock(req->mu);
+  delivery::DeliveryShard::QueueSnapshot total;
+  for (const auto& s : req->snaps) {
+    total.scheduled += s.scheduled;
+    total.deferred += s.deferred;
+    total.in_flight += s.in_flight;
+    if (s.oldest_received_us != 0 &&
+        (total.oldest_received_us == 0 || s.oldest_received_us < total.oldest_received_us)) {
+      total.oldest_received_us = s.oldest_received_us;
+    }
+    for (const auto& [label, d] : s.destinations) {
+      auto& t = total.destinations[label];
+      t.messages += d.messages;
+      if (t.oldest_received_us == 0 || d.oldest_received_us < t.oldest_received_us) {
+        t.oldest_received_us = d.oldest_received_us;
+      }
+    }
+  }
+  const double now = static_cast<double>(UnixMicros());
+  auto age = [now](uint64_t received) {
+    return received == 0 ? 0.0 : std::max(0.0, (now - static_cast<double>(received)) / 1e6);
+  };
+  out.Family("sluice_queue_messages", "Messages in the queue, by state.", MetricType::kGauge);
+  out.Sample("sluice_queue_messages", {{"state", "scheduled"}}, static_cast<double>(total.scheduled));
+  out.Sample("sluice_queue_messages", {{"state", "deferred"}}, static_cast<double>(total.deferred));
+  out.Sample("sluice_queue_messages", {{"state", "in_flight"}}, static_cast<double>(total.in_flight));
+  out.Family("sluice_queue_oldest_message_age_seconds",
+             "Age of the oldest message still waiting for delivery (0 when the queue is empty).",
+             MetricType::kGauge);
+  out.Sample("sluice_queue_oldest_message_age_seconds", {}, age(total.oldest_received_us));
+  // Bounded: the destinations with the most messages, the rest as "other".
+  std::vector<std::pair<std::string, delivery::DeliveryShard::QueueSnapshot::PerDestination>> by;
+  for (auto& e : total.destinations) by.emplace_back(e.first, e.second);
+  std::sort(by.begin(), by.end(), [](const auto& a, const auto& b) {
+    return a.second.messages != b.second.messages ? a.second.messages > b.second.messages
+                                                  : a.first < b.first;
+  });
+  const size_t keep = config_.admin.max_destination_series;
+  if (by.size() > keep) {
+    delivery::DeliveryShard::QueueSnapshot::PerDestination other;
+    for (size_t i = keep; i < by.size(); ++i) {
+      other.messages += by[i].second.messages;
+      if (other.oldest_received_us == 0 ||
+          by[i].second.oldest_received_us < other.oldest_received_us) {
+        other.oldest_received_us = by[i].second.oldest_received_us;
+      }
+    }
+    by.resize(keep);
+    by.emplace_back("other", other);
+  }
+  out.Family("sluice_queue_destination_messages",
+             "Messages waiting for a destination (top destinations; the rest as \"other\").",
+             MetricType::kGauge);
+  for (const auto& [label, d] : by) {
+    out.Sample("sluice_queue_destination_messages", {{"destination", label}},
+               static_cast<double>(d.messages));
+  }
+  out.Family("sluice_queue_destination_oldest_message_age_seconds",
+             "Age of the oldest message waiting for a destination.", MetricType::kGauge);
+  for (const auto& [label, d] : by) {
+    out.Sample("sluice_queue_destination_oldest_message_age_seconds", {{"destination", label}},
+               age(d.oldest_received_us));
+  }
+}
+
 void Server::Shutdown() {
+  running_ = false;
   for (auto& s : shards_) {
     ShardContext* ctx = s.get();
     ctx->shard().Post([ctx] { ctx->BeginShutdown(); });

@@ -14,6 +14,8 @@
 
 #include "base/result.h"
 #include "gateway/config.h"
+#include "delivery/delivery_telemetry.h"
+#include "gateway/telemetry.h"
 #include "io/blocking_pool.h"
 #include "io/net.h"
 #include "queue/spool.h"
@@ -24,7 +26,8 @@ class ShardContext;
 
 class Server {
  public:
-  Server(const Config& config, queue::Spool& spool);
+  Server(const Config& config, queue::Spool& spool, metrics::Registry& registry,
+         metrics::EventLog* events);
   ~Server();
 
   // Starts one thread per shard; each creates its ring and binds its own
@@ -39,6 +42,16 @@ class Server {
 
   const Config& config() const { return config_; }
   queue::Spool& spool() { return spool_; }
+  Telemetry& telemetry() { return telemetry_; }
+  delivery::DeliveryTelemetry& delivery_telemetry() { return delivery_telemetry_; }
+  // Scrape-time collectors: per-shard reactor counters, queue gauges (asks
+  // every shard for a snapshot and waits briefly).
+  void CollectShards(metrics::Exposition& out);
+  void CollectQueue(metrics::Exposition& out);
+  // Listeners up and spool healthy.
+  std::pair<bool, std::string> Ready() const;
+  metrics::Registry& registry() { return registry_; }
+  metrics::EventLog* events() { return events_; }
   io::BlockingPool& pool() { return pool_; }
   ShardContext& shard(unsigned i) { return *shards_[i]; }
 
@@ -57,6 +70,11 @@ class Server {
 
   const Config& config_;
   queue::Spool& spool_;
+  metrics::Registry& registry_;
+  metrics::EventLog* events_;
+  Telemetry telemetry_;
+  delivery::DeliveryTelemetry delivery_telemetry_;
+  std::atomic<bool> running_{false};
   std::vector<std::unique_ptr<ShardContext>> shards_;
   // Declared after shards_ so it is destroyed first: its threads finish
   // their tasks (which post to shard mailboxes) while the shards still exist.

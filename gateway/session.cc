@@ -40,6 +40,8 @@ Session::Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress
     : ctx_(ctx),
       listener_(ctx.server().config().listeners[listener_index]),
       listener_index_(listener_index),
+      tel_(ctx.server().telemetry()),
+      shard_index_(ctx.shard().id()),
       conn_(ctx.shard(), fd),
       peer_(peer),
       lines_(listener_.max_line_length) {}
@@ -48,7 +50,26 @@ Session::~Session() = default;
 
 void Session::Reply(int code, std::string_view enhanced, std::string_view text) {
   smtp::AppendReply(&out_, code, enhanced, text);
+  tel_.Reply(shard_index_, code);
   if (code >= 500) ++errors_;
+}
+
+void Session::Reject(Rejection kind, std::string_view stage, const std::string& recipient) {
+  tel_.Reject(shard_index_, kind);
+  metrics::EventLog* log = tel_.events();
+  if (log == nullptr) return;
+  // The reply just appended is the last line of out_.
+  std::string_view reply = out_;
+  if (reply.size() >= 2) reply.remove_suffix(2);
+  const size_t nl = reply.rfind('\n');
+  if (nl != std::string_view::npos) reply.remove_prefix(nl + 1);
+  metrics::Event e("rejected");
+  e.Str("stage", stage);
+  if (reply.size() >= 3) e.Int("code", (reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0'));
+  e.Str("reply", reply).Str("client_ip", peer_.ToString()).Str("listener", listener_.name);
+  if (in_mail_) e.Str("sender", mail_.path.ToString());
+  if (!recipient.empty()) e.Str("recipient", recipient);
+  log->Write(std::move(e));
 }
 
 bool Session::TooManyErrors() { return errors_ >= listener_.max_errors; }
@@ -79,11 +100,15 @@ io::Task<void> Session::Run() {
   const Config& cfg = ctx_.server().config();
   const std::string& host = cfg.hostname;
 
+  const Telemetry::ListenerSeries& series = tel_.listener(listener_index_);
   if (!ctx_.server().spool().healthy()) {
     Reply(421, "4.3.0", host + " Service temporarily unavailable, try again later");
+    series.refused[static_cast<size_t>(ConnectRefusal::kSpoolUnhealthy)]->Inc(shard_index_);
   } else if (ctx_.stopping()) {
     Reply(421, "4.3.2", host + " Service shutting down");
+    series.refused[static_cast<size_t>(ConnectRefusal::kShuttingDown)]->Inc(shard_index_);
   } else {
+    series.accepted->Inc(shard_index_);
     Reply(220, "", host + " ESMTP Sluice");
     for (;;) {
       const smtp::LineReader::Next next = lines_.Take(conn_.inbox());
@@ -103,6 +128,7 @@ io::Task<void> Session::Run() {
         if (st == ReadStatus::kData) continue;
         if (st == ReadStatus::kTimeout) {
           Reply(421, "4.4.2", host + " Error: timeout exceeded");
+          tel_.Reject(shard_index_, Rejection::kTimeout);
         } else if (st == ReadStatus::kInterrupted) {
           Reply(421, "4.3.2", host + " Service shutting down");
         } else {
@@ -113,6 +139,7 @@ io::Task<void> Session::Run() {
       if (next.status == smtp::LineReader::Status::kTooLong) {
         conn_.Consume(next.consumed);
         Reply(500, "5.5.2", "Error: line too long");
+        tel_.Reject(shard_index_, Rejection::kCommandTooLong);
         if (TooManyErrors()) {
           Reply(421, "4.7.0", host + " Error: too many errors");
           break;
@@ -135,6 +162,7 @@ io::Task<void> Session::Run() {
         } else {
           ResetTransaction();
           Reply(500, "5.5.2", "Error: bare CR or LF in command (RFC 5321 section 2.3.8)");
+          tel_.Reject(shard_index_, Rejection::kBareNewline);
           if (TooManyErrors()) {
             Reply(421, "4.7.0", host + " Error: too many errors");
             break;
@@ -149,10 +177,12 @@ io::Task<void> Session::Run() {
       if (outcome == Outcome::kClose) break;
       if (TooManyErrors()) {
         Reply(421, "4.7.0", host + " Error: too many errors");
+        tel_.Reject(shard_index_, Rejection::kTooManyErrors);
         break;
       }
       if (junk_ > listener_.max_junk_commands) {
         Reply(421, "4.7.0", host + " Error: too many commands without a transaction");
+        tel_.Reject(shard_index_, Rejection::kTooManyJunk);
         break;
       }
     }
@@ -164,6 +194,7 @@ io::Task<void> Session::Run() {
 
 io::Task<Session::Outcome> Session::Handle(std::string line) {
   const smtp::Command cmd = smtp::ParseCommand(line);
+  tel_.Command(shard_index_, cmd.verb);
   switch (cmd.verb) {
     case Verb::kEhlo:
       co_return OnEhlo(cmd.arg, true);
@@ -262,6 +293,7 @@ Session::Outcome Session::OnMail(std::string_view arg) {
   auto mail = smtp::ParseMailFrom(arg);
   if (!mail) {
     Reply(mail.error());
+    tel_.Reject(shard_index_, Rejection::kSyntax);
     return Outcome::kContinue;
   }
   const smtp::MailParams& p = mail->params;
@@ -280,6 +312,7 @@ Session::Outcome Session::OnMail(std::string_view arg) {
   }
   if (p.size && *p.size > listener_.max_message_size) {
     Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+    Reject(Rejection::kMessageTooBig, "mail", "");
     return Outcome::kContinue;
   }
   if (mail->path.utf8 && !p.smtputf8) {
@@ -288,6 +321,7 @@ Session::Outcome Session::OnMail(std::string_view arg) {
   }
   mail_ = std::move(*mail);
   in_mail_ = true;
+  mail_started_ = ctx_.shard().Now();
   Reply(250, "2.1.0", "Ok");
   return Outcome::kContinue;
 }
@@ -326,14 +360,17 @@ Session::Outcome Session::OnRcpt(std::string_view arg) {
   auto rcpt = smtp::ParseRcptTo(arg, mail_.params.smtputf8);
   if (!rcpt) {
     Reply(rcpt.error());
+    tel_.Reject(shard_index_, Rejection::kSyntax);
     return Outcome::kContinue;
   }
   if (rcpts_.size() >= listener_.max_recipients) {
     Reply(452, "4.5.3", "Error: too many recipients");
+    Reject(Rejection::kTooManyRecipients, "rcpt", rcpt->path.ToString());
     return Outcome::kContinue;
   }
   if (!RelayAllowed(rcpt->path)) {
     Reply(550, "5.7.1", "<" + rcpt->path.ToString() + ">: Relay access denied");
+    Reject(Rejection::kRelayDenied, "rcpt", rcpt->path.ToString());
     return Outcome::kContinue;
   }
   queue::Recipient r;
@@ -378,6 +415,7 @@ void Session::StartBody() {
 void Session::AbandonBody(io::ReadStatus status) {
   if (status == ReadStatus::kTimeout) {
     Reply(421, "4.4.2", ctx_.server().config().hostname + " Error: timeout exceeded");
+    tel_.Reject(shard_index_, Rejection::kTimeout);
   } else {
     out_.clear();  // peer gone or socket failed: nobody to answer
   }
@@ -388,12 +426,15 @@ bool Session::RejectBody(bool bare_newline, bool too_big, bool line_too_long) {
   if (bare_newline) {
     ++ctx_.stats().smuggling_rejected;
     Reply(550, "5.6.0", "Error: bare CR or LF in message (RFC 5321 section 2.3.8); not queued");
+    Reject(Rejection::kBareNewline, "data", "");
   } else if (too_big) {
     Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
+    Reject(Rejection::kMessageTooBig, "data", "");
   } else if (line_too_long) {
     Reply(550, "5.6.0", "Error: message line longer than " +
                             std::to_string(listener_.max_data_line_length - 2) +
                             " octets (RFC 5322 section 2.1.1)");
+    Reject(Rejection::kLineTooLong, "data", "");
   } else {
     return false;
   }
@@ -516,8 +557,9 @@ io::Task<Session::Outcome> Session::Commit() {
   const Config& cfg = ctx_.server().config();
   const std::string_view message = std::string_view(body_).substr(header_len_);
   if (smtp::CountHeaderFields(message, "Received") > listener_.max_received_headers) {
-    ResetTransaction();
     Reply(554, "5.4.6", "Error: too many hops (mail loop?)");
+    Reject(Rejection::kLoop, "data", "");
+    ResetTransaction();
     co_return Outcome::kContinue;
   }
 
@@ -545,6 +587,7 @@ io::Task<Session::Outcome> Session::Commit() {
   const MonoTime deadline = ctx_.shard().Now() + cfg.spool.admission_timeout;
   std::string meta = queue::EncodeEnvelope(env);
   queue::CommitStatus status = queue::CommitStatus::kIoError;
+  const MonoTime commit_started = ctx_.shard().Now();
   for (;;) {
     const uint64_t token = ctx_.NewCommitToken();
     const queue::Admit admit = spool.Enqueue(id_, std::move(meta), std::move(body_), &ctx_, token);
@@ -553,6 +596,7 @@ io::Task<Session::Outcome> Session::Commit() {
       break;
     }
     ctx_.DropCommitToken(token);
+    if (admit == queue::Admit::kFull) tel_.backpressure().Inc(shard_index_);
     if (admit == queue::Admit::kUnhealthy || ctx_.shard().Now() >= deadline) {
       status = admit == queue::Admit::kUnhealthy ? queue::CommitStatus::kIoError
                                                  : queue::CommitStatus::kTimedOut;
@@ -562,18 +606,42 @@ io::Task<Session::Outcome> Session::Commit() {
   }
   ResetTransaction();
   switch (status) {
-    case queue::CommitStatus::kOk:
+    case queue::CommitStatus::kOk: {
+      const MonoTime now = ctx_.shard().Now();
+      const Telemetry::ListenerSeries& ls = tel_.listener(listener_index_);
+      tel_.commit_seconds().Observe(shard_index_,
+                                    std::chrono::duration<double>(now - commit_started).count());
+      ls.transaction_seconds->Observe(shard_index_,
+                                      std::chrono::duration<double>(now - mail_started_).count());
+      ls.messages->Inc(shard_index_);
+      ls.bytes->Inc(shard_index_, body_size);
+      ls.recipients->Inc(shard_index_, env.recipients.size());
+      if (metrics::EventLog* log = tel_.events()) {
+        std::vector<std::string> rcpts;
+        for (const queue::Recipient& r : env.recipients) rcpts.push_back(r.address);
+        metrics::Event e("received");
+        e.Str("id", id_.ToString())
+            .Str("sender", env.sender)
+            .StrList("recipients", rcpts)
+            .Int("size", static_cast<int64_t>(body_size))
+            .Str("client_ip", env.client_ip)
+            .Str("helo", env.helo)
+            .Str("listener", env.listener);
+        log->Write(std::move(e));
+      }
       ctx_.delivery().Adopt(id_, std::move(env));
       ++ctx_.stats().messages_queued;
       ctx_.stats().bytes_queued += body_size;
       junk_ = 0;
       Reply(250, "2.0.0", "Ok: queued as " + id_.ToString());
       break;
+    }
     case queue::CommitStatus::kShuttingDown:
       Reply(421, "4.3.2", cfg.hostname + " Service shutting down");
       co_return Outcome::kClose;
     case queue::CommitStatus::kTimedOut:
       Reply(451, "4.3.0", "Error: queue busy, try again later");
+      tel_.Reject(shard_index_, Rejection::kSpoolBusy);
       break;
     case queue::CommitStatus::kIoError:
       Reply(451, "4.3.0", "Error: local error in processing, try again later");

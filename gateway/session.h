@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gateway/config.h"
+#include "gateway/telemetry.h"
 #include "io/connection.h"
 #include "io/net.h"
 #include "io/task.h"
@@ -63,6 +64,8 @@ class Session {
   // input is consumed (RFC 2920 §3.2).
   void Reply(int code, std::string_view enhanced, std::string_view text);
   void Reply(const smtp::Reply& r) { Reply(r.code, r.enhanced, r.text); }
+  // Counts a refusal and writes a "rejected" event with the reply just queued.
+  void Reject(Rejection kind, std::string_view stage, const std::string& recipient);
   io::Task<bool> Flush();
   // Counts 5xx replies; true once the client hit the error limit.
   bool TooManyErrors();
@@ -70,6 +73,8 @@ class Session {
   ShardContext& ctx_;
   const ListenerConfig& listener_;
   const size_t listener_index_;
+  Telemetry& tel_;
+  const unsigned shard_index_;
   io::Connection conn_;
   io::IpAddress peer_;
   smtp::LineReader lines_;
@@ -84,6 +89,7 @@ class Session {
 
   // Transaction state.
   bool in_mail_ = false;
+  MonoTime mail_started_{};
   smtp::MailFrom mail_;
   std::vector<queue::Recipient> rcpts_;
   size_t rcpt_attempts_ = 0;

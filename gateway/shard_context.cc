@@ -14,7 +14,7 @@ ShardContext::ShardContext(Server& server, unsigned id)
       ids_(server.config().node_id, static_cast<uint16_t>(id)),
       delivery_(std::make_unique<delivery::DeliveryShard>(
           shard_, id, server.config().delivery, server.config().hostname, server.spool(),
-          server.pool(), ids_)) {}
+          server.pool(), ids_, server.delivery_telemetry())) {}
 
 uint64_t ShardContext::NewCommitToken() {
   uint32_t index;
@@ -119,6 +119,11 @@ void ShardContext::OnAccept(size_t listener_index, int fd) {
   const Server::Admission admission = server_.AdmitConnection(listener_index, ip);
   if (admission != Server::Admission::kOk) {
     ++stats_.connections_rejected;
+    const ConnectRefusal why = admission == Server::Admission::kTooManyFromIp
+                                   ? ConnectRefusal::kMaxPerIp
+                                   : ConnectRefusal::kMaxConnections;
+    server_.telemetry().listener(listener_index).refused[static_cast<size_t>(why)]->Inc(
+        shard_.id());
     // RFC 5321 §3.1: a server may answer 421 at connect time. Best effort,
     // non-blocking: the socket buffer of a fresh connection has room.
     const std::string host = server_.config().hostname;
@@ -139,7 +144,10 @@ io::Detached ShardContext::RunSession(std::unique_ptr<Session> session) {
   sessions_.insert(session.get());
   const size_t listener_index = session->listener_index();
   const io::IpAddress ip = session->peer();
+  metrics::Gauge* active = server_.telemetry().listener(listener_index).active;
+  active->Add(shard_.id(), 1);
   co_await session->Run();
+  active->Add(shard_.id(), -1);
   sessions_.erase(session.get());
   session.reset();
   server_.ReleaseConnection(listener_index, ip);

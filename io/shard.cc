@@ -257,6 +257,8 @@ void Shard::DrainMailbox() {
 }
 
 void Shard::Run() {
+  // Loop utilisation = busy time / wall time (sluice_shard_busy_seconds_total).
+  auto busy_start = std::chrono::steady_clock::now();
   while (!quit_) {
     DrainMailbox();
     timers_.Advance(clock_->Now());
@@ -275,7 +277,12 @@ void Shard::Run() {
       tsp = &ts;
     }
     io_uring_cqe* cqe = nullptr;
+    const auto wait_start = std::chrono::steady_clock::now();
+    stats_.busy_ns.store(stats_.busy_ns.load(std::memory_order_relaxed) +
+                             static_cast<uint64_t>((wait_start - busy_start).count()),
+                         std::memory_order_relaxed);
     int ret = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+    busy_start = std::chrono::steady_clock::now();
     if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
       spdlog::error("shard {}: io_uring_submit_and_wait failed: {}", id_, std::strerror(-ret));
     }

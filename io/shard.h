@@ -54,6 +54,7 @@ struct ShardStats {
   std::atomic<uint64_t> cq_overflow{0};    // CQ overflow observed
   std::atomic<uint64_t> stale_cqes{0};     // CQE for a freed slot (a bug)
   std::atomic<uint64_t> loop_iterations{0};
+  std::atomic<uint64_t> busy_ns{0};        // time not spent waiting in io_uring_enter
 };
 
 class Shard {

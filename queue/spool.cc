@@ -141,6 +141,7 @@ SpoolStats Spool::stats() const {
         db_->IntProperty("rocksdb.estimate-pending-compaction-bytes");
     stats.running_compactions = db_->IntProperty("rocksdb.num-running-compactions");
     stats.memtable_bytes = db_->IntProperty("rocksdb.cur-size-all-mem-tables");
+    stats.background_errors = db_->IntProperty("rocksdb.background-errors");
   }
   return stats;
 }

@@ -47,6 +47,10 @@ struct SpoolOptions {
   // "250 means on disk" promise.
   bool sync = true;
 
+  // Called on the writer thread after every batch write: the enqueues in it and how long the
+  // write (with its fsync) took. For metrics; must be cheap and must not block.
+  std::function<void(size_t messages, double seconds)> on_batch;
+
   // Test hooks. Leave them unset in production.
   // A file system wrapper (fault injection); null = RocksDB's default POSIX file system.
   std::shared_ptr<rocksdb::FileSystem> file_system;
@@ -85,6 +89,7 @@ struct SpoolStats {
   uint64_t estimate_pending_compaction_bytes = 0;   // rocksdb.estimate-pending-compaction-bytes
   uint64_t running_compactions = 0;                 // rocksdb.num-running-compactions
   uint64_t memtable_bytes = 0;                      // rocksdb.cur-size-all-mem-tables
+  uint64_t background_errors = 0;                   // rocksdb.background-errors
 };
 
 class Spool {

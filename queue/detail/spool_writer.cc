@@ -166,8 +166,18 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
     if (op.kind == SpoolOp::Kind::kEnqueue) sync = options_.sync;
     AddToBatch(batch, op);
   }
+  const auto started = std::chrono::steady_clock::now();
   const CommitStatus status = WriteWithBackoff(batch, sync);
   batches_.fetch_add(1, std::memory_order_relaxed);
+  if (options_.on_batch) {
+    size_t messages = 0;
+    for (size_t i = begin; i < end; ++i) {
+      if (ops[i].kind == SpoolOp::Kind::kEnqueue) ++messages;
+    }
+    options_.on_batch(messages, std::chrono::duration<double>(
+                                    std::chrono::steady_clock::now() - started)
+                                    .count());
+  }
   Complete(ops, begin, end, status);
 }
 

@@ -1,0 +1,76 @@
+#pragma once
+
+// What the gateway reports: its metric series (resolved once, so the hot
+// path never takes the registry's mutex) and the event log.
+
+#include <array>
+#include <string>
+#include <vector>
+
+#include "metrics/event_log.h"
+#include "metrics/registry.h"
+#include "smtp/command.h"
+
+namespace sluice::gateway {
+
+struct Config;
+
+// Why a message, recipient or connection was refused (sluice_smtpd_rejections_total{kind}).
+enum class Rejection {
+  kRelayDenied,
+  kTooManyRecipients,
+  kMessageTooBig,
+  kLineTooLong,
+  kBareNewline,
+  kLoop,
+  kCommandTooLong,
+  kSyntax,
+  kTooManyErrors,
+  kTooManyJunk,
+  kTimeout,
+  kSpoolBusy,
+  kCount,
+};
+
+// Why a connection was turned away at accept (sluice_smtpd_connections_total{reason}).
+enum class ConnectRefusal { kMaxConnections, kMaxPerIp, kSpoolUnhealthy, kShuttingDown, kCount };
+
+class Telemetry {
+ public:
+  Telemetry(metrics::Registry& registry, const Config& config, metrics::EventLog* events);
+
+  struct ListenerSeries {
+    metrics::Counter* accepted;
+    std::array<metrics::Counter*, static_cast<size_t>(ConnectRefusal::kCount)> refused;
+    metrics::Gauge* active;
+    metrics::Counter* messages;
+    metrics::Counter* bytes;
+    metrics::Counter* recipients;
+    metrics::Histogram* transaction_seconds;
+  };
+  const ListenerSeries& listener(size_t index) const { return listeners_[index]; }
+
+  void Command(unsigned shard, smtp::Verb verb) {
+    commands_[static_cast<size_t>(verb)]->Inc(shard);
+  }
+  void Reply(unsigned shard, int code) {
+    const int cls = code / 100;
+    if (cls >= 2 && cls <= 5) replies_[static_cast<size_t>(cls - 2)]->Inc(shard);
+  }
+  void Reject(unsigned shard, Rejection r) { rejections_[static_cast<size_t>(r)]->Inc(shard); }
+
+  metrics::Histogram& commit_seconds() { return *commit_seconds_; }
+  metrics::Counter& backpressure() { return *backpressure_; }
+  metrics::EventLog* events() { return events_; }
+
+ private:
+  std::vector<ListenerSeries> listeners_;
+  std::vector<metrics::Counter*> commands_;
+  std::array<metrics::Counter*, 4> replies_{};
+  std::array<metrics::Counter*, static_cast<size_t>(Rejection::kCount)> rejections_{};
+  metrics::Histogram* commit_seconds_;
+  metrics::Counter* backpressure_;
+  metrics::EventLog* events_;
+};
+
+}  // namespace sluice::gateway
