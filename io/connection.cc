@@ -36,8 +36,23 @@ void Connection::ArmRecv() {
 void Connection::OnCompletion(int32_t res, uint32_t flags) {
   if (flags & IORING_CQE_F_BUFFER) {
     const unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
-    if (res > 0) inbox_.append(shard_.RecvBuffer(bid), static_cast<size_t>(res));
+    if (res > 0) {
+      const std::string_view data(shard_.RecvBuffer(bid), static_cast<size_t>(res));
+      if (transform_) {
+        // Decrypt in place of the copy: the plaintext lands in the inbox.
+        const bool handshaking = !transform_->handshake_done();
+        if (!transform_->Receive(data, &inbox_)) transform_error_ = true;
+        if (handshaking || transform_error_) raw_progress_ = true;
+      } else {
+        inbox_.append(data);
+      }
+    }
     shard_.ReturnRecvBuffer(bid);
+  }
+  if (transform_ && (transform_error_ || transform_->peer_closed()) && error_ == 0) {
+    // A TLS failure or close_notify ends the stream for the owner.
+    if (transform_error_) error_ = EPROTO;
+    else eof_ = true;
   }
   const bool more = flags & IORING_CQE_F_MORE;
   if (res == 0) {
@@ -65,7 +80,7 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     shard_.Cancel(recv_user_data_);
   }
   if (reader_) {
-    if (inbox().size() > seen_) {
+    if (inbox().size() > seen_ || raw_progress_) {
       WakeReader();
     } else if (eof_) {
       WakeReader();
@@ -114,7 +129,7 @@ void Connection::Abort() {
 }
 
 bool Connection::ReadAwaiter::await_ready() {
-  if (c_.inbox().size() > c_.seen_) return true;
+  if (c_.inbox().size() > c_.seen_ || c_.raw_progress_) return true;
   if (c_.eof_ || c_.error_ != 0) return true;
   if (interruptible_ && c_.interrupted_) return true;
   return false;
@@ -131,7 +146,8 @@ void Connection::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
 
 ReadStatus Connection::ReadAwaiter::await_resume() {
   ReadStatus status = ReadStatus::kTimeout;
-  if (c_.inbox().size() > c_.seen_) {
+  if (c_.inbox().size() > c_.seen_ || c_.raw_progress_) {
+    c_.raw_progress_ = false;
     status = ReadStatus::kData;
   } else if (c_.error_ != 0 || c_.closed_) {
     status = ReadStatus::kError;
@@ -180,6 +196,18 @@ class Connection::SendOp final : public CompletionHandler, public TimerHandler {
 };
 
 Task<bool> Connection::SendAll(std::string data, Duration timeout) {
+  if (transform_) {
+    // Anything the transform produced on its own (tickets, alerts) goes first.
+    std::string cipher = transform_->TakeOutput();
+    if (!transform_->Send(data, &cipher)) co_return false;
+    const bool ok = co_await SendRaw(std::move(cipher), timeout);
+    co_return ok;
+  }
+  const bool ok = co_await SendRaw(std::move(data), timeout);
+  co_return ok;
+}
+
+Task<bool> Connection::SendRaw(std::string data, Duration timeout) {
   const MonoTime deadline = shard_.Now() + timeout;
   size_t off = 0;
   while (off < data.size()) {
@@ -217,8 +245,46 @@ struct AwaitHandle {
 };
 }  // namespace
 
+void Connection::StartTransform(std::unique_ptr<StreamTransform> transform) {
+  transform_ = std::move(transform);
+  std::string early(inbox());
+  DiscardInbox();
+  seen_ = 0;
+  if (!early.empty() && !transform_->Receive(early, &inbox_)) transform_error_ = true;
+}
+
+Task<bool> Connection::Handshake(Duration timeout) {
+  const MonoTime deadline = shard_.Now() + timeout;
+  for (;;) {
+    std::string out = transform_->TakeOutput();
+    if (!out.empty()) {
+      const bool sent = co_await SendRaw(std::move(out), deadline - shard_.Now());
+      if (!sent) co_return false;
+    }
+    if (transform_error_ || transform_->failed()) co_return false;
+    if (transform_->handshake_done()) co_return true;
+    const Duration left = deadline - shard_.Now();
+    if (left <= Duration::zero()) co_return false;
+    // Handshake records produce no plaintext; OnCompletion flags raw
+    // progress so this wait wakes for them.
+    const ReadStatus st = co_await WaitForData(left, false);
+    if (st == ReadStatus::kTimeout || st == ReadStatus::kError || st == ReadStatus::kEof) {
+      co_return false;
+    }
+  }
+}
+
 Task<void> Connection::Close() {
   if (closed_) co_return;
+  if (transform_ && transform_->handshake_done() && error_ == 0 && !eof_) {
+    // close_notify, best effort and brief: the peer may be gone already.
+    transform_->Close();
+    std::string bye = transform_->TakeOutput();
+    if (!bye.empty()) {
+      const bool sent = co_await SendRaw(std::move(bye), std::chrono::seconds(2));
+      (void)sent;
+    }
+  }
   closed_ = true;
   if (reader_) WakeReader();
   if (ops_in_flight_ > 0) {

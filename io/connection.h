@@ -7,6 +7,7 @@
 // waits for the last completion before closing the fd.
 
 #include <coroutine>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -15,6 +16,7 @@
 #include "base/result.h"
 #include "io/net.h"
 #include "io/shard.h"
+#include "io/stream_transform.h"
 #include "io/task.h"
 #include "io/timer_wheel.h"
 
@@ -70,8 +72,11 @@ class Connection final : private CompletionHandler, private TimerHandler {
     return ReadAwaiter(*this, timeout, interruptible);
   }
 
-  // Sends all of data (handles short sends). false on error or timeout.
+  // Sends all of data (handles short sends); through the TLS transform when
+  // there is one. false on error or timeout.
   Task<bool> SendAll(std::string data, Duration timeout);
+  // Sends bytes as they are, bypassing the transform.
+  Task<bool> SendRaw(std::string data, Duration timeout);
 
   // Wakes an interruptible WaitForData with kInterrupted; later interruptible
   // waits return kInterrupted at once.
@@ -83,7 +88,16 @@ class Connection final : private CompletionHandler, private TimerHandler {
   void Abort();
 
   // Cancels everything in flight, waits for the last completion, closes.
+  // With TLS, sends close_notify first (best effort).
   Task<void> Close();
+
+  // TLS. From now on received bytes are ciphertext for `transform`; bytes
+  // already in the inbox (the client's first flight may have arrived) are fed
+  // to it. Then Handshake() drives it to completion or failure.
+  void StartTransform(std::unique_ptr<StreamTransform> transform);
+  Task<bool> Handshake(Duration timeout);
+  StreamTransform* transform() { return transform_.get(); }
+  bool secure() const { return transform_ != nullptr && transform_->handshake_done(); }
 
  private:
   class SendOp;
@@ -110,6 +124,10 @@ class Connection final : private CompletionHandler, private TimerHandler {
   std::coroutine_handle<> reader_;
   bool reader_interruptible_ = false;
   TimerWheel::Id read_timer_;
+
+  std::unique_ptr<StreamTransform> transform_;
+  bool transform_error_ = false;
+  bool raw_progress_ = false;  // ciphertext arrived during the handshake
 
   unsigned ops_in_flight_ = 0;
   std::coroutine_handle<> closer_;  // waits for ops_in_flight_ == 0

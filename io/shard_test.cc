@@ -13,11 +13,13 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "io/blocking_pool.h"
 #include "io/connection.h"
 #include "io/listener.h"
+#include "io/stream_transform.h"
 #include "io/net.h"
 #include "io/task.h"
 
@@ -303,6 +305,76 @@ TEST_F(ShardTest, ConnectTcpReachesAServerAndReportsRefusal) {
   EXPECT_EQ(refused.error.load(), ECONNREFUSED);
 }
 
+// A toy transform: the "handshake" is the client sending "HI\n", answered
+// with "OK\n"; after that every byte is XORed with 0x20 both ways.
+class XorTransform final : public StreamTransform {
+ public:
+  bool Receive(std::string_view cipher, std::string* plain) override {
+    for (char c : cipher) {
+      if (!done_) {
+        hello_.push_back(c);
+        if (hello_ == "HI\n") {
+          done_ = true;
+          out_ += "OK\n";
+        } else if (std::string_view("HI\n").substr(0, hello_.size()) != hello_) {
+          failed_ = true;
+          return false;
+        }
+        continue;
+      }
+      plain->push_back(static_cast<char>(c ^ 0x20));
+    }
+    return true;
+  }
+  bool Send(std::string_view plain, std::string* cipher) override {
+    for (char c : plain) cipher->push_back(static_cast<char>(c ^ 0x20));
+    return true;
+  }
+  std::string TakeOutput() override { return std::exchange(out_, {}); }
+  bool handshake_done() const override { return done_; }
+  bool failed() const override { return failed_; }
+  bool peer_closed() const override { return false; }
+  void Close() override {}
+  std::string error() const override { return failed_ ? "bad hello" : ""; }
+
+ private:
+  std::string hello_, out_;
+  bool done_ = false, failed_ = false;
+};
+
+struct TransformServer {
+  Shard* shard;
+  std::atomic<bool> done{false};
+  std::atomic<bool> handshake_ok{false};
+  std::string got;
+
+  Detached Serve(int fd) {
+    auto conn = std::make_unique<Connection>(*shard, fd);
+    conn->Start();
+    // Plain phase: wait for "START\n", answer, then switch (like STARTTLS).
+    while (conn->inbox().find('\n') == std::string_view::npos) {
+      const ReadStatus st = co_await conn->WaitForData(seconds(5), false);
+      if (st != ReadStatus::kData) break;
+    }
+    conn->DiscardInbox();
+    bool ok = co_await conn->SendAll("GO\n", seconds(5));
+    conn->StartTransform(std::make_unique<XorTransform>());
+    ok = ok && co_await conn->Handshake(seconds(5));
+    handshake_ok = ok;
+    if (ok) {
+      while (conn->inbox().find('\n') == std::string_view::npos) {
+        const ReadStatus st = co_await conn->WaitForData(seconds(5), false);
+        if (st != ReadStatus::kData) break;
+      }
+      got = std::string(conn->inbox());
+      bool sent = co_await conn->SendAll("pong\n", seconds(5));
+      (void)sent;
+    }
+    co_await conn->Close();
+    done = true;
+  }
+};
+
 struct PoolProbe {
   std::atomic<bool> done{false};
   std::thread::id worker;
@@ -334,6 +406,53 @@ TEST_F(ShardTest, BlockingPoolResumesOnTheShard) {
   EXPECT_EQ(probe.value, 42);
   EXPECT_EQ(probe.resumed_on, shard_tid);
   EXPECT_NE(probe.worker, shard_tid);
+}
+
+// Ends the loop once the test session is over.
+Detached StopWhenDone(Shard* shard, Listener* listener, TransformServer* server) {
+  while (!server->done) co_await Sleep(*shard, milliseconds(5));
+  listener->Stop();
+  while (!listener->stopped()) co_await Sleep(*shard, milliseconds(1));
+  shard->Quit();
+}
+
+TEST(TransformTest, UpgradesMidStreamAndDropsInjectedPlaintext) {
+  auto addr = SocketAddress::Parse("127.0.0.1", 0);
+  auto lfd = ListenTcp(*addr, 16);
+  ASSERT_TRUE(lfd.ok());
+  const uint16_t port = PortOf(*lfd);
+  Shard shard(0, ShardOptions{.recv_buffers = 16, .recv_buffer_size = 1024});
+  TransformServer server;
+  std::atomic<bool> ready{false};
+  std::thread t([&] {
+    ASSERT_TRUE(shard.Init().ok());
+    server.shard = &shard;
+    Listener listener(shard, *lfd, [&](int cfd) { server.Serve(cfd); });
+    listener.Start();
+    ready = true;
+    StopWhenDone(&shard, &listener, &server);
+    shard.Run();
+  });
+  while (!ready) std::this_thread::yield();
+  int fd = ConnectTo(port);
+  ASSERT_GE(fd, 0);
+  // "INJECTED" arrives with START in one packet: it must never reach the
+  // upgraded stream (the STARTTLS injection defence, CVE-2011-0411).
+  ASSERT_EQ(write(fd, "START\nINJECTED\n", 15), 15);
+  EXPECT_EQ(ReadLine(fd), "GO\n");
+  ASSERT_EQ(write(fd, "HI\n", 3), 3);
+  EXPECT_EQ(ReadLine(fd), "OK\n");
+  std::string ping = "ping\n";
+  for (char& c : ping) c = static_cast<char>(c ^ 0x20);
+  ASSERT_EQ(write(fd, ping.data(), ping.size()), static_cast<ssize_t>(ping.size()));
+  std::string reply;
+  char c;
+  while (reply.size() < 5 && read(fd, &c, 1) == 1) reply.push_back(static_cast<char>(c ^ 0x20));
+  EXPECT_EQ(reply, "pong\n");
+  close(fd);
+  t.join();
+  EXPECT_TRUE(server.handshake_ok.load());
+  EXPECT_EQ(server.got, "ping\n");
 }
 
 TEST_F(ShardTest, PostRunsOnShardThread) {
