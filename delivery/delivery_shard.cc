@@ -80,6 +80,13 @@ struct DeliveryShard::Message final : public io::TimerHandler {
     DsnAction action = DsnAction::kFailed;
   };
   std::vector<Notice> notices;  // this round, for the DSN
+  struct Deferral {
+    size_t rcpt;
+    std::string destination;
+    std::string remote;
+    int code;
+  };
+  std::vector<Deferral> deferrals;  // this round, for the event log
 
   void OnTimer() override {
     timer = {};
@@ -430,7 +437,11 @@ void DeliveryShard::OnJobResult(JobResult result) {
     const char* outcome = reply.code >= 200 && reply.code < 300 ? "delivered"
                           : reply.code >= 500                   ? "bounced"
                                                                 : "deferred";
-    if (metrics::EventLog* log = tel_.events()) {
+    const bool deferred = reply.code < 200 || (reply.code >= 300 && reply.code < 500);
+    if (deferred && tel_.events() != nullptr) {
+      // Written when the round ends and the next attempt is known.
+      m.deferrals.push_back({result.rcpts[k], result.destination, result.remote, reply.code});
+    } else if (metrics::EventLog* log = tel_.events()) {
       metrics::Event e(outcome);
       e.Str("id", m.id.ToString())
           .Str("sender", m.env.sender)
@@ -592,9 +603,11 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
       for (const Message::Notice& f : to_report) tel_.Dsn(index_, f.action);
       if (metrics::EventLog* log = tel_.events()) {
         metrics::Event e("dsn");
+        static constexpr const char* kActions[] = {"failed", "delayed", "delivered", "relayed"};
         e.Str("id", bounce_id.ToString())
             .Str("for_id", id.ToString())
             .Str("to", m->env.sender)
+            .Str("action", kActions[static_cast<size_t>(to_report.front().action)])
             .Int("recipients", static_cast<int64_t>(to_report.size()));
         log->Write(std::move(e));
       }
@@ -626,6 +639,25 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
     m->env.next_due_us = now + Backoff(m->env.attempts);
     spool_.UpdateEnvelope(id, queue::EncodeEnvelope(m->env));
   }
+  if (metrics::EventLog* log = tel_.events()) {
+    for (const Message::Deferral& d : m->deferrals) {
+      const queue::Recipient& r = m->env.recipients[d.rcpt];
+      metrics::Event e("deferred");
+      e.Str("id", id.ToString())
+          .Str("sender", m->env.sender)
+          .Str("recipient", r.address)
+          .Str("destination", d.destination)
+          .Str("remote", d.remote)
+          .Int("code", d.code)
+          .Str("reply", r.last_reply)
+          .Int("attempts", static_cast<int64_t>(m->env.attempts))
+          .Num("delay_s", static_cast<double>(now - m->env.received_at_us) / 1e6)
+          .Num("next_attempt_s",
+               static_cast<double>(m->env.next_due_us > now ? m->env.next_due_us - now : 0) / 1e6);
+      log->Write(std::move(e));
+    }
+  }
+  m->deferrals.clear();
   if (!stopping_) Schedule(*m, m->env.next_due_us);
 }
 

@@ -326,7 +326,7 @@ void Registry::ReserveNamesLocked(const std::string& name, MetricType type,
   }
 }
 
-CounterFamily& Registry::AddCounter(std::string name, std::string help,
+CounterFamily& Registry::AddCounterUnlocked(std::string name, std::string help,
                                     std::vector<std::string> label_names) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto* f = FindCompatibleLocked(name, MetricType::kCounter, label_names)) {
@@ -342,7 +342,7 @@ CounterFamily& Registry::AddCounter(std::string name, std::string help,
   return *family;
 }
 
-GaugeFamily& Registry::AddGauge(std::string name, std::string help,
+GaugeFamily& Registry::AddGaugeUnlocked(std::string name, std::string help,
                                 std::vector<std::string> label_names) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto* f = FindCompatibleLocked(name, MetricType::kGauge, label_names)) {
@@ -358,7 +358,7 @@ GaugeFamily& Registry::AddGauge(std::string name, std::string help,
   return *family;
 }
 
-HistogramFamily& Registry::AddHistogram(std::string name, std::string help,
+HistogramFamily& Registry::AddHistogramUnlocked(std::string name, std::string help,
                                         std::vector<std::string> label_names,
                                         std::vector<double> upper_bounds) {
   if (!upper_bounds.empty() && std::isinf(upper_bounds.back()) && upper_bounds.back() > 0) {
@@ -383,6 +383,37 @@ HistogramFamily& Registry::AddHistogram(std::string name, std::string help,
     family->WithLabels({});
   }
   return *family;
+}
+
+void Registry::TouchOverflow(detail::FamilyBase& family) {
+  // Families with labels can overflow: show their overflow counter from the
+  // start, at 0, so increase() sees the first overflow and alerts can name it.
+  if (overflow_family_ == nullptr || &family == overflow_family_) return;
+  if (family.label_names().empty()) return;
+  OverflowCounterFor(family.name());
+}
+
+CounterFamily& Registry::AddCounter(std::string name, std::string help,
+                                    std::vector<std::string> label_names) {
+  CounterFamily& f = AddCounterUnlocked(std::move(name), std::move(help), std::move(label_names));
+  TouchOverflow(f);
+  return f;
+}
+
+GaugeFamily& Registry::AddGauge(std::string name, std::string help,
+                                std::vector<std::string> label_names) {
+  GaugeFamily& f = AddGaugeUnlocked(std::move(name), std::move(help), std::move(label_names));
+  TouchOverflow(f);
+  return f;
+}
+
+HistogramFamily& Registry::AddHistogram(std::string name, std::string help,
+                                        std::vector<std::string> label_names,
+                                        std::vector<double> upper_bounds) {
+  HistogramFamily& f = AddHistogramUnlocked(std::move(name), std::move(help),
+                                            std::move(label_names), std::move(upper_bounds));
+  TouchOverflow(f);
+  return f;
 }
 
 void Registry::AddCollector(std::function<void(Exposition&)> collector) {

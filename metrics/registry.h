@@ -348,6 +348,14 @@ class Registry {
   void Collect(Exposition& out) const;
 
  private:
+  CounterFamily& AddCounterUnlocked(std::string name, std::string help,
+                                    std::vector<std::string> label_names);
+  GaugeFamily& AddGaugeUnlocked(std::string name, std::string help,
+                                std::vector<std::string> label_names);
+  HistogramFamily& AddHistogramUnlocked(std::string name, std::string help,
+                                        std::vector<std::string> label_names,
+                                        std::vector<double> upper_bounds);
+  void TouchOverflow(detail::FamilyBase& family);
   friend class detail::FamilyBase;
 
   struct Entry {

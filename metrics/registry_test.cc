@@ -94,7 +94,10 @@ TEST(RegistryTest, ScrapeIsInRegistrationOrderWithCollectorsInterleaved) {
   hist.WithLabels({"in"}).Observe(0, 0.25);
   hist.WithLabels({"in"}).Observe(1, 2);
 
+  // Families with labels show their overflow counter at 0 from the start.
   EXPECT_EQ(registry.Scrape(), std::string(kOverflowHeader) +
+                                   "sluice_metrics_series_overflow_total{family=\"sluice_a_total\"} 0\n"
+                                   "sluice_metrics_series_overflow_total{family=\"sluice_c_seconds\"} 0\n" +
                                    "# HELP sluice_a_total A.\n"
                                    "# TYPE sluice_a_total counter\n"
                                    "sluice_a_total{kind=\"x\"} 2\n"
@@ -293,7 +296,8 @@ TEST(RegistryTest, ConcurrentRegistrationAndScrape) {
   done = true;
   scraper.join();
   const auto samples = ParseSamples(registry.Scrape());
-  EXPECT_EQ(samples.size(), 1000u + 1000u);
+  // 1000 counter series, 1000 gauges, and sluice_reg_total's overflow counter.
+  EXPECT_EQ(samples.size(), 1000u + 1000u + 1u);
 }
 
 }  // namespace
