@@ -1,0 +1,793 @@
+"""The admin port's /metrics, /healthz and /readyz against a real sluiced:
+the scrape is valid Prometheus text (promtool finds nothing to lint), the
+counters count what the test did, a real Prometheus server scrapes it and
+answers PromQL with the same numbers, and every metric that
+deploy/prometheus/alerts.yml and deploy/grafana/sluice-dashboard.json use
+exists in a live scrape.
+
+Needs /usr/bin/promtool and /usr/bin/prometheus (or $PROMTOOL, $PROMETHEUS):
+a missing binary fails the test, it never skips. The Prometheus started here
+is our own process on a free loopback port with a private TSDB, stopped by
+PID; the system service is never touched.
+
+The helpers (AdminDaemon, scrape parsing, PromQL name extraction, the DNS
+stub) are shared with test_eventlog.py.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import harness
+from harness import DaemonTestCase, RawSmtp, dot_stuff, make_message, queued_id, wait_until
+from sink import Sink
+
+# The harness starts sluiced with cwd = the test's temp dir: a relative
+# $SLUICED / $SLUICECTL must be made absolute first.
+for _var in ("SLUICED", "SLUICECTL"):
+    if os.environ.get(_var):
+        os.environ[_var] = os.path.abspath(os.environ[_var])
+
+DEPLOY = harness.REPO_ROOT / "deploy"
+ALERTS = DEPLOY / "prometheus" / "alerts.yml"
+ALERTS_TLS = DEPLOY / "prometheus" / "alerts-tls.yml"
+PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
+DASHBOARD = DEPLOY / "grafana" / "sluice-dashboard.json"
+
+SENDER_DOMAIN = "sender.test"
+
+# Shrunk delivery timings (as in test_delivery.py), except that a deferred
+# message waits a minute before its next attempt: the tests look at it while it
+# waits, and exact counts must not move under them.
+DELIVERY = {
+    "enabled": True,
+    "retry_initial": 60,
+    "retry_max": 120,
+    "destination_backoff": 1,
+    "idle_timeout": 1,
+    "connect_timeout": 2,
+    "command_timeout": 10,
+    "data_timeout": 10,
+}
+
+
+def _tool(env_name, name):
+    value = os.environ.get(env_name)
+    if value:
+        return value
+    return shutil.which(name) or f"/usr/bin/{name}"
+
+
+def require_tool(env_name, name):
+    """A needed binary that is missing is a failure, never a skip."""
+    path = _tool(env_name, name)
+    if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+        raise AssertionError(f"{name} not found ({path}); install prometheus "
+                             f"(Debian: apt-get install prometheus)")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# A daemon with an admin port
+
+
+class AdminDaemon(harness.Daemon):
+    """harness.Daemon plus an [admin] table on a free loopback port."""
+
+    def __init__(self, workdir, admin=True, **kw):
+        self.admin = None
+        if admin:
+            used = {l.get("port") for l in kw.get("listeners") or [] if l.get("port")}
+            self.admin = {"address": harness.LOOPBACK, "port": harness.free_port(used)}
+        super().__init__(workdir, **kw)
+
+    @property
+    def admin_port(self):
+        return self.admin["port"]
+
+    def write_config(self):
+        text = harness.render_config(self.server, self.spool, self.listeners, self.delivery,
+                                     self.routes)
+        if self.admin:
+            text += "\n[admin]\n" + "".join(
+                f"{k} = {harness._toml_value(v)}\n" for k, v in self.admin.items())
+        self.config_path.write_text(text)
+
+    def start(self, timeout=20):
+        super().start(timeout)
+        if self.admin:
+            try:
+                wait_until(lambda: self._healthz_ok(), timeout, "the admin port's /healthz",
+                           interval=0.05)
+            except BaseException:
+                self.kill()
+                raise
+        return self
+
+    def _healthz_ok(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sluiced exited with {self.proc.returncode}:\n"
+                                 + self.log_text())
+        try:
+            return http_get(self.admin_port, "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path):
+        return http_get(self.admin_port, path)
+
+    def scrape(self):
+        status, headers, body = self.get("/metrics")
+        if status != 200:
+            raise AssertionError(f"GET /metrics: {status} {body[:200]!r}")
+        return Scrape(body.decode("utf-8"), headers)
+
+
+def http_get(port, path, timeout=10.0):
+    """(status, headers, body) of GET http://127.0.0.1:port/path."""
+    url = f"http://{harness.LOOPBACK}:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+# ---------------------------------------------------------------------------
+# The text format, parsed strictly enough to find our samples
+
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?$")
+_LABEL_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*,?')
+
+
+def _unescape(v):
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+class Scrape:
+    def __init__(self, text, headers=None):
+        self.text = text
+        self.headers = headers or {}
+        self.samples = []   # (name, {label: value}, float)
+        self.types = {}     # family name → counter|gauge|histogram|summary|untyped
+        for line in text.split("\n"):
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 4 and parts[1] == "TYPE":
+                    self.types[parts[2]] = parts[3].strip()
+                continue
+            m = _SAMPLE_RE.match(line)
+            if not m:
+                raise AssertionError(f"unparsable sample line {line!r}")
+            labels = {}
+            body = m.group(2) or ""
+            pos = 0
+            for _ in range(len(body) + 1):
+                if pos >= len(body):
+                    break
+                lm = _LABEL_RE.match(body, pos)
+                if not lm:
+                    raise AssertionError(f"unparsable labels in {line!r}")
+                labels[lm.group(1)] = _unescape(lm.group(2))
+                pos = lm.end()
+            self.samples.append((m.group(1), labels, float(m.group(3))))
+
+    @property
+    def names(self):
+        return {name for name, _, _ in self.samples}
+
+    def series(self, name, **match):
+        return [(labels, v) for n, labels, v in self.samples
+                if n == name and all(labels.get(k) == val for k, val in match.items())]
+
+    def has(self, name, **match):
+        return bool(self.series(name, **match))
+
+    def sum(self, name, **match):
+        """Sum over the matching series; 0 when there is none."""
+        return sum(v for _, v in self.series(name, **match))
+
+    def by(self, name, *keys, **match):
+        """{(label values...): value} for the matching series."""
+        out = {}
+        for labels, v in self.series(name, **match):
+            k = tuple(labels.get(key, "") for key in keys)
+            out[k] = out.get(k, 0) + v
+        return out
+
+
+# ---------------------------------------------------------------------------
+# Metric names in PromQL
+
+PROMQL_KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
+    "unless", "offset", "atan2", "inf", "nan", "start", "end",
+}
+# Series Prometheus makes itself, not the daemon.
+SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
+             "scrape_samples_post_metric_relabeling", "scrape_series_added", "ALERTS",
+             "ALERTS_FOR_STATE"}
+HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def promql_metric_names(expr):
+    """The metric names a PromQL expression selects: identifiers that are not
+    functions (followed by "("), keywords, label names or strings."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)  # strings
+    s = re.sub(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*", " ", s)   # Grafana variables
+    s = re.sub(r"\{[^}]*\}", "{}", s)                               # label matchers
+    s = re.sub(r"\[[^\]]*\]", "[]", s)                              # ranges, subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.:])([a-zA-Z_:][a-zA-Z0-9_:]*)(?!\w)(\s*\()?", s):
+        ident, call = m.group(1), m.group(2)
+        if call or ident.lower() in PROMQL_KEYWORDS:
+            continue
+        names.add(ident)
+    return names
+
+
+def rule_exprs(path):
+    """[(alert name, expr)] from a rules file in the shape of deploy/prometheus:
+    `expr: <one line>` or `expr: |` / `expr: >-` followed by a more indented
+    block. Standard library only, so no YAML parser."""
+    lines = Path(path).read_text().split("\n")
+    out = []
+    alert = None
+    i = 0
+    for _ in range(len(lines) + 1):
+        if i >= len(lines):
+            break
+        line = lines[i]
+        m = re.match(r"^\s*-\s*(alert|record):\s*(\S+)", line)
+        if m:
+            alert = m.group(2)
+        m = re.match(r"^(\s*)expr:\s*(.*)$", line)
+        if m:
+            indent, rest = len(m.group(1)), m.group(2).strip()
+            if rest in ("|", "|-", ">", ">-", "|+", ">+", ""):
+                block = []
+                i += 1
+                while i < len(lines) and (not lines[i].strip()
+                                          or len(lines[i]) - len(lines[i].lstrip()) > indent):
+                    block.append(lines[i].strip())
+                    i += 1
+                out.append((alert, "\n".join(block)))
+                continue
+            out.append((alert, rest.strip("'\"") if rest[:1] in "'\"" else rest))
+        i += 1
+    return out
+
+
+def dashboard_exprs(dashboard):
+    """[(panel title, expr)] over every panel, including panels nested in rows,
+    and every query variable."""
+    out = []
+
+    def walk(panels):
+        for p in panels:
+            for t in p.get("targets", []):
+                if t.get("expr"):
+                    out.append((p.get("title"), t["expr"]))
+            walk(p.get("panels", []))
+
+    walk(dashboard.get("panels", []))
+    for v in dashboard.get("templating", {}).get("list", []):
+        if v.get("type") == "query":
+            q = v.get("query")
+            q = q.get("query") if isinstance(q, dict) else q
+            m = re.match(r"^\s*label_values\(\s*(.*?)\s*,\s*[A-Za-z_]\w*\s*\)\s*$", q or "")
+            out.append((f"variable {v['name']}", m.group(1) if m else q))
+    return out
+
+
+def missing_metrics(names, scrape):
+    """Names with no sample in the scrape. A histogram name used with
+    _bucket/_count/_sum must be a histogram family."""
+    missing = []
+    for name in sorted(names - SYNTHETIC):
+        if name in scrape.names:
+            base = next((name[:-len(s)] for s in HISTOGRAM_SUFFIXES if name.endswith(s)), None)
+            if base and scrape.types.get(base) != "histogram" and name not in scrape.types:
+                missing.append(f"{name} (no histogram family {base})")
+            continue
+        missing.append(name)
+    return missing
+
+
+# ---------------------------------------------------------------------------
+# A DNS stub: NXDOMAIN for every question (UDP), so MX routes make lookups
+
+
+class NxdomainDns:
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((harness.LOOPBACK, 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dns-stub", daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        for _ in range(100_000_000):
+            if self._stop.is_set():
+                return
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if len(data) < 12:
+                continue
+            qid, flags = struct.unpack("!HH", data[:4])
+            pos = 12
+            for _ in range(128):  # the question name: labels up to a zero byte
+                if pos >= len(data) or data[pos] == 0:
+                    break
+                pos += 1 + data[pos]
+            question = data[12:pos + 5]
+            rd = flags & 0x0100
+            reply = struct.pack("!HHHHHH", qid, 0x8000 | rd | 0x0080 | 3, 1, 0, 0, 0) + question
+            self.queries += 1
+            try:
+                self.sock.sendto(reply, peer)
+            except OSError:
+                pass
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+# ---------------------------------------------------------------------------
+# Test case base
+
+
+class MetricsTestCase(DaemonTestCase):
+
+    def admin_daemon(self, listeners=None, server=None, delivery=None, routes=None,
+                     admin=True, start=True):
+        wd = self.workdir / f"d{len(self.daemons)}"
+        wd.mkdir()
+        d = AdminDaemon(wd, admin=admin, listeners=listeners, server=server,
+                        delivery=delivery, routes=routes)
+        self.daemons.append(d)
+        if start:
+            d.start()
+        return d
+
+    def sink(self, **kw):
+        s = Sink(**kw).start()
+        self.addCleanup(s.stop)
+        return s
+
+    def relay(self, sink_port, extra_routes=(), server=None, delivery=None, listeners=None):
+        """Delivery ON: sender.test to a maildir (the DSNs), extra_routes, then
+        every other domain to the sink (route "sink")."""
+        conf = dict(DELIVERY)
+        conf.update(delivery or {})
+        self.maildir = self.workdir / "senders-maildir"
+        routes = [{"name": "senders", "domains": [SENDER_DOMAIN], "type": "maildir",
+                   "path": str(self.maildir)}, *extra_routes,
+                  {"name": "sink", "domains": ["*"], "type": "smarthost",
+                   "host": harness.LOOPBACK, "port": sink_port}]
+        return self.admin_daemon(delivery=conf, routes=routes, server=server,
+                                 listeners=listeners)
+
+    def send(self, port, sender, recipients, message):
+        """One transaction on a new connection; returns the queued id."""
+        with RawSmtp.connect(port) as c:
+            c.greet()
+            code, text = harness.send_message(c, sender, recipients, message)
+            self.assertEqual(code, 250, text)
+            c.expect(221, "QUIT")
+            return queued_id(text)
+
+    def wait_scrape(self, d, predicate, timeout, what):
+        """Scrapes until predicate(scrape) is true; returns that scrape. On a
+        timeout the last scrape's relevant numbers are in the message."""
+        last = [None]
+
+        def check():
+            last[0] = d.scrape()
+            return predicate(last[0])
+
+        try:
+            wait_until(check, timeout, what, interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last scrape:\n{_sluice_lines(last[0])}") from None
+        return last[0]
+
+    def promtool(self, *args, stdin=None):
+        r = subprocess.run([require_tool("PROMTOOL", "promtool"), *args], input=stdin,
+                           capture_output=True, timeout=60)
+        return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+
+
+def _sluice_lines(scrape, limit=200):
+    if scrape is None:
+        return "(none)"
+    lines = [l for l in scrape.text.split("\n") if l and not l.startswith("#")
+             and "_bucket{" not in l]
+    return "\n".join(lines[:limit])
+
+
+# ---------------------------------------------------------------------------
+# A Prometheus server of our own
+
+
+class PrometheusServer:
+    def __init__(self, workdir, targets, rule_files=(), interval="1s"):
+        self.binary = require_tool("PROMETHEUS", "prometheus")
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = harness.free_port()
+        self.config = self.dir / "prometheus.yml"
+        rules = "".join(f"  - {json.dumps(str(p))}\n" for p in rule_files)
+        self.config.write_text(
+            "global:\n"
+            f"  scrape_interval: {interval}\n"
+            f"  evaluation_interval: {interval}\n"
+            + (f"rule_files:\n{rules}" if rules else "")
+            + "scrape_configs:\n"
+            "  - job_name: sluice\n"
+            f"    scrape_interval: {interval}\n"
+            f"    scrape_timeout: {interval}\n"
+            "    static_configs:\n"
+            f"      - targets: {json.dumps(targets)}\n")
+        self.proc = None
+        self._log = None
+
+    def start(self, timeout=60):
+        self._log = open(self.dir / "prometheus.log", "wb")
+        self.proc = subprocess.Popen(
+            [self.binary, f"--config.file={self.config}",
+             f"--storage.tsdb.path={self.dir / 'tsdb'}",
+             f"--web.listen-address={harness.LOOPBACK}:{self.port}",
+             "--storage.tsdb.retention.time=1h", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n"
+                                     + self.log_text())
+            try:
+                return http_get(self.port, "/-/ready", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        wait_until(ready, timeout, "prometheus /-/ready", interval=0.1)
+        return self
+
+    def log_text(self):
+        p = self.dir / "prometheus.log"
+        return p.read_text(errors="replace")[-10000:] if p.exists() else ""
+
+    def api(self, path, **params):
+        qs = ("?" + urllib.parse.urlencode(params)) if params else ""
+        status, _, body = http_get(self.port, path + qs)
+        if status != 200:
+            raise AssertionError(f"GET {path}{qs}: {status} {body[:300]!r}")
+        doc = json.loads(body)
+        if doc.get("status") != "success":
+            raise AssertionError(f"GET {path}{qs}: {doc}")
+        return doc["data"]
+
+    def query_scalar(self, expr):
+        """The single value of an instant vector query, or None if empty."""
+        data = self.api("/api/v1/query", query=expr)
+        result = data["result"]
+        if data["resultType"] != "vector" or len(result) != 1:
+            return None
+        return float(result[0]["value"][1])
+
+    def stop(self, timeout=30):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        if self._log:
+            self._log.close()
+            self._log = None
+
+
+# ---------------------------------------------------------------------------
+
+
+class MetricsTest(MetricsTestCase):
+
+    N = 25
+
+    def ingest(self, d, n=None):
+        """n messages with 2 recipients each over one connection; returns the ids."""
+        n = n or self.N
+        ids = []
+        with RawSmtp.connect(d.port) as c:
+            c.greet()
+            for i in range(n):
+                code, text = harness.send_message(
+                    c, "sender@client.test", [f"a{i}@dest.test", f"b{i}@dest.test"],
+                    make_message(f"m-{i:02d}"))
+                self.assertEqual(code, 250, text)
+                ids.append(queued_id(text))
+            c.expect(221, "QUIT")
+        self.assertEqual(len(set(ids)), n)
+        return ids
+
+    # 1 ---------------------------------------------------------------------
+    def test_scrape_is_clean_and_counts_ingest(self):
+        d = self.admin_daemon()
+        self.ingest(d)
+        n = self.N
+        s = self.wait_scrape(
+            d, lambda s: s.sum("sluice_smtpd_messages_received_total") >= n
+            and s.sum("sluice_spool_commit_duration_seconds_count") >= n,
+            10, f"{n} messages in the counters")
+
+        ctype = {k.lower(): v for k, v in s.headers.items()}.get("content-type", "")
+        self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
+        self.assertTrue(s.text.endswith("\n"), "the last line must end with \\n")
+
+        path = self.workdir / "scrape.txt"
+        path.write_text(s.text)
+        rc, out = self.promtool("check", "metrics", stdin=s.text.encode())
+        self.assertEqual((rc, out), (0, ""), f"promtool check metrics on {path}")
+
+        self.assertEqual(s.sum("sluice_smtpd_messages_received_total"), n)
+        self.assertEqual(s.sum("sluice_smtpd_messages_received_total", listener="l0"), n)
+        self.assertEqual(s.sum("sluice_spool_commit_duration_seconds_count"), n)
+        self.assertEqual(s.sum("sluice_smtpd_recipients_total"), 2 * n)
+        self.assertGreaterEqual(s.sum("sluice_smtpd_received_bytes_total"),
+                                n * len(make_message("m-00")))
+        # Every message was made durable in exactly one group.
+        self.assertEqual(s.sum("sluice_spool_commit_group_messages_sum"), n)
+        self.assertEqual(s.sum("sluice_smtpd_transaction_duration_seconds_count"), n)
+        self.assertGreaterEqual(s.sum("sluice_smtpd_connections_total", listener="l0",
+                                      result="accepted"), 1)
+        self.assertEqual(s.sum("sluice_spool_healthy"), 1)
+        self.assertEqual(s.sum("sluice_spool_failed_messages_total"), 0)
+        [(labels, v)] = s.series("sluice_build_info")
+        self.assertEqual(v, 1)
+        self.assertTrue(labels.get("version") and labels.get("revision"), labels)
+        self.assertGreater(s.sum("process_start_time_seconds"), 1.6e9)
+
+        status, _, body = d.get("/healthz")
+        self.assertEqual((status, body.strip()), (200, b"ok"))
+        status, _, body = d.get("/readyz")
+        self.assertEqual((status, body.strip()), (200, b"ready"))
+        status, _, _ = d.get("/no-such-page")
+        self.assertEqual(status, 404)
+
+    # 2 ---------------------------------------------------------------------
+    def test_real_prometheus_scrapes_and_queries(self):
+        d = self.admin_daemon()
+        self.ingest(d)
+        n = self.N
+        prom = PrometheusServer(self.workdir / "prometheus",
+                                [f"{harness.LOOPBACK}:{d.admin_port}"],
+                                rule_files=[ALERTS])
+        self.addCleanup(prom.stop)
+        try:
+            prom.start()
+
+            def target_up():
+                targets = prom.api("/api/v1/targets")["activeTargets"]
+                return len(targets) == 1 and targets[0]["health"] == "up" and targets[0]
+
+            try:
+                wait_until(target_up, 30, "the sluice target up", interval=0.2)
+            except AssertionError:
+                raise AssertionError(f"target not up: {prom.api('/api/v1/targets')}")
+
+            for expr in ("sum(sluice_smtpd_messages_received_total)",
+                         "sum(sluice_spool_commit_duration_seconds_count)"):
+                got = wait_until(lambda: prom.query_scalar(expr) == n and [n], 30,
+                                 f"{expr} == {n} in Prometheus", interval=0.2)
+                self.assertEqual(got, [n])
+            self.assertEqual(prom.query_scalar("sum(sluice_smtpd_recipients_total)"), 2 * n)
+
+            # Every alerting rule evaluates against the live data without an error.
+            def rules_evaluated():
+                groups = prom.api("/api/v1/rules")["groups"]
+                rules = [r for g in groups for r in g["rules"]]
+                return rules and all(r.get("lastEvaluation", "").startswith("20")
+                                     and not r["lastEvaluation"].startswith("0001")
+                                     for r in rules) and rules
+
+            rules = wait_until(rules_evaluated, 30, "every rule evaluated once", interval=0.2)
+            bad = [(r["name"], r.get("health"), r.get("lastError")) for r in rules
+                   if r.get("health") != "ok"]
+            self.assertEqual(bad, [])
+
+            # Every dashboard query is valid PromQL (Grafana's variables filled in).
+            errors = []
+            for title, expr in dashboard_exprs(json.loads(DASHBOARD.read_text())):
+                q = (expr.replace("$__rate_interval", "1m").replace("$__interval", "15s")
+                     .replace("$instance", ".*"))
+                try:
+                    prom.api("/api/v1/query", query=q)
+                except AssertionError as e:
+                    errors.append(f"{title}: {e}")
+            self.assertEqual(errors, [])
+        except BaseException:
+            print(f"\n===== prometheus log =====\n{prom.log_text()}")
+            raise
+        finally:
+            prom.stop()
+
+    # 3 ---------------------------------------------------------------------
+    def test_deploy_files_use_existing_metrics(self):
+        # Static checks first: rule syntax, config, dashboard shape.
+        for path in (ALERTS, ALERTS_TLS):
+            rc, out = self.promtool("check", "rules", str(path))
+            self.assertEqual(rc, 0, out)
+        rc, out = self.promtool("check", "config", str(PROMETHEUS_YML))
+        self.assertEqual(rc, 0, out)
+
+        alert_exprs = rule_exprs(ALERTS)
+        self.assertEqual(len(alert_exprs), ALERTS.read_text().count("- alert:"),
+                         "an alert whose expr was not extracted")
+        dashboard = json.loads(DASHBOARD.read_text())
+        self.assertGreaterEqual(dashboard.get("schemaVersion", 0), 36)
+        variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+        self.assertEqual(variables["DS_PROMETHEUS"]["type"], "datasource")
+        self.assertEqual(variables["DS_PROMETHEUS"]["query"], "prometheus")
+        self.assertIn("instance", variables)
+        dash_exprs = dashboard_exprs(dashboard)
+        self.assertGreater(len(dash_exprs), 20)
+        ids = []
+
+        def walk(panels):
+            for p in panels:
+                ids.append(p["id"])
+                if p.get("type") != "row":
+                    self.assertEqual(p.get("datasource", {}).get("uid"), "${DS_PROMETHEUS}",
+                                     p.get("title"))
+                    for t in p.get("targets", []):
+                        self.assertIn("$instance", t["expr"], p.get("title"))
+                walk(p.get("panels", []))
+
+        walk(dashboard["panels"])
+        self.assertEqual(len(ids), len(set(ids)), "duplicate panel ids")
+
+        names = {}  # metric name → where it is used
+        for where, exprs in (("alerts.yml", alert_exprs), ("dashboard", dash_exprs)):
+            for title, expr in exprs:
+                for name in promql_metric_names(expr):
+                    names.setdefault(name, []).append(f"{where}: {title}")
+        self.assertGreater(len(names), 40)
+
+        # A daemon with delivery ON, so that the delivery, queue, DNS and DSN
+        # series exist: one delivered, one deferred (451), one bounced (550,
+        # whose DSN goes to the maildir route), one to a route whose host is
+        # down (connection failure) and one through an MX route whose DNS says
+        # NXDOMAIN.
+        sink = self.sink(rules={"defer-*@": "451 4.2.0 try later",
+                                "bad-*@": "550 5.1.1 no such user"})
+        dns = NxdomainDns()
+        self.addCleanup(dns.stop)
+        closed_port = harness.free_port({sink.port})
+        # The event log on too: its counters exist only when it is configured.
+        d = self.relay(sink.port, delivery={"dns_servers": [f"{harness.LOOPBACK}:{dns.port}"]},
+                       server={"event_log": str(self.workdir / "events.jsonl")},
+                       extra_routes=[
+                           {"name": "down", "domains": ["down.test"], "type": "smarthost",
+                            "host": harness.LOOPBACK, "port": closed_port},
+                           {"name": "nx", "domains": ["nx.test"], "type": "mx"}])
+        for rcpt in ("ok@dest.test", "defer-1@dest.test", "bad-1@dest.test",
+                     "someone@down.test", "someone@nx.test"):
+            self.send(d.port, "alice@" + SENDER_DOMAIN, [rcpt], make_message(rcpt))
+        wanted = set(names)
+        last = [None]
+
+        def all_there():
+            last[0] = d.scrape()
+            return not missing_metrics(wanted, last[0])
+
+        try:
+            wait_until(all_there, 30, "every metric the deploy files use", interval=0.2)
+        except AssertionError:
+            missing = missing_metrics(wanted, last[0])
+            detail = "\n".join(f"  {m}: used by {sorted(set(names.get(m.split()[0], [])))[:3]}"
+                               for m in missing)
+            self.fail(f"{len(missing)} metric(s) used by deploy/ are not in the scrape "
+                      f"(DNS stub answered {dns.queries} queries):\n{detail}\n"
+                      f"scrape:\n{_sluice_lines(last[0])}")
+
+    # 4 ---------------------------------------------------------------------
+    def test_delivery_and_queue_metrics(self):
+        sink = self.sink(rules={"defer-*@": "451 4.2.0 try later",
+                                "bad-*@": "550 5.1.1 no such user"})
+        d = self.relay(sink.port)
+        sender = "alice@" + SENDER_DOMAIN
+        self.send(d.port, sender, ["ok@dest.test"], make_message("ok"))
+        self.send(d.port, sender, ["defer-1@dest.test"], make_message("defer"))
+        self.send(d.port, sender, ["bad-1@dest.test"], make_message("bad"))
+
+        # ok → sink; bad → bounced, its DSN → the senders maildir; defer → 451
+        # once, next attempt in retry_initial (60 s), so it waits in the queue.
+        expected = {("sink", "delivered"): 1, ("sink", "deferred"): 1, ("sink", "bounced"): 1,
+                    ("senders", "delivered"): 1}
+
+        def settled(s):
+            got = {k: v for k, v in s.by("sluice_delivery_attempts_total",
+                                          "destination", "result").items() if v}
+            return got == expected and s.sum("sluice_queue_messages", state="deferred") == 1 \
+                and s.sum("sluice_queue_messages", state="scheduled") == 0 \
+                and s.sum("sluice_queue_messages", state="in_flight") == 0
+
+        s = self.wait_scrape(d, settled, 30, "1 delivered + 1 DSN, 1 deferred, 1 bounced")
+        self.assertEqual(sink.delivered_count(), 1)
+        by_result = s.by("sluice_delivery_attempts_total", "result")
+        self.assertEqual(by_result.get(("delivered",)), 2)
+        self.assertEqual(by_result.get(("deferred",)), 1)
+        self.assertEqual(by_result.get(("bounced",)), 1)
+        self.assertEqual(s.sum("sluice_dsn_generated_total", action="failed"), 1)
+        self.assertEqual(s.sum("sluice_dsn_generated_total"), 1)
+        self.assertEqual(s.sum("sluice_delivery_duration_seconds_count"), 2)
+        self.assertEqual(s.sum("sluice_queue_messages"), 1)
+        self.assertEqual(s.sum("sluice_queue_destination_messages", destination="sink"), 1)
+        self.assertEqual(s.sum("sluice_queue_destination_messages"), 1)
+
+        # The deferred message ages while it waits.
+        s = self.wait_scrape(d, lambda s: s.sum("sluice_queue_oldest_message_age_seconds") > 0,
+                             10, "sluice_queue_oldest_message_age_seconds > 0")
+        self.assertEqual(s.sum("sluice_queue_messages", state="deferred"), 1)
+        self.assertGreater(s.sum("sluice_queue_destination_oldest_message_age_seconds",
+                                 destination="sink"), 0)
+        self.assertLess(s.sum("sluice_queue_oldest_message_age_seconds"), 60)
+
+    # 5 ---------------------------------------------------------------------
+    def test_connection_rejection_counted(self):
+        d = self.admin_daemon(listeners=[{"name": "mx", "max_connections_per_ip": 1}])
+        # The readiness probe's connection must be gone before we fill the slot.
+        self.wait_scrape(d, lambda s: s.has("sluice_smtpd_connections", listener="mx")
+                         and s.sum("sluice_smtpd_connections", listener="mx") == 0,
+                         10, "no open connection on listener mx")
+        first = RawSmtp.connect(d.port)
+        self.addCleanup(first.close)
+        self.assertEqual(first.reply()[0], 220)
+        second = RawSmtp.connect(d.port)
+        self.addCleanup(second.close)
+        code, text = second.reply()
+        self.assertEqual(code, 421, text)
+        second.wait_closed()
+
+        s = self.wait_scrape(
+            d, lambda s: s.sum("sluice_smtpd_connections_total", result="rejected") >= 1,
+            10, "a rejected connection counted")
+        self.assertEqual(s.sum("sluice_smtpd_connections_total", listener="mx",
+                               result="rejected", reason="max_connections_per_ip"), 1)
+        self.assertEqual(s.sum("sluice_smtpd_connections_total", result="rejected"), 1)
+        self.assertEqual(s.sum("sluice_smtpd_connections", listener="mx"), 1)
+        # The probe and `first`, at least; the probe may have been retried.
+        self.assertGreaterEqual(s.sum("sluice_smtpd_connections_total", listener="mx",
+                                      result="accepted", reason="none"), 2)
+        first.expect(221, "QUIT")
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
