@@ -22,7 +22,7 @@ build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 run: build
-	mkdir -p var/log
+	scripts/dev-setup
 	exec $(BUILD)/gateway/sluiced --config config/dev.toml
 
 unit: build

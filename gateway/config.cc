@@ -175,13 +175,80 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
     return false;
   }
 
-  // Reserved for the TLS and AUTH work: refuse rather than ignore them, so
-  // nobody believes a listener is encrypted when it is not.
-  for (const char* key : {"tls", "auth", "certificate", "private_key", "users_file"}) {
-    if (const toml::node* n = r.Get(key)) {
-      *err = r.Where(n, key) + ": not supported yet (TLS and AUTH arrive in a later release)";
+  std::string tls = "none";
+  if (!r.String("tls", &tls, err)) return false;
+  if (tls == "none") {
+    l->tls = ListenerConfig::Tls::kNone;
+  } else if (tls == "starttls") {
+    l->tls = ListenerConfig::Tls::kStartTls;
+  } else if (tls == "implicit") {
+    l->tls = ListenerConfig::Tls::kImplicit;
+  } else {
+    *err = r.Where(t.get("tls"), "tls") + ": must be \"none\", \"starttls\" or \"implicit\"";
+    return false;
+  }
+  std::string min_version = "1.2";
+  if (!r.String("certificate", &l->certificate, err) ||
+      !r.String("private_key", &l->private_key, err) ||
+      !r.String("rsa_certificate", &l->rsa_certificate, err) ||
+      !r.String("rsa_private_key", &l->rsa_private_key, err) ||
+      !r.String("tls_min_version", &min_version, err) ||
+      !r.Secs("handshake_timeout", &l->handshake_timeout, 1, 3600, err)) {
+    return false;
+  }
+  if (min_version != "1.2" && min_version != "1.3") {
+    *err = r.Where(t.get("tls_min_version"), "tls_min_version") +
+           ": must be \"1.2\" or \"1.3\" (never lower)";
+    return false;
+  }
+  l->tls13_only = min_version == "1.3";
+  if (l->tls != ListenerConfig::Tls::kNone && (l->certificate.empty() || l->private_key.empty())) {
+    *err = r.Where(&t, "certificate") + ": tls = \"" + tls +
+           "\" needs certificate and private_key";
+    return false;
+  }
+  if (l->rsa_certificate.empty() != l->rsa_private_key.empty()) {
+    *err = r.Where(&t, "rsa_certificate") + ": rsa_certificate and rsa_private_key go together";
+    return false;
+  }
+  std::string auth = "off";
+  if (!r.String("auth", &auth, err)) return false;
+  if (auth == "off") {
+    l->auth = ListenerConfig::Auth::kOff;
+  } else if (auth == "optional") {
+    l->auth = ListenerConfig::Auth::kOptional;
+  } else if (auth == "required") {
+    l->auth = ListenerConfig::Auth::kRequired;
+  } else {
+    *err = r.Where(t.get("auth"), "auth") + ": must be \"off\", \"optional\" or \"required\"";
+    return false;
+  }
+  auto boolean = [&](const char* key, bool* out) {
+    const toml::node* n = r.Get(key);
+    if (!n) return true;
+    auto v = n->value<bool>();
+    if (!v || !n->is_boolean()) {
+      *err = r.Where(n, key) + ": expected true or false";
       return false;
     }
+    *out = *v;
+    return true;
+  };
+  if (!r.String("users_file", &l->users_file, err) ||
+      !boolean("allow_plaintext_auth", &l->allow_plaintext_auth) ||
+      !boolean("auth_header", &l->auth_header) ||
+      !boolean("submission_fixups", &l->submission_fixups)) {
+    return false;
+  }
+  if (l->auth != ListenerConfig::Auth::kOff && l->users_file.empty()) {
+    *err = r.Where(&t, "users_file") + ": auth = \"" + auth + "\" needs users_file";
+    return false;
+  }
+  if (l->auth != ListenerConfig::Auth::kOff && l->tls == ListenerConfig::Tls::kNone &&
+      !l->allow_plaintext_auth) {
+    *err = r.Where(&t, "auth") +
+           ": AUTH is only offered over TLS; set tls, or allow_plaintext_auth = true";
+    return false;
   }
   return r.CheckUnknown(err);
 }

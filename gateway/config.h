@@ -40,6 +40,22 @@ struct ListenerConfig {
   Seconds command_timeout{300};      // RFC 5321 §4.5.3.2.7: server timeout >= 5 min
   Seconds data_timeout{180};         // RFC 5321 §4.5.3.2.5: data block 3 min
   smtp::BareNewline bare_newline = smtp::BareNewline::kReject;
+
+  // TLS (RFC 3207 STARTTLS, or implicit TLS from the first byte as on 465).
+  enum class Tls { kNone, kStartTls, kImplicit };
+  Tls tls = Tls::kNone;
+  std::string certificate, private_key;          // PEM; ECDSA (preferred) or RSA
+  std::string rsa_certificate, rsa_private_key;  // optional second pair for RSA-only clients
+  bool tls13_only = false;                       // tls_min_version = "1.3"
+  Seconds handshake_timeout{30};
+
+  // SMTP AUTH (RFC 4954): PLAIN and LOGIN against a users file of crypt(3) hashes.
+  enum class Auth { kOff, kOptional, kRequired };
+  Auth auth = Auth::kOff;
+  std::string users_file;
+  bool allow_plaintext_auth = false;  // AUTH without TLS: only for tests and trusted links
+  bool auth_header = false;           // name the user in Received (Postfix smtpd_sasl_authenticated_header)
+  bool submission_fixups = true;      // RFC 6409 §8: add Message-ID/Date when missing (authenticated)
 };
 
 struct SpoolConfig {

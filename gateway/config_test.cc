@@ -51,11 +51,28 @@ TEST(ConfigTest, ErrorsNameFileLineAndKey) {
   EXPECT_EQ(syntax.error().message.rfind("s.toml:1:", 0), 0u);
 }
 
-TEST(ConfigTest, RejectsReservedTlsAndAuthKeys) {
-  auto c = ParseConfig("[[listener]]\nport = 587\ntls = \"starttls\"\n", "x.toml");
-  ASSERT_FALSE(c.ok());
-  EXPECT_NE(c.error().message.find("x.toml:3: listener[0].tls: not supported yet"),
-            std::string::npos);
+TEST(ConfigTest, TlsAndAuthNeedTheirFiles) {
+  auto no_cert = ParseConfig("[[listener]]\nport = 587\ntls = \"starttls\"\n", "x.toml");
+  ASSERT_FALSE(no_cert.ok());
+  EXPECT_NE(no_cert.error().message.find("needs certificate and private_key"), std::string::npos);
+  auto plain_auth = ParseConfig(
+      "[[listener]]\nport = 2525\nauth = \"required\"\nusers_file = \"u\"\n", "y.toml");
+  ASSERT_FALSE(plain_auth.ok());
+  EXPECT_NE(plain_auth.error().message.find("only offered over TLS"), std::string::npos);
+  auto ok = ParseConfig(
+      "[[listener]]\nport = 587\ntls = \"starttls\"\ncertificate = \"c\"\n"
+      "private_key = \"k\"\nauth = \"required\"\nusers_file = \"u\"\n"
+      "tls_min_version = \"1.3\"\n",
+      "z.toml");
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ(ok->listeners[0].tls, ListenerConfig::Tls::kStartTls);
+  EXPECT_EQ(ok->listeners[0].auth, ListenerConfig::Auth::kRequired);
+  EXPECT_TRUE(ok->listeners[0].tls13_only);
+  auto low = ParseConfig(
+      "[[listener]]\nport = 587\ntls = \"implicit\"\ncertificate = \"c\"\n"
+      "private_key = \"k\"\ntls_min_version = \"1.1\"\n",
+      "v.toml");
+  EXPECT_FALSE(low.ok());
 }
 
 TEST(ConfigTest, RejectsBadValues) {

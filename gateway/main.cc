@@ -191,6 +191,14 @@ int Run(const std::string& config_path) {
     if (sig == SIGHUP) {
       // logrotate: reopen the event log by path (no copytruncate needed).
       if (events) events->Reopen();
+      // New certificates and users files for new connections; existing
+      // connections keep what they started with.
+      if (auto r = server.LoadSecurity(); !r) {
+        spdlog::error("SIGHUP: keeping the old TLS certificates and users files: {}",
+                      r.error().message);
+      } else {
+        spdlog::info("SIGHUP: TLS certificates and users files reloaded");
+      }
       spdlog::info("SIGHUP: event log reopened");
       continue;
     }

@@ -31,6 +31,7 @@ Server::~Server() {
 }
 
 Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
+  if (auto r = LoadSecurity(); !r) return r;
   for (unsigned i = 0; i < config_.shards; ++i) {
     shards_.push_back(std::make_unique<ShardContext>(*this, i));
   }
@@ -69,6 +70,42 @@ void Server::ShardMain(unsigned id) {
   start_cv_.notify_all();
   if (!init) return;
   ctx.shard().Run();
+}
+
+Result<void> Server::LoadSecurity() {
+  std::vector<ListenerSecurity> loaded(config_.listeners.size());
+  for (size_t i = 0; i < config_.listeners.size(); ++i) {
+    const ListenerConfig& l = config_.listeners[i];
+    if (l.tls != ListenerConfig::Tls::kNone) {
+      tls::ServerOptions o;
+      o.certificates.push_back({l.certificate, l.private_key});
+      if (!l.rsa_certificate.empty()) {
+        o.certificates.push_back({l.rsa_certificate, l.rsa_private_key});
+      }
+      o.min_version = l.tls13_only ? tls::kTls13 : tls::kTls12;
+      auto ctx = tls::ServerContext::Create(o);
+      if (!ctx) return MakeError("listener '" + l.name + "': " + ctx.error().message);
+      loaded[i].tls = *ctx;
+    }
+    if (l.auth != ListenerConfig::Auth::kOff) {
+      auto users = auth::UserDb::Load(l.users_file);
+      if (!users) return MakeError("listener '" + l.name + "': " + users.error().message);
+      loaded[i].users = *users;
+    }
+  }
+  std::lock_guard lock(security_mu_);
+  security_ = std::move(loaded);
+  return {};
+}
+
+std::shared_ptr<tls::ServerContext> Server::TlsContext(size_t listener) const {
+  std::lock_guard lock(security_mu_);
+  return listener < security_.size() ? security_[listener].tls : nullptr;
+}
+
+std::shared_ptr<const auth::UserDb> Server::Users(size_t listener) const {
+  std::lock_guard lock(security_mu_);
+  return listener < security_.size() ? security_[listener].users : nullptr;
 }
 
 bool Server::AllDrained() const {

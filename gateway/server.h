@@ -16,7 +16,10 @@
 #include "gateway/config.h"
 #include "delivery/delivery_telemetry.h"
 #include "gateway/telemetry.h"
+#include "auth/failure_throttle.h"
+#include "auth/user_db.h"
 #include "io/blocking_pool.h"
+#include "tls/context.h"
 #include "io/net.h"
 #include "queue/spool.h"
 
@@ -55,6 +58,14 @@ class Server {
   io::BlockingPool& pool() { return pool_; }
   ShardContext& shard(unsigned i) { return *shards_[i]; }
 
+  // TLS contexts and users files per listener. LoadSecurity() at start (an
+  // error stops the daemon) and on SIGHUP (an error keeps the old ones and is
+  // logged); connections take a reference when they start or upgrade.
+  Result<void> LoadSecurity();
+  std::shared_ptr<tls::ServerContext> TlsContext(size_t listener) const;
+  std::shared_ptr<const auth::UserDb> Users(size_t listener) const;
+  auth::FailureThrottle& auth_throttle() { return auth_throttle_; }
+
   // Shutdown: a shard may leave its loop only when every shard has drained
   // and no delivery post between shards is in flight.
   void SetDrained(unsigned shard, bool drained) { drained_[shard].store(drained); }
@@ -86,6 +97,14 @@ class Server {
   std::condition_variable start_cv_;
   unsigned started_ = 0;
   std::string start_error_;
+
+  struct ListenerSecurity {
+    std::shared_ptr<tls::ServerContext> tls;
+    std::shared_ptr<const auth::UserDb> users;
+  };
+  mutable std::mutex security_mu_;
+  std::vector<ListenerSecurity> security_;  // guarded by security_mu_
+  auth::FailureThrottle auth_throttle_;
 
   std::atomic<int64_t> delivery_posts_{0};
   std::unique_ptr<std::atomic<bool>[]> drained_;

@@ -11,6 +11,9 @@
 #include "smtp/data_reader.h"
 #include "smtp/header.h"
 #include "smtp/reply.h"
+#include "tls/transform.h"
+#include "auth/base64.h"
+#include "auth/sasl.h"
 
 namespace sluice::gateway {
 
@@ -109,6 +112,13 @@ io::Task<void> Session::Run() {
     series.refused[static_cast<size_t>(ConnectRefusal::kShuttingDown)]->Inc(shard_index_);
   } else {
     series.accepted->Inc(shard_index_);
+    // Implicit TLS (RFC 8314): the handshake comes before the greeting.
+    bool up = true;
+    if (listener_.tls == ListenerConfig::Tls::kImplicit) up = co_await StartTls();
+    if (!up) {
+      co_await conn_.Close();
+      co_return;
+    }
     Reply(220, "", host + " ESMTP Sluice");
     for (;;) {
       const smtp::LineReader::Next next = lines_.Take(conn_.inbox());
@@ -237,19 +247,173 @@ io::Task<Session::Outcome> Session::Handle(std::string line) {
       ++junk_;
       Reply(214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)");
       co_return Outcome::kContinue;
-    case Verb::kStartTls:
-      ++junk_;
-      Reply(502, "5.5.1", "Error: STARTTLS not available on this listener");
-      co_return Outcome::kContinue;
-    case Verb::kAuth:
-      ++junk_;
-      Reply(503, "5.5.1", "Error: authentication not enabled");
-      co_return Outcome::kContinue;
+    case Verb::kStartTls: {
+      const Outcome o = co_await OnStartTls(std::string(cmd.arg));
+      co_return o;
+    }
+    case Verb::kAuth: {
+      const Outcome o = co_await OnAuth(std::string(cmd.arg));
+      co_return o;
+    }
     case Verb::kUnknown:
       ++junk_;
       Reply(500, "5.5.2", "Error: command not recognized");
       co_return Outcome::kContinue;
   }
+  co_return Outcome::kContinue;
+}
+
+io::Task<bool> Session::StartTls() {
+  auto ctx = ctx_.server().TlsContext(listener_index_);
+  if (!ctx) co_return false;
+  auto transform = std::make_unique<tls::TlsTransform>(tls::Stream::Server(ctx));
+  tls::TlsTransform* t = transform.get();
+  conn_.StartTransform(std::move(transform));
+  const bool ok = co_await conn_.Handshake(listener_.handshake_timeout);
+  const std::string version = ok ? t->stream().version() : "none";
+  tel_.TlsHandshake(shard_index_, listener_.name, version, ok);
+  if (!ok) {
+    spdlog::info("TLS handshake with {} failed on {}: {}", peer_.ToString(), listener_.name,
+                 t->stream().error().empty() ? "timeout or connection closed"
+                                             : t->stream().error());
+    co_return false;
+  }
+  secure_ = true;
+  tls_version_ = version;
+  tls_cipher_ = t->stream().cipher();
+  co_return true;
+}
+
+io::Task<Session::Outcome> Session::OnStartTls(std::string arg) {
+  if (listener_.tls != ListenerConfig::Tls::kStartTls || secure_) {
+    // Not offered here, or already under TLS (RFC 3207 §4: a second STARTTLS is a bad sequence).
+    if (secure_) {
+      Reply(503, "5.5.1", "Error: TLS already active");
+    } else {
+      Reply(502, "5.5.1", "Error: STARTTLS not available on this listener");
+    }
+    co_return Outcome::kContinue;
+  }
+  if (!arg.empty()) {
+    Reply(501, "5.5.4", "Error: STARTTLS takes no arguments");
+    co_return Outcome::kContinue;
+  }
+  // CVE-2011-0411: anything pipelined after STARTTLS arrived in plaintext and
+  // must never be taken as coming from inside the TLS session. Drop it before
+  // the 220 goes out (bytes arriving after it belong to the handshake).
+  conn_.DiscardInbox();
+  lines_.Reset();
+  Reply(220, "2.0.0", "Ready to start TLS");
+  const bool sent = co_await Flush();
+  if (!sent) co_return Outcome::kClose;
+  const bool up = co_await StartTls();
+  if (!up) {
+    out_.clear();  // nothing can be said in plaintext any more
+    co_return Outcome::kClose;
+  }
+  // RFC 3207 §4.2: forget everything learned before; the client says EHLO again.
+  ResetTransaction();
+  greeted_ = false;
+  esmtp_ = false;
+  helo_.clear();
+  co_return Outcome::kContinue;
+}
+
+io::Task<std::optional<std::string>> Session::ReadAuthLine() {
+  for (;;) {
+    const smtp::LineReader::Next next = lines_.Take(conn_.inbox());
+    if (next.status == smtp::LineReader::Status::kLine) {
+      std::string line(next.line);
+      conn_.Consume(next.consumed);
+      co_return line;
+    }
+    if (next.status != smtp::LineReader::Status::kNeedMore) {
+      conn_.Consume(next.consumed);
+      co_return std::string("\x01");  // not base64: the exchange answers 501
+    }
+    if (next.consumed > 0) {
+      conn_.Consume(next.consumed);
+      continue;
+    }
+    const bool sent = co_await Flush();
+    if (!sent) co_return std::nullopt;
+    const io::ReadStatus st = co_await conn_.WaitForData(listener_.command_timeout, false);
+    if (st != io::ReadStatus::kData) co_return std::nullopt;
+  }
+}
+
+io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
+  const std::string& host = ctx_.server().config().hostname;
+  if (listener_.auth == ListenerConfig::Auth::kOff) {
+    ++junk_;
+    Reply(503, "5.5.1", "Error: authentication not enabled");
+    co_return Outcome::kContinue;
+  }
+  if (!secure_ && !listener_.allow_plaintext_auth) {
+    Reply(538, "5.7.11", "Error: encryption required for requested authentication mechanism");
+    co_return Outcome::kContinue;
+  }
+  if (!auth_user_.empty()) {
+    Reply(503, "5.5.1", "Error: already authenticated");
+    co_return Outcome::kContinue;
+  }
+  if (!greeted_) {
+    Reply(503, "5.5.1", "Error: send EHLO first");
+    co_return Outcome::kContinue;
+  }
+  if (in_mail_) {
+    Reply(503, "5.5.1", "Error: AUTH not permitted during a mail transaction");
+    co_return Outcome::kContinue;
+  }
+  auth::FailureThrottle& throttle = ctx_.server().auth_throttle();
+  const std::string ip = peer_.ToString();
+  if (throttle.Blocked(ip, std::chrono::steady_clock::now())) {
+    Reply(421, "4.7.0", host + " Error: too many failed authentications, try later");
+    co_return Outcome::kClose;
+  }
+  auto parsed = smtp::ParseAuth(arg);
+  if (!parsed) {
+    Reply(parsed.error());
+    co_return Outcome::kContinue;
+  }
+  std::string mechanism = parsed->mechanism;
+  for (char& c : mechanism) c = static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+  std::optional<std::string_view> initial;
+  if (parsed->initial_response) initial = *parsed->initial_response;
+  auth::SaslExchange sasl = auth::SaslExchange::Start(mechanism, initial);
+  auth::SaslExchange::Step step = sasl.Next();
+  while (step.kind == auth::SaslExchange::Step::kChallenge) {
+    Reply(334, "", step.challenge_b64);
+    std::optional<std::string> line = co_await ReadAuthLine();
+    if (!line) co_return Outcome::kClose;
+    step = sasl.Feed(*line);
+  }
+  if (step.kind == auth::SaslExchange::Step::kError) {
+    Reply(step.code, step.enhanced, step.text);
+    co_return Outcome::kContinue;
+  }
+  // crypt() is slow by design: never on the shard (DESIGN.md §4).
+  auto users = ctx_.server().Users(listener_index_);
+  const auth::UserDb* db = users.get();
+  const std::string* user = &step.user;
+  const std::string* password = &step.password;
+  auto verify = ctx_.server().pool().Run(ctx_.shard(), [db, user, password] {
+    return db != nullptr && db->Verify(*user, *password);
+  });
+  const bool ok = co_await verify;
+  tel_.Auth(shard_index_, listener_.name, mechanism == "LOGIN" ? "login" : "plain", ok);
+  if (ok) {
+    throttle.RecordSuccess(ip);
+    auth_user_ = step.user;
+    spdlog::info("AUTH {} as {} from {} on {}", mechanism, auth_user_, ip, listener_.name);
+    Reply(235, "2.7.0", "Authentication successful");
+    co_return Outcome::kContinue;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  throttle.RecordFailure(ip, now);
+  const auto delay = throttle.DelayFor(ip, now);
+  if (delay.count() > 0) co_await io::Sleep(ctx_.shard(), delay);
+  Reply(535, "5.7.8", "Error: authentication credentials invalid");
   co_return Outcome::kContinue;
 }
 
@@ -273,6 +437,13 @@ Session::Outcome Session::OnEhlo(std::string_view arg, bool extended) {
   text += "PIPELINING\n";
   text += "SIZE " + std::to_string(listener_.max_message_size) + "\n";
   text += "8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nCHUNKING\nDSN";
+  if (listener_.tls == ListenerConfig::Tls::kStartTls && !secure_) text += "\nSTARTTLS";
+  // RFC 4954 §4: AUTH only where it may be used: over TLS unless the
+  // listener explicitly allows plaintext.
+  if (listener_.auth != ListenerConfig::Auth::kOff && auth_user_.empty() &&
+      (secure_ || listener_.allow_plaintext_auth)) {
+    text += "\nAUTH PLAIN LOGIN";
+  }
   Reply(250, "", text);
   return Outcome::kContinue;
 }
@@ -319,6 +490,21 @@ Session::Outcome Session::OnMail(std::string_view arg) {
     Reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8");
     return Outcome::kContinue;
   }
+  if (listener_.auth == ListenerConfig::Auth::kRequired && auth_user_.empty()) {
+    // RFC 6409 §4.1: submission requires authentication.
+    Reply(530, "5.7.0", "Error: authentication required");
+    return Outcome::kContinue;
+  }
+  if (!auth_user_.empty()) {
+    auto users = ctx_.server().Users(listener_index_);
+    std::string domain = mail->path.mailbox.domain;
+    for (char& c : domain) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    if (users && !users->SenderAllowed(auth_user_, domain)) {
+      Reply(553, "5.7.1", "<" + mail->path.ToString() + ">: sender address not owned by user " +
+                              auth_user_);
+      return Outcome::kContinue;
+    }
+  }
   mail_ = std::move(*mail);
   in_mail_ = true;
   mail_started_ = ctx_.shard().Now();
@@ -327,6 +513,7 @@ Session::Outcome Session::OnMail(std::string_view arg) {
 }
 
 bool Session::RelayAllowed(const smtp::Path& rcpt) const {
+  if (!auth_user_.empty()) return true;  // authenticated clients relay anywhere
   for (const io::Cidr& net : listener_.mynetworks) {
     if (net.Contains(peer_)) return true;
   }
@@ -389,10 +576,20 @@ std::string Session::ReceivedHeader(const std::string& id) const {
   h += helo_;
   h += " ([";
   h += peer_.ToString();
-  h += "])\r\n\tby ";
+  h += "])";
+  if (secure_) {
+    h += "\r\n\t(using " + tls_version_ + " with cipher " + tls_cipher_ + ")";
+  }
+  if (!auth_user_.empty() && listener_.auth_header) {
+    h += "\r\n\t(Authenticated sender: " + auth_user_ + ")";
+  }
+  h += "\r\n\tby ";
   h += cfg.hostname;
+  // RFC 3848: ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both).
   h += " (Sluice) with ";
   h += esmtp_ ? "ESMTP" : "SMTP";
+  if (esmtp_ && secure_) h += "S";
+  if (esmtp_ && !auth_user_.empty()) h += "A";
   h += " id ";
   h += id;
   if (rcpts_.size() == 1) {
@@ -563,6 +760,21 @@ io::Task<Session::Outcome> Session::Commit() {
     co_return Outcome::kContinue;
   }
 
+  if (!auth_user_.empty() && listener_.submission_fixups) {
+    // RFC 6409 §8.2, §8.3: a submission server may add a missing Date and
+    // Message-ID. They go right after our Received header.
+    std::string added;
+    if (!smtp::HasHeaderField(message, "Date")) {
+      added += "Date: " + smtp::FormatRfc5322Date(std::time(nullptr)) + "\r\n";
+    }
+    if (!smtp::HasHeaderField(message, "Message-ID")) {
+      added += "Message-ID: <" + id_.ToString() + "@" + cfg.hostname + ">\r\n";
+    }
+    if (!added.empty()) {
+      body_.insert(header_len_, added);
+      header_len_ += added.size();
+    }
+  }
   queue::Envelope env;
   env.sender = mail_.path.ToString();
   env.body_type = static_cast<uint8_t>(mail_.params.body);
@@ -579,6 +791,8 @@ io::Task<Session::Outcome> Session::Commit() {
   env.client_ip = peer_.ToString();
   env.helo = helo_;
   env.listener = listener_.name;
+  env.auth_user = auth_user_;
+  env.tls = secure_;
   const uint64_t body_size = body_.size();
 
   // Admission control (DESIGN.md §7): when the writer's queue is full, wait

@@ -9,6 +9,7 @@
 // written (DESIGN.md promise 1).
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,12 @@ class Session {
   enum class Outcome { kContinue, kClose };
 
   io::Task<Outcome> Handle(std::string line);
+  // TLS: upgrade the connection and run the handshake (STARTTLS or implicit).
+  io::Task<bool> StartTls();
+  io::Task<Outcome> OnStartTls(std::string arg);
+  io::Task<Outcome> OnAuth(std::string arg);
+  // One client line during an AUTH exchange; nullopt when the client is gone.
+  io::Task<std::optional<std::string>> ReadAuthLine();
   Outcome OnEhlo(std::string_view arg, bool extended);
   Outcome OnMail(std::string_view arg);
   Outcome OnRcpt(std::string_view arg);
@@ -81,6 +88,9 @@ class Session {
   std::string out_;
 
   // Session state.
+  bool secure_ = false;  // TLS is up
+  std::string tls_version_, tls_cipher_;
+  std::string auth_user_;  // after a successful AUTH
   std::string helo_;
   bool greeted_ = false;
   bool esmtp_ = false;

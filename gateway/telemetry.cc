@@ -20,7 +20,19 @@ static_assert(std::size(kRefusalNames) == static_cast<size_t>(ConnectRefusal::kC
 }  // namespace
 
 Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventLog* events)
-    : events_(events) {
+    : tls_handshakes_(r.AddCounter("sluice_tls_handshakes_total",
+                                   "Inbound TLS handshakes (STARTTLS and implicit), by outcome.",
+                                   {"listener", "version", "result"})),
+      auth_(r.AddCounter("sluice_smtpd_auth_total", "SMTP AUTH attempts, by outcome.",
+                         {"listener", "mechanism", "result"})),
+      events_(events) {
+  tls_handshakes_.SetMaxSeries(64);
+  auth_.SetMaxSeries(64);
+  for (const ListenerConfig& l : config.listeners) {
+    if (l.tls != ListenerConfig::Tls::kNone) {
+      tls_handshakes_.WithLabels({l.name, "none", "failure"});  // present from the start, at 0
+    }
+  }
   auto& connections = r.AddCounter("sluice_smtpd_connections_total",
                                    "Inbound SMTP connections, accepted or refused at connect.",
                                    {"listener", "result", "reason"});

@@ -59,6 +59,14 @@ class Telemetry {
   }
   void Reject(unsigned shard, Rejection r) { rejections_[static_cast<size_t>(r)]->Inc(shard); }
 
+  void TlsHandshake(unsigned shard, const std::string& listener, const std::string& version,
+                    bool ok) {
+    tls_handshakes_.WithLabels({listener, version, ok ? "ok" : "failure"}).Inc(shard);
+  }
+  void Auth(unsigned shard, const std::string& listener, const std::string& mechanism, bool ok) {
+    auth_.WithLabels({listener, mechanism, ok ? "success" : "failure"}).Inc(shard);
+  }
+
   metrics::Histogram& commit_seconds() { return *commit_seconds_; }
   metrics::Counter& backpressure() { return *backpressure_; }
   metrics::EventLog* events() { return events_; }
@@ -68,6 +76,8 @@ class Telemetry {
   std::vector<metrics::Counter*> commands_;
   std::array<metrics::Counter*, 4> replies_{};
   std::array<metrics::Counter*, static_cast<size_t>(Rejection::kCount)> rejections_{};
+  metrics::CounterFamily& tls_handshakes_;
+  metrics::CounterFamily& auth_;
   metrics::Histogram* commit_seconds_;
   metrics::Counter* backpressure_;
   metrics::EventLog* events_;
