@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "delivery/client/smtp_client.h"
+
 namespace sluice::delivery {
 
 using Seconds = std::chrono::seconds;
@@ -31,6 +33,12 @@ struct RouteConfig {
   unsigned max_connections = 20;
   unsigned max_messages_per_connection = 100;
   double max_message_rate = 0;  // messages per second; 0 = unlimited
+  // Outbound TLS: opportunistic (default; STARTTLS when offered, plaintext
+  // when it fails), required (verified certificate for tls_server_name, or
+  // the message waits), disabled.
+  ClientOptions::TlsPolicy tls = ClientOptions::TlsPolicy::kOpportunistic;
+  std::string tls_server_name;  // default: the MX host name, or `host`
+  std::string auth_user, auth_password;  // smarthost AUTH, only over TLS
 };
 
 struct DeliveryConfig {
@@ -47,6 +55,7 @@ struct DeliveryConfig {
   // messages are deferred without burning a connection attempt each.
   Seconds destination_backoff{60};
   Seconds connect_timeout{30};
+  Seconds tls_timeout{30};  // outbound TLS handshake; a stall past it counts as a failed handshake
   Seconds idle_timeout{5};  // a pooled connection with nothing to send is closed after this
   Seconds command_timeout{300};
   Seconds data_timeout{600};

@@ -198,6 +198,7 @@ DeliveryShard::DeliveryShard(io::Shard& shard, unsigned index, const DeliveryCon
   client_options_.data_init_timeout = config_.command_timeout;
   client_options_.data_block_timeout = config_.data_timeout;
   client_options_.data_done_timeout = config_.data_timeout;
+  client_options_.tls_timeout = config_.tls_timeout;
 }
 
 DeliveryShard::~DeliveryShard() = default;
@@ -753,7 +754,8 @@ io::Task<bool> DeliveryShard::TakeJob(Destination* d, Job* job) {
 }
 
 io::Task<bool> DeliveryShard::Connect(Destination* d, io::Connection** out_conn,
-                                      std::string* remote, smtp::Reply* failure) {
+                                      std::string* remote, smtp::Reply* failure,
+                                      std::string* host) {
   struct Target {
     std::string host;
     io::IpAddress ip;
@@ -787,6 +789,7 @@ io::Task<bool> DeliveryShard::Connect(Destination* d, io::Connection** out_conn,
     auto addr = io::SocketAddress::Parse(t.ip.ToString(), port);
     if (!addr.ok()) continue;
     *remote = t.host + "[" + t.ip.ToString() + "]:" + std::to_string(port);
+    *host = t.host;
     ++stats_.connections;
     Result<int> fd = co_await io::ConnectTcp(shard_, *addr, config_.connect_timeout);
     if (!fd.ok()) {
@@ -820,15 +823,47 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
     std::unique_ptr<SmtpClient> client;
     ClientOptions options = client_options_;
     options.lmtp = d->type == RouteType::kLmtp;
-    // Connect and greet, trying the next address when one fails.
-    for (int round = 0; round < 5 && !connected; ++round) {
-      const bool ok = co_await Connect(d, &raw, &remote, &failure);
+    // Connect and greet. With opportunistic TLS, a host whose handshake
+    // fails is remembered (broken_tls_) and reached again in plaintext.
+    for (int round = 0; round < 2 && !connected; ++round) {
+      std::string host;
+      const bool ok = co_await Connect(d, &raw, &remote, &failure, &host);
       if (!ok) break;
       conn.reset(raw);
       d->connections.push_back(conn.get());
       SeriesFor(d->label).connections->Add(index_, 1);
-      client = std::make_unique<SmtpClient>(*conn, options);
+      ClientOptions attempt = options;
+      const RouteConfig* route = d->route;
+      attempt.tls_policy = route ? route->tls : ClientOptions::TlsPolicy::kOpportunistic;
+      attempt.tls_context = tls_context_;
+      attempt.tls_server_name =
+          route && !route->tls_server_name.empty() ? route->tls_server_name : host;
+      if (route && !route->auth_user.empty()) {
+        attempt.auth_user = route->auth_user;
+        attempt.auth_password = route->auth_password;
+      }
+      const uint64_t now = UnixMicros();
+      auto broken = broken_tls_.find(host);
+      if (broken != broken_tls_.end() && broken->second <= now) {
+        broken_tls_.erase(broken);
+        broken = broken_tls_.end();
+      }
+      bool skipped_tls = false;
+      if (broken != broken_tls_.end() &&
+          attempt.tls_policy == ClientOptions::TlsPolicy::kOpportunistic) {
+        attempt.tls_policy = ClientOptions::TlsPolicy::kDisabled;
+        skipped_tls = true;
+      }
+      client = std::make_unique<SmtpClient>(*conn, attempt);
       smtp::Reply hello = co_await client->Handshake();
+      if (attempt.tls_policy != ClientOptions::TlsPolicy::kDisabled || skipped_tls) {
+        const char* result = skipped_tls             ? "skipped_broken"
+                             : client->tls_failed()  ? "failed"
+                             : client->tls_verified() ? "verified"
+                             : client->secure()       ? "unverified"
+                                                      : "not_offered";
+        tel_.Tls(index_, result);
+      }
       if (hello.code >= 200 && hello.code < 300) {
         connected = true;
         break;
@@ -838,9 +873,16 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
       std::erase(d->connections, conn.get());
       SeriesFor(d->label).connections->Add(index_, -1);
       co_await conn->Close();
+      const bool retry_plain = client->tls_failed() &&
+                               attempt.tls_policy == ClientOptions::TlsPolicy::kOpportunistic;
       client.reset();
       conn.reset();
-      break;  // Connect() already walked the addresses; one greeting failure ends this round
+      if (!retry_plain) break;
+      // RFC 7435: opportunistic TLS must not make mail undeliverable.
+      spdlog::info("destination {}: TLS with {} failed ({}); retrying in plaintext and skipping "
+                   "TLS with it for an hour",
+                   d->key, host, OneLine(failure));
+      broken_tls_[host] = now + 3600 * kMicros;
     }
     if (!connected) {
       ++stats_.connection_failures;

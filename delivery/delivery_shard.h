@@ -61,6 +61,9 @@ class DeliveryShard final : public queue::CompletionSink {
                 queue::MessageIdGenerator& ids, DeliveryTelemetry& telemetry);
   ~DeliveryShard() override;
 
+  // Before Start(): the TLS client context shared by all shards (null: no
+  // outbound TLS; opportunistic routes then send in plaintext).
+  void SetTlsContext(std::shared_ptr<tls::ClientContext> ctx) { tls_context_ = std::move(ctx); }
   // Before any Start(): every shard's DeliveryShard, indexed by shard, and
   // the process-wide count of posts between them not yet run.
   void SetPeers(std::vector<DeliveryShard*> peers, std::atomic<int64_t>* in_flight) {
@@ -127,7 +130,7 @@ class DeliveryShard final : public queue::CompletionSink {
   void MaybeStartWorker(Destination& d);
   io::Detached RunWorker(Destination* d);
   io::Task<bool> Connect(Destination* d, io::Connection** out_conn, std::string* remote,
-                         smtp::Reply* failure);
+                         smtp::Reply* failure, std::string* host);
   io::Task<void> DeliverMaildir(Destination* d, Job job);
   // Pool-thread work.
   std::optional<std::string> ReadBodyBlocking(const queue::MessageId& id);
@@ -155,6 +158,8 @@ class DeliveryShard final : public queue::CompletionSink {
   std::vector<DeliveryShard*> peers_;
   std::atomic<int64_t>* in_flight_ = nullptr;
   std::unique_ptr<Resolver> resolver_;
+  std::shared_ptr<tls::ClientContext> tls_context_;
+  std::unordered_map<std::string, uint64_t> broken_tls_;  // host → skip TLS until (µs)
   ClientOptions client_options_;
   std::mt19937_64 rng_;
   bool stopping_ = false;

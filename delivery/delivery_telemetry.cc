@@ -13,7 +13,14 @@ DeliveryTelemetry::DeliveryTelemetry(metrics::Registry& r, metrics::EventLog* ev
           "sluice_delivery_connection_failures_total",
           "Outbound connections that could not be opened or greeted, by destination.",
           {"destination"})),
+      tls_(r.AddCounter("sluice_delivery_tls_total",
+                        "Outbound connections by TLS outcome (verified, unverified, failed, "
+                        "not_offered, skipped_broken).",
+                        {"result"})),
       events_(events) {
+  for (const char* result : {"verified", "unverified", "failed", "not_offered", "skipped_broken"}) {
+    tls_.WithLabels({result});
+  }
   attempts_.SetMaxSeries(max_destinations * 3);
   connections_.SetMaxSeries(max_destinations);
   connection_failures_.SetMaxSeries(max_destinations);

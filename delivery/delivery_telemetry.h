@@ -31,6 +31,8 @@ class DeliveryTelemetry {
 
   enum class DnsType { kMx, kHost };
   void Dns(unsigned shard, DnsType type, MxLookup::Status status, double seconds);
+  // Outbound TLS: verified, unverified, failed, not_offered, skipped_broken.
+  void Tls(unsigned shard, std::string_view result) { tls_.WithLabels({result}).Inc(shard); }
   void Dsn(unsigned shard, DsnAction action) { dsn_[static_cast<size_t>(action)]->Inc(shard); }
   metrics::Histogram& delivery_seconds() { return *delivery_seconds_; }
   metrics::EventLog* events() { return events_; }
@@ -39,6 +41,7 @@ class DeliveryTelemetry {
   metrics::CounterFamily& attempts_;
   metrics::GaugeFamily& connections_;
   metrics::CounterFamily& connection_failures_;
+  metrics::CounterFamily& tls_;
   metrics::Histogram* delivery_seconds_;
   std::array<std::array<metrics::Counter*, 5>, 2> dns_{};
   std::array<metrics::Histogram*, 2> dns_seconds_{};

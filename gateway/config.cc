@@ -271,6 +271,7 @@ bool ParseDelivery(const toml::table& t, const std::string& file, delivery::Deli
          r.Secs("bounce_max_age", &d->bounce_max_age, 1, 60 * 86400, err) &&
          r.Secs("destination_backoff", &d->destination_backoff, 0, 86400, err) &&
          r.Secs("connect_timeout", &d->connect_timeout, 1, 3600, err) &&
+         r.Secs("tls_timeout", &d->tls_timeout, 1, 3600, err) &&
          r.Secs("idle_timeout", &d->idle_timeout, 0, 3600, err) &&
          r.Secs("command_timeout", &d->command_timeout, 1, 3600, err) &&
          r.Secs("data_timeout", &d->data_timeout, 1, 7200, err) &&
@@ -303,6 +304,32 @@ bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
   } else {
     *err = r.Where(t.get("type") ? t.get("type") : &t, "type") +
            ": must be \"mx\", \"smarthost\", \"lmtp\" or \"maildir\"";
+    return false;
+  }
+  std::string tls = "opportunistic";
+  if (!r.String("tls", &tls, err) || !r.String("tls_server_name", &route->tls_server_name, err) ||
+      !r.String("auth_user", &route->auth_user, err) ||
+      !r.String("auth_password", &route->auth_password, err)) {
+    return false;
+  }
+  if (tls == "opportunistic") {
+    route->tls = delivery::ClientOptions::TlsPolicy::kOpportunistic;
+  } else if (tls == "required") {
+    route->tls = delivery::ClientOptions::TlsPolicy::kRequired;
+  } else if (tls == "disabled") {
+    route->tls = delivery::ClientOptions::TlsPolicy::kDisabled;
+  } else {
+    *err = r.Where(t.get("tls"), "tls") +
+           ": must be \"opportunistic\", \"required\" or \"disabled\"";
+    return false;
+  }
+  if (route->auth_user.empty() != route->auth_password.empty()) {
+    *err = r.Where(&t, "auth_user") + ": auth_user and auth_password go together";
+    return false;
+  }
+  if (!route->auth_user.empty() && route->tls == delivery::ClientOptions::TlsPolicy::kDisabled) {
+    *err = r.Where(&t, "auth_user") + ": credentials are only sent over TLS; tls must not be "
+                                      "\"disabled\"";
     return false;
   }
   std::string rate;

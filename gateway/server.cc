@@ -35,6 +35,15 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
   for (unsigned i = 0; i < config_.shards; ++i) {
     shards_.push_back(std::make_unique<ShardContext>(*this, i));
   }
+  // One TLS client context for outbound delivery: its session cache is
+  // shared by all shards (resumption per destination host).
+  std::shared_ptr<tls::ClientContext> client_tls;
+  if (auto ctx = tls::ClientContext::Create(tls::ClientOptions{}); ctx) {
+    client_tls = *ctx;
+  } else {
+    spdlog::warn("outbound TLS disabled: {}", ctx.error().message);
+  }
+  for (auto& s : shards_) s->delivery().SetTlsContext(client_tls);
   std::vector<delivery::DeliveryShard*> peers;
   for (auto& s : shards_) peers.push_back(&s->delivery());
   for (auto& s : shards_) s->delivery().SetPeers(peers, &delivery_posts_);

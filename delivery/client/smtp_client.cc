@@ -1,6 +1,11 @@
 #include "delivery/client/smtp_client.h"
 
 #include <algorithm>
+
+#include "auth/base64.h"
+#include "tls/transform.h"
+
+#include <algorithm>
 #include <utility>
 
 #include "delivery/client/dot_stuffer.h"
@@ -207,7 +212,36 @@ io::Task<smtp::Reply> SmtpClient::Handshake() {
     // RFC 5321 §3.1: a 554 greeting; the caller may still QUIT.
     co_return greeting;
   }
+  Reply reply = co_await Ehlo();
+  if (!ready_) {
+    co_return reply;
+  }
+  if (options_.tls_policy != ClientOptions::TlsPolicy::kDisabled && caps_.esmtp) {
+    Reply tls = co_await StartTls();
+    if (!ready_) {
+      co_return tls;
+    }
+    if (secure_) {
+      reply = co_await Ehlo();  // RFC 3207 §4.2: the server forgot everything
+      if (!ready_) {
+        co_return reply;
+      }
+    }
+  } else if (options_.tls_policy == ClientOptions::TlsPolicy::kRequired) {
+    ready_ = false;
+    co_return MakeReply(451, "4.7.4", "TLS required, but the server does not speak ESMTP");
+  }
+  if (!options_.auth_user.empty()) {
+    Reply auth = co_await Authenticate();
+    if (!ready_) {
+      co_return auth;
+    }
+  }
+  co_return reply;
+}
 
+io::Task<smtp::Reply> SmtpClient::Ehlo() {
+  ready_ = false;
   const std::string_view hello = options_.lmtp ? "LHLO" : "EHLO";
   std::string command(hello);
   command.append(" ").append(options_.helo_name).append("\r\n");
@@ -225,8 +259,8 @@ io::Task<smtp::Reply> SmtpClient::Handshake() {
     co_return reply;
   }
   // RFC 5321 §3.2: a server that does not know EHLO answers 5xx; HELO then.
-  // LMTP has no HELO (RFC 2033 §4.1).
-  if (reply.code / 100 != 5 || options_.lmtp) {
+  // LMTP has no HELO (RFC 2033 §4.1); after STARTTLS there is no going back.
+  if (reply.code / 100 != 5 || options_.lmtp || secure_) {
     co_return reply;
   }
 
@@ -241,6 +275,109 @@ io::Task<smtp::Reply> SmtpClient::Handshake() {
     ready_ = true;
   }
   co_return helo_reply;
+}
+
+io::Task<smtp::Reply> SmtpClient::StartTls() {
+  const bool required = options_.tls_policy == ClientOptions::TlsPolicy::kRequired;
+  if (!caps_.starttls) {
+    if (required) {
+      ready_ = false;
+      co_return MakeReply(451, "4.7.4", "TLS required, but STARTTLS is not offered");
+    }
+    co_return MakeReply(250, "2.0.0", "continuing without TLS");
+  }
+  if (!options_.tls_context) {
+    if (required) {
+      ready_ = false;
+      co_return MakeReply(451, "4.7.0", "TLS required, but no TLS client context is configured");
+    }
+    co_return MakeReply(250, "2.0.0", "continuing without TLS");
+  }
+  const bool sent = co_await Write("STARTTLS\r\n", options_.helo_timeout, "STARTTLS");
+  if (!sent) {
+    co_return failure_;
+  }
+  Reply reply = co_await ReadReply(options_.helo_timeout, "STARTTLS");
+  if (broken_) {
+    co_return reply;
+  }
+  if (reply.code != 220) {
+    if (required) {
+      ready_ = false;
+      co_return MakeReply(451, "4.7.4", "TLS required, but STARTTLS was refused: " +
+                                            std::to_string(reply.code) + " " + reply.text);
+    }
+    co_return reply;  // opportunistic: carry on in plaintext on this connection
+  }
+  auto transform = std::make_unique<tls::TlsTransform>(
+      tls::Stream::Client(options_.tls_context, options_.tls_server_name, required));
+  tls::TlsTransform* t = transform.get();
+  conn_.StartTransform(std::move(transform));
+  const bool ok = co_await conn_.Handshake(options_.tls_timeout);
+  if (!ok) {
+    // The stream is in an unknown state: this connection is done. An
+    // opportunistic caller reconnects without TLS (tls_failed()).
+    tls_failed_ = true;
+    broken_ = true;
+    ready_ = false;
+    std::string why = t->stream().error();
+    if (why.empty()) why = "handshake timed out or the connection closed";
+    co_return MakeReply(451, required ? "4.7.5" : "4.7.0", "TLS handshake failed: " + why);
+  }
+  secure_ = true;
+  tls_verified_ = t->stream().peer_verified();
+  tls_version_ = t->stream().version();
+  co_return MakeReply(220, "2.0.0", "TLS up");
+}
+
+io::Task<smtp::Reply> SmtpClient::Authenticate() {
+  if (!secure_) {
+    ready_ = false;
+    co_return MakeReply(451, "4.7.0", "refusing to send credentials without TLS");
+  }
+  const bool plain = std::find(caps_.auth.begin(), caps_.auth.end(), "PLAIN") != caps_.auth.end();
+  const bool login = std::find(caps_.auth.begin(), caps_.auth.end(), "LOGIN") != caps_.auth.end();
+  if (!plain && !login) {
+    ready_ = false;
+    co_return MakeReply(451, "4.7.0", "the smarthost offers neither AUTH PLAIN nor LOGIN");
+  }
+  Reply reply;
+  if (plain) {
+    std::string creds;
+    creds.push_back('\0');
+    creds += options_.auth_user;
+    creds.push_back('\0');
+    creds += options_.auth_password;
+    const bool sent = co_await Write("AUTH PLAIN " + auth::EncodeBase64(creds) + "\r\n",
+                                     options_.helo_timeout, "AUTH");
+    if (!sent) {
+      co_return failure_;
+    }
+    reply = co_await ReadReply(options_.helo_timeout, "AUTH");
+  } else {
+    const std::string steps[] = {"AUTH LOGIN", auth::EncodeBase64(options_.auth_user),
+                                 auth::EncodeBase64(options_.auth_password)};
+    for (const std::string& step : steps) {
+      const bool sent = co_await Write(step + "\r\n", options_.helo_timeout, "AUTH");
+      if (!sent) {
+        co_return failure_;
+      }
+      reply = co_await ReadReply(options_.helo_timeout, "AUTH");
+      if (broken_ || reply.code != 334) {
+        break;
+      }
+    }
+  }
+  if (broken_) {
+    co_return reply;
+  }
+  if (reply.code != 235) {
+    // Wrong credentials are our configuration problem: keep the mail and retry.
+    ready_ = false;
+    co_return MakeReply(451, "4.7.8", "smarthost authentication failed: " +
+                                          std::to_string(reply.code) + " " + reply.text);
+  }
+  co_return reply;
 }
 
 io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {

@@ -27,6 +27,7 @@
 #include "io/task.h"
 #include "smtp/params.h"
 #include "smtp/reply.h"
+#include "tls/context.h"
 
 namespace sluice::io {
 class Connection;
@@ -52,6 +53,19 @@ struct ClientOptions {
   Duration data_done_timeout = std::chrono::seconds(600);  // reply(ies) after the final dot
   // QUIT is a courtesy; do not hold a delivery slot for it.
   Duration quit_timeout = std::chrono::seconds(10);
+
+  // Outbound TLS (RFC 3207). Opportunistic (RFC 7435): STARTTLS when
+  // offered, unverified; a failed handshake leaves the connection unusable
+  // and tls_failed() true, so the caller reconnects in plaintext. Required:
+  // STARTTLS must be offered and the certificate must verify for
+  // tls_server_name, else the handshake answers 4xx (the message waits).
+  enum class TlsPolicy { kDisabled, kOpportunistic, kRequired };
+  TlsPolicy tls_policy = TlsPolicy::kDisabled;
+  std::shared_ptr<::sluice::tls::ClientContext> tls_context;
+  std::string tls_server_name;  // SNI and the name the certificate must match
+  Duration tls_timeout = std::chrono::seconds(30);
+  // Smarthost AUTH (RFC 4954), PLAIN when offered, else LOGIN; only over TLS.
+  std::string auth_user, auth_password;
 };
 
 struct OutboundRecipient {
@@ -103,6 +117,10 @@ class SmtpClient {
     return caps_;
   }
   // Handshake done and nothing went wrong since: Send may be called.
+  bool tls_failed() const { return tls_failed_; }
+  bool secure() const { return secure_; }
+  bool tls_verified() const { return tls_verified_; }
+  const std::string& tls_version() const { return tls_version_; }
   bool usable() const {
     return ready_ && !broken_;
   }
@@ -136,6 +154,13 @@ class SmtpClient {
   Capabilities caps_;
   bool ready_ = false;   // handshake succeeded
   bool broken_ = false;  // timeout, protocol error, 421, loss or QUIT: never reuse
+  bool tls_failed_ = false;
+  bool secure_ = false;
+  bool tls_verified_ = false;
+  std::string tls_version_;
+  io::Task<smtp::Reply> Ehlo();
+  io::Task<smtp::Reply> StartTls();
+  io::Task<smtp::Reply> Authenticate();
   uint64_t transactions_ = 0;
   smtp::Reply failure_;  // why the last Write failed
 };
