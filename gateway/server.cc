@@ -149,6 +149,9 @@ void Server::CollectShards(metrics::Exposition& out) {
        [](const io::ShardStats& s) { return static_cast<double>(s.cq_overflow.load()); }},
       {"sluice_shard_loop_iterations_total", "Event-loop iterations.", MetricType::kCounter,
        [](const io::ShardStats& s) { return static_cast<double>(s.loop_iterations.load()); }},
+      {"sluice_tls_abrupt_eof_total",
+       "TLS connections the peer closed without close_notify.", MetricType::kCounter,
+       [](const io::ShardStats& s) { return static_cast<double>(s.tls_abrupt_eof.load()); }},
       {"sluice_shard_busy_seconds_total",
        "Time the shard's loop spent working (not waiting in io_uring_enter); rate() is the "
        "loop utilisation.",

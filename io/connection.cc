@@ -56,6 +56,13 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
   }
   const bool more = flags & IORING_CQE_F_MORE;
   if (res == 0) {
+    if (transform_ && transform_->handshake_done() && !transform_->peer_closed() && !eof_) {
+      // No close_notify before the TCP FIN: a truncation attack or a sloppy
+      // peer; SMTP's own framing (QUIT, the final dot) makes it harmless.
+      auto& s = const_cast<ShardStats&>(shard_.stats());
+      s.tls_abrupt_eof.store(s.tls_abrupt_eof.load(std::memory_order_relaxed) + 1,
+                             std::memory_order_relaxed);
+    }
     eof_ = true;
   } else if (res == -ENOBUFS) {
     // The ring ran dry; this batch's buffers are already back.

@@ -55,6 +55,7 @@ struct ShardStats {
   std::atomic<uint64_t> stale_cqes{0};     // CQE for a freed slot (a bug)
   std::atomic<uint64_t> loop_iterations{0};
   std::atomic<uint64_t> busy_ns{0};        // time not spent waiting in io_uring_enter
+  std::atomic<uint64_t> tls_abrupt_eof{0};  // TLS peers that closed TCP without close_notify
 };
 
 class Shard {

@@ -174,5 +174,19 @@ class SpoolRecoveryTest(DaemonTestCase):
         self.assertEqual(d.queue_count(), 2)
 
 
+class LinkageTest(unittest.TestCase):
+    """BoringSSL and OpenSSL 3 in one process crash (unversioned symbols,
+    DESIGN.md §6): no binary may pull in libssl.so.3 or libcrypto.so.3."""
+
+    def test_no_binary_links_openssl3(self):
+        for binary in (harness.sluiced_path(), harness.sluicectl_path()):
+            out = subprocess.run(["ldd", str(binary)], capture_output=True, text=True,
+                                 timeout=30).stdout
+            self.assertNotRegex(out, r"lib(ssl|crypto)\.so\.3", f"{binary}:\n{out}")
+        out = subprocess.run(["ldd", str(harness.sluiced_path())], capture_output=True,
+                             text=True, timeout=30).stdout
+        self.assertRegex(out, r"android/libssl\.so\.0", "sluiced must use BoringSSL")
+
+
 if __name__ == "__main__":
     unittest.main()
