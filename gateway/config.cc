@@ -207,6 +207,30 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
            "\" needs certificate and private_key";
     return false;
   }
+  if (const toml::node* n = r.Get("sni")) {
+    const toml::array* a = n->as_array();
+    if (!a || !a->is_array_of_tables()) {
+      *err = r.Where(n, "sni") + ": use [[listener.sni]] tables";
+      return false;
+    }
+    size_t k = 0;
+    for (const toml::node& e : *a) {
+      ListenerConfig::SniCertificate c;
+      TableReader er(*e.as_table(), file, "listener[" + std::to_string(index) + "].sni[" +
+                                              std::to_string(k++) + "].");
+      if (!er.String("name", &c.name, err) || !er.String("certificate", &c.certificate, err) ||
+          !er.String("private_key", &c.private_key, err) ||
+          !er.String("rsa_certificate", &c.rsa_certificate, err) ||
+          !er.String("rsa_private_key", &c.rsa_private_key, err) || !er.CheckUnknown(err)) {
+        return false;
+      }
+      if (c.name.empty() || c.certificate.empty() || c.private_key.empty()) {
+        *err = er.Where(&e, "name") + ": name, certificate and private_key are required";
+        return false;
+      }
+      l->sni.push_back(std::move(c));
+    }
+  }
   if (l->rsa_certificate.empty() != l->rsa_private_key.empty()) {
     *err = r.Where(&t, "rsa_certificate") + ": rsa_certificate and rsa_private_key go together";
     return false;

@@ -46,6 +46,12 @@ struct ListenerConfig {
   Tls tls = Tls::kNone;
   std::string certificate, private_key;          // PEM; ECDSA (preferred) or RSA
   std::string rsa_certificate, rsa_private_key;  // optional second pair for RSA-only clients
+  struct SniCertificate {
+    std::string name;  // "mail.example.com" or "*.example.com"
+    std::string certificate, private_key;
+    std::string rsa_certificate, rsa_private_key;
+  };
+  std::vector<SniCertificate> sni;  // [[listener.sni]]: certificates chosen by the client's SNI
   bool tls13_only = false;                       // tls_min_version = "1.3"
   Seconds handshake_timeout{30};
 

@@ -92,6 +92,15 @@ Result<void> Server::LoadSecurity() {
         o.certificates.push_back({l.rsa_certificate, l.rsa_private_key});
       }
       o.min_version = l.tls13_only ? tls::kTls13 : tls::kTls12;
+      for (const ListenerConfig::SniCertificate& c : l.sni) {
+        tls::ServerOptions::SniEntry entry;
+        entry.name = c.name;
+        entry.certificates.push_back({c.certificate, c.private_key});
+        if (!c.rsa_certificate.empty()) {
+          entry.certificates.push_back({c.rsa_certificate, c.rsa_private_key});
+        }
+        o.sni.push_back(std::move(entry));
+      }
       auto ctx = tls::ServerContext::Create(o);
       if (!ctx) return MakeError("listener '" + l.name + "': " + ctx.error().message);
       loaded[i].tls = *ctx;

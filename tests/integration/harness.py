@@ -201,11 +201,21 @@ class Daemon:
         for listener in self.listeners:
             port = listener["port"]
 
+            implicit_tls = listener.get("tls") == "implicit"
+
             def greeted():
                 if self.proc.poll() is not None:
                     raise AssertionError(
                         f"sluiced exited with {self.proc.returncode} during startup:\n"
                         + self.log_text())
+                if implicit_tls:
+                    # The greeting comes after the TLS handshake: a TCP
+                    # connection is the sign of life here.
+                    try:
+                        socket.create_connection((LOOPBACK, port), timeout=1).close()
+                        return True
+                    except OSError:
+                        return False
                 return probe_greeting(port)
 
             wait_until(greeted, max(0.1, deadline - time.monotonic()),

@@ -1,0 +1,70 @@
+"""SNI picks the listener's certificate for that name; SIGHUP swaps in new
+certificates for new connections."""
+
+import re
+import shutil
+import signal
+import subprocess
+import unittest
+from pathlib import Path
+
+import harness
+from harness import DaemonTestCase
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def server_key_bits(port, servername=None):
+    """Bits of the server's public key as openssl s_client reports them."""
+    cert = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}"] +
+                          (["-servername", servername] if servername else []),
+                          input="", capture_output=True, text=True, timeout=30).stdout
+    m = re.search(r"Server public key is (\d+) bit", cert)
+    return int(m.group(1)) if m else None
+
+
+class SniTest(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        if shutil.which("openssl") is None:
+            self.fail("openssl not found: install the Debian package openssl")
+        self.certs = self.workdir / "certs"
+        self.other = self.workdir / "other"
+        for d in (self.certs, self.other):
+            subprocess.run([str(REPO / "scripts" / "dev-cert"), str(d)], check=True,
+                           capture_output=True, timeout=60)
+
+    def listeners(self):
+        # A plaintext listener first: the harness waits for its 220 greeting.
+        return [{"name": "plain"}, {
+            "name": "tls",
+            "tls": "implicit",
+            "certificate": str(self.certs / "ecdsa.crt"),
+            "private_key": str(self.certs / "ecdsa.key"),
+        }]
+
+    def test_sni_selects_the_named_certificate(self):
+        d = self.daemon(listeners=self.listeners(), start=False)
+        with open(d.config_path, "a") as f:
+            f.write("\n[[listener.sni]]\nname = \"mail.example.test\"\n"
+                    f"certificate = \"{self.other / 'rsa.crt'}\"\n"
+                    f"private_key = \"{self.other / 'rsa.key'}\"\n")
+        d.start()
+        self.assertEqual(server_key_bits(d.port_of("tls")), 256)  # default: ECDSA P-256
+        self.assertEqual(server_key_bits(d.port_of("tls"), "mail.example.test"), 2048)  # the SNI entry: RSA
+        self.assertEqual(server_key_bits(d.port_of("tls"), "other.example.test"), 256)
+
+    def test_sighup_reloads_certificates(self):
+        d = self.daemon(listeners=self.listeners())
+        self.assertEqual(server_key_bits(d.port_of("tls")), 256)
+        # Swap the files behind the same paths for an RSA pair, then SIGHUP.
+        shutil.copy(self.other / "rsa.crt", self.certs / "ecdsa.crt")
+        shutil.copy(self.other / "rsa.key", self.certs / "ecdsa.key")
+        d.signal(signal.SIGHUP)
+        harness.wait_until(lambda: "TLS certificates and users files reloaded" in d.log_text(),
+                           10, "the reload log line")
+        self.assertEqual(server_key_bits(d.port_of("tls")), 2048)
+
+
+if __name__ == "__main__":
+    unittest.main()
