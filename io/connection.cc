@@ -49,8 +49,10 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     }
     shard_.ReturnRecvBuffer(bid);
   }
-  if (transform_ && (transform_error_ || transform_->peer_closed()) && error_ == 0) {
-    // A TLS failure or close_notify ends the stream for the owner.
+  if (transform_ && transform_->handshake_done() &&
+      (transform_error_ || transform_->peer_closed()) && error_ == 0) {
+    // A TLS failure or close_notify ends the stream for the owner. (During
+    // the handshake, Handshake() sends the alert and reports the failure.)
     if (transform_error_) error_ = EPROTO;
     else eof_ = true;
   }
@@ -268,7 +270,11 @@ Task<bool> Connection::Handshake(Duration timeout) {
       const bool sent = co_await SendRaw(std::move(out), deadline - shard_.Now());
       if (!sent) co_return false;
     }
-    if (transform_error_ || transform_->failed()) co_return false;
+    if (transform_error_ || transform_->failed()) {
+      // The alert (e.g. protocol_version, RFC 8446 §4.2.1) went out above.
+      if (error_ == 0) error_ = EPROTO;
+      co_return false;
+    }
     if (transform_->handshake_done()) co_return true;
     const Duration left = deadline - shard_.Now();
     if (left <= Duration::zero()) co_return false;
