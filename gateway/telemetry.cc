@@ -29,9 +29,8 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
   tls_handshakes_.SetMaxSeries(64);
   auth_.SetMaxSeries(64);
   for (const ListenerConfig& l : config.listeners) {
-    if (l.tls != ListenerConfig::Tls::kNone) {
-      tls_handshakes_.WithLabels({l.name, "none", "failure"});  // present from the start, at 0
-    }
+    // Present from the start, at 0, so rate() and alerts see the first failure.
+    tls_handshakes_.WithLabels({l.name, "none", "failure"});
   }
   auto& connections = r.AddCounter("sluice_smtpd_connections_total",
                                    "Inbound SMTP connections, accepted or refused at connect.",

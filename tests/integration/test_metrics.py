@@ -41,7 +41,6 @@ for _var in ("SLUICED", "SLUICECTL"):
 
 DEPLOY = harness.REPO_ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
-ALERTS_TLS = DEPLOY / "prometheus" / "alerts-tls.yml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "sluice-dashboard.json"
 
@@ -640,7 +639,7 @@ class MetricsTest(MetricsTestCase):
     # 3 ---------------------------------------------------------------------
     def test_deploy_files_use_existing_metrics(self):
         # Static checks first: rule syntax, config, dashboard shape.
-        for path in (ALERTS, ALERTS_TLS):
+        for path in (ALERTS,):
             rc, out = self.promtool("check", "rules", str(path))
             self.assertEqual(rc, 0, out)
         rc, out = self.promtool("check", "config", str(PROMETHEUS_YML))
