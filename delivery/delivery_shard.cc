@@ -873,7 +873,9 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
       std::erase(d->connections, conn.get());
       SeriesFor(d->label).connections->Add(index_, -1);
       co_await conn->Close();
-      const bool retry_plain = client->tls_failed() &&
+      // Credentials never go in plaintext, so a route with AUTH gains
+      // nothing from the fallback: defer and try TLS again next time.
+      const bool retry_plain = client->tls_failed() && attempt.auth_user.empty() &&
                                attempt.tls_policy == ClientOptions::TlsPolicy::kOpportunistic;
       client.reset();
       conn.reset();

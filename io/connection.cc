@@ -256,6 +256,7 @@ struct AwaitHandle {
 
 void Connection::StartTransform(std::unique_ptr<StreamTransform> transform) {
   transform_ = std::move(transform);
+  transform_->Start();
   std::string early(inbox());
   DiscardInbox();
   seen_ = 0;

@@ -14,6 +14,10 @@ class StreamTransform {
  public:
   virtual ~StreamTransform() = default;
 
+  // Called once when the transform is installed: a TLS client speaks first
+  // (its ClientHello then waits in TakeOutput()).
+  virtual void Start() {}
+
   // Received ciphertext: advances the handshake or decrypts, appending
   // plaintext to *plain. false on a fatal protocol error.
   virtual bool Receive(std::string_view cipher, std::string* plain) = 0;

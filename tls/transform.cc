@@ -2,6 +2,13 @@
 
 namespace sluice::tls {
 
+void TlsTransform::Start() {
+  // A client's first Process() writes the ClientHello; a server's does
+  // nothing until the ClientHello arrives.
+  std::string none;
+  stream_->Process(&none);
+}
+
 bool TlsTransform::Receive(std::string_view cipher, std::string* plain) {
   if (!stream_->FeedCiphertext(cipher)) return false;
   const Stream::State state = stream_->Process(plain);

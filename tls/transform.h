@@ -16,6 +16,7 @@ class TlsTransform final : public io::StreamTransform {
  public:
   explicit TlsTransform(std::unique_ptr<Stream> stream) : stream_(std::move(stream)) {}
 
+  void Start() override;
   bool Receive(std::string_view cipher, std::string* plain) override;
   bool Send(std::string_view plain, std::string* cipher) override;
   std::string TakeOutput() override { return stream_->TakeCiphertext(); }

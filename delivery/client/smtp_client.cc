@@ -321,8 +321,8 @@ io::Task<smtp::Reply> SmtpClient::StartTls() {
     broken_ = true;
     ready_ = false;
     std::string why = t->stream().error();
-    if (why.empty()) why = "handshake timed out or the connection closed";
-    co_return MakeReply(451, required ? "4.7.5" : "4.7.0", "TLS handshake failed: " + why);
+    if (why.empty()) why = "TLS handshake timed out or the connection closed";
+    co_return MakeReply(451, required ? "4.7.5" : "4.7.0", why);
   }
   secure_ = true;
   tls_verified_ = t->stream().peer_verified();
