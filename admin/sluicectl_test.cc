@@ -61,7 +61,7 @@ class SluicectlTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* bin = std::getenv("SLUICECTL");
-    if (bin == nullptr) GTEST_SKIP() << "SLUICECTL not set (run through meson test)";
+    if (bin == nullptr) FAIL() << "SLUICECTL not set (run through meson test)";
     sluicectl_ = bin;
     config_ = dir_.path() + "/sluice.toml";
     std::ofstream(config_) << "[spool]\npath = \"" << dir_.path() << "/spool\"\n";
