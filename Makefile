@@ -4,11 +4,12 @@
 #   make bench   micro-benchmarks and the end-to-end relay figure (not part of make test)
 #   make asan    unit + integration tests under ASan+UBSan (second build dir)
 #   make interop tests against Postfix, Dovecot and dnsmasq (installs them)
+#   make bench-compare  Sluice vs a private Postfix vs the smtp-source -> smtp-sink ceiling (root)
 
 BUILD ?= build
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all deps build run test unit integration interop fuzz-smoke bench asan clean
+.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare asan clean
 
 all: build
 
@@ -44,6 +45,10 @@ fuzz-smoke: deps
 
 bench: build
 	scripts/run-bench $(BUILD)
+
+bench-compare: build
+	@scripts/install-deps --interop
+	bench/compare/run --build $(BUILD)
 
 asan: deps
 	@test -f build-asan/build.ninja || CC=gcc CXX=g++ meson setup build-asan \
