@@ -32,6 +32,7 @@ Server::~Server() {
 
 Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
   if (auto r = LoadSecurity(); !r) return r;
+  running_ = true;  // before the listeners open: sessions check it
   for (unsigned i = 0; i < config_.shards; ++i) {
     shards_.push_back(std::make_unique<ShardContext>(*this, i));
   }
@@ -57,7 +58,7 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
   std::unique_lock lock(start_mu_);
   start_cv_.wait(lock, [this] { return started_ == config_.shards || !start_error_.empty(); });
   if (!start_error_.empty()) return MakeError(start_error_);
-  running_ = true;
+  ready_ = true;
   return {};
 }
 
@@ -136,7 +137,9 @@ bool Server::AllDrained() const {
 }
 
 std::pair<bool, std::string> Server::Ready() const {
-  if (!running_.load()) return {false, "not running (starting or shutting down)"};
+  if (!running_.load() || !ready_.load()) {
+    return {false, "not running (starting or shutting down)"};
+  }
   if (!spool_.healthy()) return {false, "spool unhealthy (write error latched; restart needed)"};
   return {true, ""};
 }
@@ -188,7 +191,7 @@ void Server::CollectQueue(metrics::Exposition& out) {
   auto req = std::make_shared<Request>();
   const size_t n = shards_.size();
   req->snaps.resize(n);
-  if (running_.load()) {
+  if (running_.load() && ready_.load()) {
     for (size_t i = 0; i < n; ++i) {
       ShardContext* ctx = shards_[i].get();
       ctx->shard().Post([req, ctx, i] {

@@ -53,6 +53,9 @@ class Server {
   void CollectQueue(metrics::Exposition& out);
   // Listeners up and spool healthy.
   std::pair<bool, std::string> Ready() const;
+  // False from the moment Shutdown() is called (any thread), before the
+  // shards have heard about it.
+  bool running() const { return running_.load(); }
   metrics::Registry& registry() { return registry_; }
   metrics::EventLog* events() { return events_; }
   io::BlockingPool& pool() { return pool_; }
@@ -85,7 +88,8 @@ class Server {
   metrics::EventLog* events_;
   Telemetry telemetry_;
   delivery::DeliveryTelemetry delivery_telemetry_;
-  std::atomic<bool> running_{false};
+  std::atomic<bool> running_{false};  // Start() .. Shutdown()
+  std::atomic<bool> ready_{false};    // every shard is listening
   std::vector<std::unique_ptr<ShardContext>> shards_;
   // Declared after shards_ so it is destroyed first: its threads finish
   // their tasks (which post to shard mailboxes) while the shards still exist.

@@ -107,7 +107,9 @@ io::Task<void> Session::Run() {
   if (!ctx_.server().spool().healthy()) {
     Reply(421, "4.3.0", host + " Service temporarily unavailable, try again later");
     series.refused[static_cast<size_t>(ConnectRefusal::kSpoolUnhealthy)]->Inc(shard_index_);
-  } else if (ctx_.stopping()) {
+  } else if (ctx_.stopping() || !ctx_.server().running()) {
+    // The second test covers a connection accepted on a shard that has not
+    // yet processed the shutdown posted to it.
     Reply(421, "4.3.2", host + " Service shutting down");
     series.refused[static_cast<size_t>(ConnectRefusal::kShuttingDown)]->Inc(shard_index_);
   } else {
