@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/wait_for.h"
 #include "io/blocking_pool.h"
 #include "io/connection.h"
 #include "io/listener.h"
@@ -217,7 +218,7 @@ TEST_F(ShardTest, ManyConcurrentConnections) {
     EXPECT_EQ(ReadLine(fds[i]), "CONN" + std::to_string(i) + "\n");
     close(fds[i]);
   }
-  for (int i = 0; i < 500 && server_.closed.load() < 50; ++i) usleep(10000);
+  WaitFor([&] { return server_.closed.load() >= 50; }, seconds(5));
   EXPECT_EQ(server_.closed.load(), 50);
 }
 
@@ -286,7 +287,7 @@ TEST_F(ShardTest, ConnectTcpReachesAServerAndReportsRefusal) {
   auto addr = SocketAddress::Parse("127.0.0.1", port_);
   ASSERT_TRUE(addr.ok());
   shard_->Post([&] { ok.Run(shard_.get(), *addr, seconds(5)); });
-  for (int i = 0; i < 500 && !ok.done; ++i) usleep(10000);
+  WaitFor([&] { return ok.done.load(); }, seconds(5));
   ASSERT_TRUE(ok.done);
   EXPECT_EQ(ok.error.load(), 0);
   EXPECT_EQ(ok.reply, "PING\n");  // our own echo server answered
@@ -300,7 +301,7 @@ TEST_F(ShardTest, ConnectTcpReachesAServerAndReportsRefusal) {
   ConnectProbe refused;
   auto dead = SocketAddress::Parse("127.0.0.1", dead_port);
   shard_->Post([&] { refused.Run(shard_.get(), *dead, seconds(5)); });
-  for (int i = 0; i < 500 && !refused.done; ++i) usleep(10000);
+  WaitFor([&] { return refused.done.load(); }, seconds(5));
   ASSERT_TRUE(refused.done);
   EXPECT_EQ(refused.error.load(), ECONNREFUSED);
 }
@@ -401,7 +402,7 @@ TEST_F(ShardTest, BlockingPoolResumesOnTheShard) {
     shard_tid = std::this_thread::get_id();
     probe.Run(shard_.get(), &pool);
   });
-  for (int i = 0; i < 500 && !probe.done; ++i) usleep(10000);
+  WaitFor([&] { return probe.done.load(); }, seconds(5));
   ASSERT_TRUE(probe.done);
   EXPECT_EQ(probe.value, 42);
   EXPECT_EQ(probe.resumed_on, shard_tid);
@@ -467,7 +468,7 @@ TEST_F(ShardTest, PostRunsOnShardThread) {
     });
   }
   for (auto& t : posters) t.join();
-  for (int i = 0; i < 500 && ran.load() < 4000; ++i) usleep(10000);
+  WaitFor([&] { return ran.load() >= 4000; }, seconds(5));
   EXPECT_EQ(ran.load(), 4000);
   EXPECT_NE(shard_tid, std::this_thread::get_id());
 }

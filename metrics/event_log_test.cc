@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include "base/wait_for.h"
 #include "base/temp_dir.h"
 #include "metrics/registry.h"
 
@@ -52,18 +53,7 @@ void ExpectJsonLines(const std::string& path) {
   EXPECT_EQ(std::system(command.c_str()), 0) << "invalid JSON line in " << path;
 }
 
-// Polls `done` until it holds or 10 s pass (no fixed sleeps).
-template <typename Pred>
-bool WaitFor(Pred done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
+using sluice::WaitFor;
 
 TEST(EventTest, TimestampAndTypeComeFirst) {
   // 2024-05-01T12:34:56.000123Z

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include "base/wait_for.h"
 #include "base/temp_dir.h"
 #include "io/shard.h"
 #include "io/task.h"
@@ -40,17 +41,7 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr const char* kDnsmasq = "/usr/sbin/dnsmasq";
 
-// Polls `cond` until it holds or `timeout` passes.
-bool WaitFor(const std::function<bool()>& cond, Duration timeout) {
-  const auto deadline = SteadyClock::now() + timeout;
-  while (!cond()) {
-    if (SteadyClock::now() > deadline) {
-      return false;
-    }
-    std::this_thread::sleep_for(milliseconds(1));
-  }
-  return true;
-}
+using sluice::WaitFor;
 
 int BindUdp(uint16_t port) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
