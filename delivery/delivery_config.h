@@ -60,6 +60,11 @@ struct DeliveryConfig {
   Seconds command_timeout{300};
   Seconds data_timeout{600};
   unsigned workers = 4;  // threads for blocking work (body reads, maildir writes)
+  // Bodies of newly accepted messages stay in memory for their first delivery
+  // attempt (it then needs no spool read and no trip through the workers).
+  // A process-wide bound in bytes; past it a message's body is read back from
+  // the spool as after a restart. 0 disables.
+  int64_t body_cache_bytes = int64_t{64} << 20;
   std::vector<std::string> dns_servers;  // "127.0.0.1:53"; empty = /etc/resolv.conf
   std::vector<RouteConfig> routes;       // empty = every domain by MX
 };

@@ -64,10 +64,49 @@ std::string OneLine(const smtp::Reply& r) {
 }  // namespace
 
 // One queued message, owned by this shard.
+namespace {
+
+// A body held in memory for a message's first attempt, counted against the
+// process-wide delivery.body_cache_bytes until released.
+class CachedBody {
+ public:
+  CachedBody() = default;
+  CachedBody(std::shared_ptr<const std::string> body, std::atomic<int64_t>* used)
+      : body_(std::move(body)), used_(used) {}
+  ~CachedBody() { Release(); }
+  CachedBody(CachedBody&& o) noexcept
+      : body_(std::move(o.body_)), used_(std::exchange(o.used_, nullptr)) {}
+  CachedBody& operator=(CachedBody&& o) noexcept {
+    if (this != &o) {
+      Release();
+      body_ = std::move(o.body_);
+      used_ = std::exchange(o.used_, nullptr);
+    }
+    return *this;
+  }
+
+  const std::shared_ptr<const std::string>& get() const { return body_; }
+  // Jobs may still hold the bytes for a moment; the budget is given back now.
+  void Release() {
+    if (used_ != nullptr && body_) {
+      used_->fetch_sub(static_cast<int64_t>(body_->size()), std::memory_order_relaxed);
+    }
+    used_ = nullptr;
+    body_.reset();
+  }
+
+ private:
+  std::shared_ptr<const std::string> body_;
+  std::atomic<int64_t>* used_ = nullptr;
+};
+
+}  // namespace
+
 struct DeliveryShard::Message final : public io::TimerHandler {
   DeliveryShard* owner = nullptr;
   queue::MessageId id;
   queue::Envelope env;
+  CachedBody body;  // until the first round ends; empty: read from the spool
   io::TimerWheel::Id timer;
   bool in_round = false;   // jobs out, or finishing
   unsigned jobs_out = 0;
@@ -240,7 +279,8 @@ uint64_t DeliveryShard::Backoff(uint32_t attempts) {
 // ---------------------------------------------------------------------------
 // Owner side
 
-void DeliveryShard::Adopt(const queue::MessageId& id, queue::Envelope envelope) {
+void DeliveryShard::Adopt(const queue::MessageId& id, queue::Envelope envelope,
+                          std::shared_ptr<const std::string> body) {
   // Delivery off (an ingest-only node, or tests that inspect the spool): the
   // spool is the queue and nothing is kept in memory.
   if (!config_.enabled) return;
@@ -254,6 +294,15 @@ void DeliveryShard::Adopt(const queue::MessageId& id, queue::Envelope envelope) 
   if (!pending) {
     spool_.Remove(id);  // finished before a crash, removal lost: finish it now
     return;
+  }
+  if (body && body_cache_ != nullptr) {
+    const auto size = static_cast<int64_t>(body->size());
+    if (body_cache_->fetch_add(size, std::memory_order_relaxed) + size <=
+        config_.body_cache_bytes) {
+      m->body = CachedBody(std::move(body), body_cache_);
+    } else {
+      body_cache_->fetch_sub(size, std::memory_order_relaxed);
+    }
   }
   Message& ref = *m;
   messages_[id] = std::move(m);
@@ -380,6 +429,7 @@ io::Detached DeliveryShard::Route(queue::MessageId id, std::vector<size_t> recip
       job.message.smtputf8 = m->env.smtputf8;
       job.message.ret = static_cast<smtp::Ret>(m->env.ret);
       job.message.envid = m->env.envid;
+      job.message.body = m->body.get();  // null: the worker reads it from the spool
     }
     job.rcpts.push_back(i);
     job.message.recipients.push_back({r.address, r.notify, r.orcpt});
@@ -539,8 +589,12 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
   if (!to_report.empty()) {
     // Named awaiter, trivially-destructible captures: g++ 12 mis-destroys
     // lambda temporaries inside co_await expressions (GCC PR 95599 family).
-    auto read = pool_.Run(shard_, [this, id] { return ReadBodyBlocking(id); });
-    std::optional<std::string> original = co_await read;
+    std::shared_ptr<const std::string> original = m->body.get();
+    if (!original) {
+      auto read = pool_.Run(shard_, [this, id] { return ReadBodyBlocking(id); });
+      std::optional<std::string> stored = co_await read;
+      if (stored) original = std::make_shared<const std::string>(std::move(*stored));
+    }
     DsnInput in;
     in.reporting_mta = hostname_;
     in.original_sender = m->env.sender;
@@ -628,6 +682,7 @@ io::Detached DeliveryShard::FinishRound(queue::MessageId id) {
     }
   }
   m->in_round = false;
+  m->body.Release();  // only the first attempt is served from memory
   --rounds_in_flight_;
   --finishing_;
 
@@ -915,16 +970,19 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
                                std::chrono::microseconds(static_cast<int64_t>(slot - now)));
           }
         }
-        const queue::MessageId id = job.id;
-        auto read = pool_.Run(shard_, [this, id] { return ReadBodyBlocking(id); });
-        std::optional<std::string> body = co_await read;
-        if (!body) {
-          Report(job, {smtp::MakeReply(451, "4.3.0", "cannot read the message from the spool")},
-                 "");
-          continue;
+        if (!job.message.body) {
+          const queue::MessageId id = job.id;
+          auto read = pool_.Run(shard_, [this, id] { return ReadBodyBlocking(id); });
+          std::optional<std::string> body = co_await read;
+          if (!body) {
+            Report(job,
+                   {smtp::MakeReply(451, "4.3.0", "cannot read the message from the spool")}, "");
+            continue;
+          }
+          job.message.body = std::make_shared<const std::string>(std::move(*body));
         }
-        job.message.body = std::make_shared<const std::string>(std::move(*body));
         TransactionResult result = co_await client->Send(job.message);
+        job.message.body.reset();
         Report(job, std::move(result.recipients), remote, client->capabilities().dsn);
         if (!result.connection_usable || ++sent >= d->max_messages_per_connection || stopping_) {
           break;
@@ -949,13 +1007,15 @@ std::optional<std::string> DeliveryShard::ReadBodyBlocking(const queue::MessageI
 
 std::vector<smtp::Reply> DeliveryShard::MaildirBlocking(const std::string& root, const Job& job) {
   std::vector<smtp::Reply> out;
-  auto body = spool_.ReadBody(job.id);
+  Result<std::string> stored = std::string();
+  if (!job.message.body) stored = spool_.ReadBody(job.id);
   for (const OutboundRecipient& rcpt : job.message.recipients) {
-    if (!body.ok()) {
+    if (!stored.ok()) {
       out.push_back(smtp::MakeReply(451, "4.3.0", "cannot read the message from the spool"));
       continue;
     }
-    auto path = DeliverToMaildir(root, *body, job.message.sender, rcpt.address);
+    const std::string& body = job.message.body ? *job.message.body : *stored;
+    auto path = DeliverToMaildir(root, body, job.message.sender, rcpt.address);
     if (path.ok()) {
       out.push_back(smtp::MakeReply(250, "2.0.0", "delivered to maildir " + *path));
     } else {

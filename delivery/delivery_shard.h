@@ -64,16 +64,22 @@ class DeliveryShard final : public queue::CompletionSink {
   // Before Start(): the TLS client context shared by all shards (null: no
   // outbound TLS; opportunistic routes then send in plaintext).
   void SetTlsContext(std::shared_ptr<tls::ClientContext> ctx) { tls_context_ = std::move(ctx); }
-  // Before any Start(): every shard's DeliveryShard, indexed by shard, and
-  // the process-wide count of posts between them not yet run.
-  void SetPeers(std::vector<DeliveryShard*> peers, std::atomic<int64_t>* in_flight) {
+  // Before any Start(): every shard's DeliveryShard, indexed by shard, the
+  // process-wide count of posts between them not yet run, and the
+  // process-wide bytes of bodies held for first attempts (body_cache_bytes).
+  void SetPeers(std::vector<DeliveryShard*> peers, std::atomic<int64_t>* in_flight,
+                std::atomic<int64_t>* body_cache) {
     peers_ = std::move(peers);
     in_flight_ = in_flight;
+    body_cache_ = body_cache;
   }
   // On the shard thread.
   Result<void> Start();
   // On the owner's thread: a message that was just queued, or found at start.
-  void Adopt(const queue::MessageId& id, queue::Envelope envelope);
+  // `body`, when given, is the message as spooled; it is kept for the first
+  // attempt if the body cache has room (else read back from the spool).
+  void Adopt(const queue::MessageId& id, queue::Envelope envelope,
+             std::shared_ptr<const std::string> body = nullptr);
   // Stop starting work; idle connections close; in-flight transactions end.
   void BeginShutdown();
   // Grace over: abort what is left.
@@ -157,6 +163,7 @@ class DeliveryShard final : public queue::CompletionSink {
   DeliveryTelemetry::DestinationSeries& SeriesFor(const std::string& label);
   std::vector<DeliveryShard*> peers_;
   std::atomic<int64_t>* in_flight_ = nullptr;
+  std::atomic<int64_t>* body_cache_ = nullptr;
   std::unique_ptr<Resolver> resolver_;
   std::shared_ptr<tls::ClientContext> tls_context_;
   std::unordered_map<std::string, uint64_t> broken_tls_;  // host → skip TLS until (µs)

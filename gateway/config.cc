@@ -300,6 +300,7 @@ bool ParseDelivery(const toml::table& t, const std::string& file, delivery::Deli
          r.Secs("command_timeout", &d->command_timeout, 1, 3600, err) &&
          r.Secs("data_timeout", &d->data_timeout, 1, 7200, err) &&
          r.Integer("workers", &d->workers, 1, 256, err) &&
+         r.Integer("body_cache_bytes", &d->body_cache_bytes, 0, int64_t{1} << 40, err) &&
          r.StringList("dns_servers", &d->dns_servers, err) && r.CheckUnknown(err);
 }
 

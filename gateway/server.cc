@@ -47,7 +47,7 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
   for (auto& s : shards_) s->delivery().SetTlsContext(client_tls);
   std::vector<delivery::DeliveryShard*> peers;
   for (auto& s : shards_) peers.push_back(&s->delivery());
-  for (auto& s : shards_) s->delivery().SetPeers(peers, &delivery_posts_);
+  for (auto& s : shards_) s->delivery().SetPeers(peers, &delivery_posts_, &body_cache_bytes_);
   recovered_.resize(config_.shards);
   for (auto& entry : recovered) {
     recovered_[entry.first.shard() % config_.shards].push_back(std::move(entry));
@@ -235,6 +235,12 @@ void Server::CollectQueue(metrics::Exposition& out) {
              "Age of the oldest message still waiting for delivery (0 when the queue is empty).",
              MetricType::kGauge);
   out.Sample("sluice_queue_oldest_message_age_seconds", {}, age(total.oldest_received_us));
+  out.Family("sluice_delivery_body_cache_bytes",
+             "Bytes of message bodies held in memory for their first delivery attempt "
+             "(bounded by delivery.body_cache_bytes).",
+             MetricType::kGauge);
+  out.Sample("sluice_delivery_body_cache_bytes", {},
+             static_cast<double>(body_cache_bytes_.load(std::memory_order_relaxed)));
   // Bounded: the destinations with the most messages, the rest as "other".
   std::vector<std::pair<std::string, delivery::DeliveryShard::QueueSnapshot::PerDestination>> by;
   for (auto& e : total.destinations) by.emplace_back(e.first, e.second);

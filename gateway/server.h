@@ -111,6 +111,7 @@ class Server {
   auth::FailureThrottle auth_throttle_;
 
   std::atomic<int64_t> delivery_posts_{0};
+  std::atomic<int64_t> body_cache_bytes_{0};  // delivery.body_cache_bytes in use
   std::unique_ptr<std::atomic<bool>[]> drained_;
 
   std::atomic<size_t> total_connections_{0};

@@ -804,9 +804,11 @@ io::Task<Session::Outcome> Session::Commit() {
   std::string meta = queue::EncodeEnvelope(env);
   queue::CommitStatus status = queue::CommitStatus::kIoError;
   const MonoTime commit_started = ctx_.shard().Now();
+  // Shared with delivery, which sends the first attempt from memory.
+  auto body = std::make_shared<const std::string>(std::move(body_));
   for (;;) {
     const uint64_t token = ctx_.NewCommitToken();
-    const queue::Admit admit = spool.Enqueue(id_, std::move(meta), std::move(body_), &ctx_, token);
+    const queue::Admit admit = spool.Enqueue(id_, std::move(meta), body, &ctx_, token);
     if (admit == queue::Admit::kAccepted) {
       status = co_await ctx_.AwaitCommit(token);
       break;
@@ -845,7 +847,7 @@ io::Task<Session::Outcome> Session::Commit() {
             .Str("listener", env.listener);
         log->Write(std::move(e));
       }
-      ctx_.delivery().Adopt(id_, std::move(env));
+      ctx_.delivery().Adopt(id_, std::move(env), std::move(body));
       ++ctx_.stats().messages_queued;
       ctx_.stats().bytes_queued += body_size;
       junk_ = 0;

@@ -62,6 +62,12 @@ Admit Spool::Enqueue(const MessageId& id, std::string&& meta, std::string&& body
   return writer_->Enqueue(id, std::move(meta), std::move(body), sink, token);
 }
 
+Admit Spool::Enqueue(const MessageId& id, std::string&& meta,
+                     std::shared_ptr<const std::string> body, CompletionSink* sink,
+                     uint64_t token) {
+  return writer_->Enqueue(id, std::move(meta), std::move(body), sink, token);
+}
+
 bool Spool::healthy() const { return writer_->healthy(); }
 
 void Spool::Shutdown() {
@@ -122,12 +128,18 @@ Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t 
 }
 
 void Spool::Remove(const MessageId& id) {
-  writer_->Submit(detail::SpoolOp{detail::SpoolOp::Kind::kRemove, id, {}, {}, nullptr, 0, 0, {}});
+  detail::SpoolOp op;
+  op.kind = detail::SpoolOp::Kind::kRemove;
+  op.id = id;
+  writer_->Submit(std::move(op));
 }
 
 void Spool::UpdateEnvelope(const MessageId& id, std::string meta) {
-  writer_->Submit(
-      detail::SpoolOp{detail::SpoolOp::Kind::kUpdate, id, std::move(meta), {}, nullptr, 0, 0, {}});
+  detail::SpoolOp op;
+  op.kind = detail::SpoolOp::Kind::kUpdate;
+  op.id = id;
+  op.meta = std::move(meta);
+  writer_->Submit(std::move(op));
 }
 
 SpoolStats Spool::stats() const {

@@ -109,6 +109,10 @@ class Spool {
   // message was written (and fsync'd when options.sync).
   Admit Enqueue(const MessageId& id, std::string&& meta, std::string&& body, CompletionSink* sink,
                 uint64_t token);
+  // The same with a body the caller shares (it keeps it for the first delivery attempt, so that
+  // attempt does not read it back); the spool drops its reference once the batch is built.
+  Admit Enqueue(const MessageId& id, std::string&& meta, std::shared_ptr<const std::string> body,
+                CompletionSink* sink, uint64_t token);
 
   // False once a write failed with anything but a stall (disk full, EIO): the DB may be read-only
   // now and the operator must restart. Stays true during and after a clean Shutdown.

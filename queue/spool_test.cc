@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -240,6 +241,31 @@ TEST(SpoolTest, AdmissionBoundByBytesReturnsFullButAdmitsOneHugeMessage) {
   Result<std::string> body = spool->ReadBody({1, 3});
   ASSERT_TRUE(body.ok());
   EXPECT_EQ(body->size(), 5000u);
+}
+
+TEST(SpoolTest, SharedBodyIsStoredAndCountedAndTheCallerKeepsIt) {
+  TempDir dir;
+  SpoolOptions options = Options(dir.spool());
+  options.max_pending_bytes = 1000;
+  std::unique_ptr<Spool> spool = OpenOrDie(options);
+  TestSink sink;
+  spool->PauseWriterForTesting(true);
+  auto first = std::make_shared<const std::string>(std::string(600, 'a'));
+  EXPECT_EQ(spool->Enqueue({2, 0}, "m0", first, &sink, 0), Admit::kAccepted);
+  EXPECT_EQ(spool->stats().pending_bytes, 602u);
+  auto second = std::make_shared<const std::string>(std::string(600, 'b'));
+  std::string meta = "m1";
+  EXPECT_EQ(spool->Enqueue({2, 1}, std::move(meta), second, &sink, 1), Admit::kFull);
+  EXPECT_EQ(meta, "m1") << "refused: the caller keeps its envelope";
+  EXPECT_EQ(second.use_count(), 1) << "refused: the spool holds no reference";
+  spool->PauseWriterForTesting(false);
+  ASSERT_TRUE(sink.WaitFor(1));
+  EXPECT_EQ(first.use_count(), 1) << "committed: the spool dropped its reference";
+  EXPECT_EQ(*first, std::string(600, 'a'));
+  Result<std::string> body = spool->ReadBody({2, 0});
+  ASSERT_TRUE(body.ok());
+  EXPECT_EQ(*body, *first);
+  EXPECT_EQ(spool->stats().pending_bytes, 0u);
 }
 
 TEST(SpoolTest, RemoveAndUpdateRideOnTheNextBatch) {

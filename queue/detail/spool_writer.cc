@@ -42,10 +42,38 @@ void SpoolWriter::Start() {
 
 Admit SpoolWriter::Enqueue(const MessageId& id, std::string&& meta, std::string&& body,
                            CompletionSink* sink, uint64_t token) {
+  SpoolOp op;
+  op.body = std::move(body);
+  const Admit admit = Enqueue(id, std::move(meta), op, sink, token);
+  if (admit != Admit::kAccepted) body = std::move(op.body);  // the caller may try again
+  return admit;
+}
+
+Admit SpoolWriter::Enqueue(const MessageId& id, std::string&& meta,
+                           std::shared_ptr<const std::string> body, CompletionSink* sink,
+                           uint64_t token) {
+  SpoolOp op;
+  op.shared_body = std::move(body);
+  return Enqueue(id, std::move(meta), op, sink, token);
+}
+
+Admit SpoolWriter::Enqueue(const MessageId& id, std::string&& meta, SpoolOp& op,
+                           CompletionSink* sink, uint64_t token) {
+  op.kind = SpoolOp::Kind::kEnqueue;
+  op.id = id;
+  op.meta = std::move(meta);
+  op.sink = sink;
+  op.token = token;
+  const Admit admit = Push(op);
+  if (admit != Admit::kAccepted) meta = std::move(op.meta);  // refused: the caller keeps it
+  return admit;
+}
+
+Admit SpoolWriter::Push(SpoolOp& op) {
   if (!accepting_.load(std::memory_order_acquire) || unhealthy_.load(std::memory_order_acquire)) {
     return Admit::kUnhealthy;
   }
-  const size_t bytes = meta.size() + body.size();
+  const size_t bytes = op.meta.size() + op.body_bytes().size();
   bool wake = false;
   {
     std::lock_guard lock(mu_);
@@ -58,8 +86,8 @@ Admit SpoolWriter::Enqueue(const MessageId& id, std::string&& meta, std::string&
     }
     ++pending_messages_;
     pending_bytes_ += bytes;
-    queue_.push_back(SpoolOp{SpoolOp::Kind::kEnqueue, id, std::move(meta), std::move(body), sink,
-                             token, bytes, {}});
+    op.admitted_bytes = bytes;
+    queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
   if (wake) wake_.notify_one();
@@ -134,7 +162,7 @@ void SpoolWriter::Run() {
     size_t begin = 0;
     size_t bytes = 0;
     for (size_t i = 0; i < ops.size(); ++i) {
-      bytes += ops[i].meta.size() + ops[i].body.size();
+      bytes += ops[i].meta.size() + ops[i].body_bytes().size();
       if (bytes >= kMaxBatchBytes) {
         CommitRange(ops, begin, i + 1);
         begin = i + 1;
@@ -188,7 +216,7 @@ void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
     case SpoolOp::Kind::kEnqueue:
       // Both families in one batch: one WAL record, atomic, one fsync (DESIGN.md §7).
       s = batch.Put(meta_, KeySlice(key), op.meta);
-      if (s.ok()) s = batch.Put(body_, KeySlice(key), op.body);
+      if (s.ok()) s = batch.Put(body_, KeySlice(key), rocksdb::Slice(op.body_bytes()));
       break;
     case SpoolOp::Kind::kRemove:
       // Delete, not SingleDelete: the API cannot prove a key was written exactly once.
@@ -207,6 +235,7 @@ void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
   // The batch holds its own copy now; free ours so a burst is not held in memory twice.
   Release(op.meta);
   Release(op.body);
+  op.shared_body.reset();
 }
 
 CommitStatus SpoolWriter::WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync) {

@@ -9,8 +9,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -30,10 +32,16 @@ struct SpoolOp {
   MessageId id;
   std::string meta;
   std::string body;
+  // kEnqueue alternative to `body`: shared with the caller (delivery keeps it
+  // in memory for the first attempt); the writer drops its reference once the
+  // batch holds a copy.
+  std::shared_ptr<const std::string> shared_body;
   CompletionSink* sink = nullptr;  // kEnqueue only
   uint64_t token = 0;
   size_t admitted_bytes = 0;  // what this op counts against max_pending_bytes (kEnqueue only)
   std::vector<SpoolOp> parts;  // kTransaction only
+
+  std::string_view body_bytes() const { return shared_body ? *shared_body : body; }
 };
 
 class SpoolWriter {
@@ -49,6 +57,8 @@ class SpoolWriter {
   void Start();
   Admit Enqueue(const MessageId& id, std::string&& meta, std::string&& body, CompletionSink* sink,
                 uint64_t token);
+  Admit Enqueue(const MessageId& id, std::string&& meta, std::shared_ptr<const std::string> body,
+                CompletionSink* sink, uint64_t token);
   // Unsynced Remove / UpdateEnvelope; never refused, dropped after Stop or once unhealthy.
   void Submit(SpoolOp op);
   // A synced kTransaction with a completion; outside the admission bound.
@@ -62,6 +72,11 @@ class SpoolWriter {
 
  private:
   void Run();
+  // Fills in an enqueue whose body is already in op; moves meta only when accepted.
+  Admit Enqueue(const MessageId& id, std::string&& meta, SpoolOp& op, CompletionSink* sink,
+                uint64_t token);
+  // Queues op if the admission bound allows; moves from op only then.
+  Admit Push(SpoolOp& op);
   // Writes ops[begin, end) as one batch and completes its enqueues.
   void CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t end);
   void AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op);

@@ -758,6 +758,41 @@ class MetricsTest(MetricsTestCase):
                                  destination="sink"), 0)
         self.assertLess(s.sum("sluice_queue_oldest_message_age_seconds"), 60)
 
+    def test_body_cache_is_bounded_and_released(self):
+        """First attempts are sent from memory within delivery.body_cache_bytes;
+        the gauge never passes the bound, the rest is read back from the
+        spool, everything arrives byte-exact, and the budget is given back."""
+        sink = self.sink()
+        sink.hold()  # every transaction waits at its final dot
+        bound = 25000
+        conf = dict(DELIVERY, body_cache_bytes=bound)
+        # One connection: the first message is held at the sink, the others
+        # wait their turn, so no first attempt ends before the scrape.
+        d = self.admin_daemon(delivery=conf, routes=[
+            {"name": "sink", "domains": ["*"], "type": "smarthost", "host": harness.LOOPBACK,
+             "port": sink.port, "max_connections": 1}])
+        line = "x" * 78
+        messages = {f"cache-{i}": make_message(f"cache-{i}", body_lines=[line] * 125)
+                    for i in range(6)}  # ~10 KB each: two fit, the third does not
+        for token, msg in messages.items():
+            self.send(d.port, "a@" + SENDER_DOMAIN, [f"{token}@dest.test"], msg)
+        wait_until(lambda: sink.payloads_count() >= 1, 20, "the first transaction held")
+        s = d.scrape()
+        self.assertEqual(sink.payloads_count(), 1)
+        cached = s.sum("sluice_delivery_body_cache_bytes")
+        size = len(next(iter(d.export_spool().values())).body)
+        self.assertGreater(size, bound // 3)
+        self.assertEqual(cached, 2 * size, _sluice_lines(s))
+        sink.release()
+        s = self.wait_scrape(d, lambda s: s.sum("sluice_delivery_attempts_total",
+                                                  result="delivered") == 6,
+                             20, "six deliveries")
+        self.assertEqual(s.sum("sluice_delivery_body_cache_bytes"), 0)
+        got = {dl.recipients[0].split("@")[0]: dl.data for dl in sink.deliveries}
+        self.assertEqual(sorted(got), sorted(messages))
+        for token, msg in messages.items():
+            self.assertEqual(harness.split_received(got[token])[1], msg, token)
+
     # 5 ---------------------------------------------------------------------
     def test_connection_rejection_counted(self):
         d = self.admin_daemon(listeners=[{"name": "mx", "max_connections_per_ip": 1}])
