@@ -1,5 +1,6 @@
 #include "gateway/config.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -390,6 +391,20 @@ bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
 
 }  // namespace
 
+unsigned AutoShards() {
+  // The CPUs this process may run on (taskset, a cgroup cpuset), not all of the machine's.
+  unsigned cpus = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = static_cast<unsigned>(CPU_COUNT(&set));
+  if (cpus == 0) cpus = std::thread::hardware_concurrency();
+  // One core is left to the threads that are not shards (the spool writer, RocksDB's flushes and
+  // compactions, the worker pool) and to the kernel's network and disk work; a shard on every core
+  // makes them preempt shards. On 2 cores, 1 shard took 15-25% less CPU per message than 2 and
+  // relayed 10-25% more (docs/architecture.md, "Shard count").
+  return cpus > 1 ? cpus - 1 : 1;
+}
+
 Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   toml::table root;
   try {
@@ -516,7 +531,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
     }
     c.hostname = buf;
   }
-  if (c.shards == 0) c.shards = std::max(1u, std::thread::hardware_concurrency());
+  if (c.shards == 0) c.shards = AutoShards();
   return c;
 }
 

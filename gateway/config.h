@@ -83,7 +83,7 @@ struct AdminConfig {
 struct Config {
   std::string source;  // path of the file it came from
   std::string hostname;  // greeting and Received; default gethostname()
-  unsigned shards = 0;   // 0 = one per core
+  unsigned shards = 0;   // 0 = AutoShards()
   uint16_t node_id = 0;  // part of message ids; distinct per host sharing a spool namespace
   std::string log_level = "info";
   std::string event_log;  // JSON event log path; "-" = stdout; empty = off
@@ -97,6 +97,9 @@ struct Config {
 
 Result<Config> LoadConfig(const std::string& path);
 // For tests: parse from text; `name` stands in for the file name in errors.
+// shards = 0: one per CPU the process may run on, less one (at least 1).
+unsigned AutoShards();
+
 Result<Config> ParseConfig(std::string_view text, const std::string& name);
 
 }  // namespace sluice::gateway

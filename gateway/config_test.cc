@@ -1,6 +1,7 @@
 #include "gateway/config.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 namespace sluice::gateway {
 namespace {
@@ -31,6 +32,24 @@ mynetworks = ["127.0.0.0/8", "::1"]
   EXPECT_EQ(l.max_message_size, 50ull << 20);
   EXPECT_EQ(l.command_timeout, Seconds(300));
   EXPECT_EQ(l.bare_newline, smtp::BareNewline::kReject);
+}
+
+TEST(ConfigTest, AutoShardsFollowsTheAffinityMaskLessOne) {
+  cpu_set_t all;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  const int cpus = CPU_COUNT(&all);
+  EXPECT_EQ(AutoShards(), cpus > 1 ? static_cast<unsigned>(cpus - 1) : 1u);
+  int first = 0;
+  while (!CPU_ISSET(first, &all)) ++first;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(first, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  EXPECT_EQ(AutoShards(), 1u) << "one CPU: one shard";
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  auto c = ParseConfig("[spool]\npath = \"/tmp/s\"\n[[listener]]\nport = 25\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->shards, AutoShards()) << "shards = 0 (the default) resolves to AutoShards()";
 }
 
 TEST(ConfigTest, ErrorsNameFileLineAndKey) {
