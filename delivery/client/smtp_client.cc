@@ -433,7 +433,10 @@ io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {
   steps.reserve(n + 3);
   std::string wire;
   wire.reserve(64 + message.sender.size() + message.envid.size() + n * 48);
-  if (transactions_ > 0) {
+  if (open_transaction_) {
+    // The last transaction ended before its final reply (MAIL accepted, then no recipient or no
+    // 354): the server still holds its state. After a final reply there is nothing to reset
+    // (RFC 5321 §4.1.1.4), so back-to-back messages need no RSET.
     wire.append("RSET\r\n");
     steps.push_back({Command::kRset, wire.size()});
   }
@@ -505,10 +508,12 @@ io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {
           result.connection_usable = false;
           co_return result;
         }
+        open_transaction_ = false;
         break;
       case Command::kMail:
         if (Is2xx(reply)) {
           mail_ok = true;
+          open_transaction_ = true;
         } else {
           // Pipelined: the server answers the RCPTs and DATA with 503 and
           // we read those replies to stay in step.
@@ -569,6 +574,7 @@ io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {
   const size_t final_replies = options_.lmtp ? accepted : 1;
   for (size_t k = 0; k < final_replies; ++k) {
     Reply reply = co_await ReadReply(options_.data_done_timeout, kDataDone);
+    open_transaction_ = false;  // a final reply, whatever its code, ends the transaction
     if (!broken_ && !Is2xx(reply) && !IsFailure(reply)) {
       broken_ = true;
       reply = Unexpected(kDataDone, reply);

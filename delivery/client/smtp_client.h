@@ -129,9 +129,10 @@ class SmtpClient {
     return transactions_;
   }
 
-  // One mail transaction (see TransactionResult). RSET first if this
-  // connection already carried one. With PIPELINING (RFC 2920) RSET, MAIL,
-  // every RCPT and DATA go out in one write; otherwise lock-step.
+  // One mail transaction (see TransactionResult). RSET first only if the
+  // previous one was left open (MAIL accepted, no final reply). With
+  // PIPELINING (RFC 2920) RSET, MAIL, every RCPT and DATA go out in one write;
+  // otherwise lock-step.
   io::Task<TransactionResult> Send(OutboundMessage message);
 
   // QUIT and wait briefly for 221 (RFC 5321 §4.1.1.10). Skipped when the
@@ -162,6 +163,7 @@ class SmtpClient {
   io::Task<smtp::Reply> StartTls();
   io::Task<smtp::Reply> Authenticate();
   uint64_t transactions_ = 0;
+  bool open_transaction_ = false;  // MAIL accepted and no final reply yet: RSET before the next
   smtp::Reply failure_;  // why the last Write failed
 };
 

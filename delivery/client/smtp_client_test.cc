@@ -480,8 +480,9 @@ TEST_F(SmtpClientTest, MailRejectedWhilePipelinedAnswersEveryRecipient) {
             S::Expect("RCPT"), S::Expect("RCPT"), S::Expect("DATA"),
             S::Send("553 5.7.1 Sender rejected\r\n503 5.5.1 No sender\r\n"
                     "503 5.5.1 No sender\r\n503 5.5.1 No valid recipients\r\n"),
-            S::Expect("RSET"), S::Expect("MAIL"), S::Expect("RCPT TO:<r3@b.test>"),
-            S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            // MAIL was refused: no transaction is open, so no RSET.
+            S::Expect("MAIL"), S::Expect("RCPT TO:<r3@b.test>"),
+            S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
             S::Send("250 2.0.0 Ok\r\n")});
   ClientRun run;
   run.options = TestOptions();
@@ -643,9 +644,9 @@ TEST_F(ParamsTest, Smtputf8AndBodyParametersWhenOffered) {
 TEST_F(SmtpClientTest, BodyIsDotStuffedOnTheWire) {
   S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
             S::Expect("RCPT"), S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
-            S::ReadBody(), S::Send("250 Ok\r\n"), S::Expect("RSET"), S::Expect("MAIL"),
+            S::ReadBody(), S::Send("250 Ok\r\n"), S::Expect("MAIL"),
             S::Expect("RCPT"), S::Expect("DATA"),
-            S::Send("250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
             S::Send("250 Ok\r\n")});
   ClientRun run;
   run.options = TestOptions();
@@ -668,13 +669,13 @@ TEST_F(SmtpClientTest, BodyIsDotStuffedOnTheWire) {
   EXPECT_TRUE(server.bodies()[1] == Stuffed(big));
 }
 
-TEST_F(SmtpClientTest, TwoTransactionsOnOneConnectionWithRsetBetween) {
+TEST_F(SmtpClientTest, TwoTransactionsOnOneConnectionNeedNoRsetAfterAFinalReply) {
   S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining),
             S::Expect("MAIL FROM:<s@a.test>"), S::Expect("RCPT TO:<r1@b.test>"), S::Expect("DATA"),
             S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
-            S::Send("250 2.0.0 first\r\n"), S::Expect("RSET"), S::Expect("MAIL FROM:<s@a.test>"),
+            S::Send("250 2.0.0 first\r\n"), S::Expect("MAIL FROM:<s@a.test>"),
             S::Expect("RCPT TO:<r2@b.test>"), S::Expect("DATA"),
-            S::Send("250 2.0.0 Flushed\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
             S::Send("250 2.0.0 second\r\n")});
   ClientRun run;
   run.options = TestOptions();
@@ -689,6 +690,32 @@ TEST_F(SmtpClientTest, TwoTransactionsOnOneConnectionWithRsetBetween) {
   EXPECT_TRUE(run.results[1].connection_usable);
   EXPECT_EQ(server.bodies(), (std::vector<std::string>{"one\r\n.\r\n", "two\r\n.\r\n"}));
   EXPECT_EQ(server.commands().back(), "QUIT");
+}
+
+TEST_F(SmtpClientTest, TransactionLeftOpenIsResetBeforeTheNext) {
+  // MAIL accepted, every recipient refused: the server still holds a sender,
+  // so the next transaction starts with RSET (pipelined with it).
+  S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r1@b.test>"), S::Expect("DATA"),
+            S::Send("250 Ok\r\n550 5.1.1 No\r\n554 5.5.1 No valid recipients\r\n"),
+            S::Expect("RSET"), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"),
+            S::Expect("DATA"), S::Send("250 2.0.0 Flushed\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(), S::Send("250 2.0.0 second\r\n"), S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r3@b.test>"), S::Expect("DATA"),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            S::Send("250 2.0.0 third\r\n")});
+  ClientRun run;
+  run.options = TestOptions();
+  run.messages.push_back(Message({"r1@b.test"}, "one\r\n"));
+  run.messages.push_back(Message({"r2@b.test"}, "two\r\n"));
+  run.messages.push_back(Message({"r3@b.test"}, "three\r\n"));
+  RunClient(&run, server.port());
+  server.Join();
+  EXPECT_EQ(server.errors(), std::vector<std::string>{});
+  ASSERT_EQ(run.results.size(), 3u);
+  EXPECT_EQ(run.results[0].recipients, (std::vector<Reply>{{550, "5.1.1", "No"}}));
+  EXPECT_EQ(run.results[1].recipients, (std::vector<Reply>{{250, "2.0.0", "second"}}));
+  EXPECT_EQ(run.results[2].recipients, (std::vector<Reply>{{250, "2.0.0", "third"}}));
 }
 
 TEST_F(SmtpClientTest, Reply421MidTransactionAnswersTheRest) {
