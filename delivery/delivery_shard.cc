@@ -955,9 +955,16 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
     } else {
       unsigned sent = 0;
       Job job;
+      Job next;
+      bool have_next = false;  // `next` was taken and its envelope rides behind job's content
       for (;;) {
-        const bool got = co_await TakeJob(d, &job);
-        if (!got) break;
+        if (have_next) {
+          job = std::move(next);
+          have_next = false;
+        } else {
+          const bool got = co_await TakeJob(d, &job);
+          if (!got) break;
+        }
         if (d->rate > 0) {
           // Reserve the next slot before sleeping, so workers of the same
           // destination queue up one interval apart instead of all waking
@@ -981,10 +988,31 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
           }
           job.message.body = std::make_shared<const std::string>(std::move(*body));
         }
-        TransactionResult result = co_await client->Send(job.message);
+        // The next job goes out behind this one's content when it is ready to go: queued, its
+        // body in memory (nothing to wait for between its DATA and its content), no rate limit
+        // to wait for, and room on this connection.
+        if (d->rate == 0 && !stopping_ && sent + 1 < d->max_messages_per_connection &&
+            client->capabilities().pipelining && !d->ready.empty() &&
+            d->ready.front().message.body) {
+          next = std::move(d->ready.front());
+          d->ready.pop_front();
+          have_next = true;
+        }
+        TransactionResult result =
+            co_await client->Send(job.message, have_next ? &next.message : nullptr);
         job.message.body.reset();
         Report(job, std::move(result.recipients), remote, client->capabilities().dsn);
         if (!result.connection_usable || ++sent >= d->max_messages_per_connection || stopping_) {
+          if (have_next) {
+            // Its content was never sent, so it was not delivered: back to the queue (or, when
+            // stopping, deferred like every other queued job).
+            if (stopping_) {
+              Report(next, {smtp::MakeReply(451, "4.3.2", "delivery is shutting down")}, "");
+            } else {
+              d->ready.push_front(std::move(next));
+            }
+            have_next = false;
+          }
           break;
         }
       }

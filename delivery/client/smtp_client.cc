@@ -179,7 +179,7 @@ io::Task<bool> SmtpClient::Write(std::string data, Duration timeout, std::string
   co_return false;
 }
 
-io::Task<bool> SmtpClient::WriteBody(std::shared_ptr<const std::string> body) {
+io::Task<bool> SmtpClient::WriteBody(std::shared_ptr<const std::string> body, std::string tail) {
   const std::string_view content = body ? std::string_view(*body) : std::string_view();
   DotStuffer stuffer;
   size_t pos = 0;
@@ -193,6 +193,7 @@ io::Task<bool> SmtpClient::WriteBody(std::shared_ptr<const std::string> body) {
     pos += n;
     if (pos == content.size()) {
       stuffer.Finish(&chunk);
+      chunk.append(tail);
     }
     const bool sent = co_await Write(std::move(chunk), options_.data_block_timeout, kBody);
     if (!sent) {
@@ -380,7 +381,55 @@ io::Task<smtp::Reply> SmtpClient::Authenticate() {
   co_return reply;
 }
 
-io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {
+std::optional<Reply> SmtpClient::Precheck(const OutboundMessage& message) const {
+  // Checks that need no round trip: the answer is the same on every attempt
+  // with this peer, so these are permanent (RFC 3463 X.3.4, X.6.7, X.6.3).
+  const size_t body_size = message.body ? message.body->size() : 0;
+  if (caps_.size && body_size > *caps_.size) {  // RFC 1870 §6.1
+    return MakeReply(552, "5.3.4",
+                     "message size " + std::to_string(body_size) +
+                         " exceeds the remote limit of " + std::to_string(*caps_.size));
+  }
+  if (message.smtputf8 && !caps_.smtputf8) {  // RFC 6531 §3.2
+    return MakeReply(553, "5.6.7", "remote server does not support SMTPUTF8");
+  }
+  if (message.body_type == smtp::BodyType::kBinaryMime) {
+    // RFC 3030 §3: BINARYMIME needs BDAT; this client sends DATA only (and
+    // the gateway never accepts BINARYMIME).
+    return MakeReply(554, "5.6.3", "BINARYMIME content cannot be sent with DATA");
+  }
+  if (!EnvelopeIsClean(message)) {
+    return MakeReply(501, "5.5.2", "envelope contains a line break");
+  }
+  return std::nullopt;
+}
+
+void SmtpClient::BuildGroup(const OutboundMessage& message, bool rset, std::string* wire,
+                            std::vector<Step>* steps) const {
+  // The whole command group in one buffer; command i spans
+  // [steps[i-1].end, steps[i].end). Pipelining sends it in one write,
+  // lock-step one command at a time.
+  const size_t base = wire->size();
+  const size_t body_size = message.body ? message.body->size() : 0;
+  steps->reserve(message.recipients.size() + 3);
+  wire->reserve(base + 64 + message.sender.size() + message.envid.size() +
+                message.recipients.size() * 48);
+  if (rset) {
+    wire->append("RSET\r\n");
+    steps->push_back({Command::kRset, wire->size() - base});
+  }
+  AppendMail(wire, message, body_size, caps_);
+  steps->push_back({Command::kMail, wire->size() - base});
+  for (const OutboundRecipient& r : message.recipients) {
+    AppendRcpt(wire, r, caps_);
+    steps->push_back({Command::kRcpt, wire->size() - base});
+  }
+  wire->append("DATA\r\n");
+  steps->push_back({Command::kData, wire->size() - base});
+}
+
+io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message,
+                                             const OutboundMessage* next) {
   const size_t n = message.recipients.size();
   TransactionResult result;
   result.recipients.resize(n);  // code 0 until answered
@@ -390,71 +439,34 @@ io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {
     co_return result;
   }
   result.connection_usable = true;
-  if (n == 0) {
-    co_return result;
-  }
 
-  // Checks that need no round trip: the answer is the same on every attempt
-  // with this peer, so these are permanent (RFC 3463 X.3.4, X.6.7, X.6.3).
-  const size_t body_size = message.body ? message.body->size() : 0;
-  if (caps_.size && body_size > *caps_.size) {  // RFC 1870 §6.1
-    FillUnanswered(&result.recipients,
-                   MakeReply(552, "5.3.4",
-                             "message size " + std::to_string(body_size) +
-                                 " exceeds the remote limit of " + std::to_string(*caps_.size)));
-    co_return result;
-  }
-  if (message.smtputf8 && !caps_.smtputf8) {  // RFC 6531 §3.2
-    FillUnanswered(&result.recipients,
-                   MakeReply(553, "5.6.7", "remote server does not support SMTPUTF8"));
-    co_return result;
-  }
-  if (message.body_type == smtp::BodyType::kBinaryMime) {
-    // RFC 3030 §3: BINARYMIME needs BDAT; this client sends DATA only (and
-    // the gateway never accepts BINARYMIME).
-    FillUnanswered(&result.recipients,
-                   MakeReply(554, "5.6.3", "BINARYMIME content cannot be sent with DATA"));
-    co_return result;
-  }
-  if (!EnvelopeIsClean(message)) {
-    FillUnanswered(&result.recipients, MakeReply(501, "5.5.2", "envelope contains a line break"));
-    co_return result;
-  }
-
-  // The whole command group in one buffer; command i spans
-  // [steps[i-1].end, steps[i].end). Pipelining sends it in one write,
-  // lock-step one command at a time.
-  enum class Command : uint8_t { kRset, kMail, kRcpt, kData };
-  struct Step {
-    Command command;
-    size_t end;
-  };
   std::vector<Step> steps;
-  steps.reserve(n + 3);
   std::string wire;
-  wire.reserve(64 + message.sender.size() + message.envid.size() + n * 48);
-  if (open_transaction_) {
-    // The last transaction ended before its final reply (MAIL accepted, then no recipient or no
-    // 354): the server still holds its state. After a final reply there is nothing to reset
-    // (RFC 5321 §4.1.1.4), so back-to-back messages need no RSET.
-    wire.append("RSET\r\n");
-    steps.push_back({Command::kRset, wire.size()});
+  const bool already_sent = prepared_.has_value();
+  if (already_sent) {
+    // Our previous Send wrote this message's commands behind its final dot.
+    steps = std::move(*prepared_);
+    prepared_.reset();
+  } else {
+    if (n == 0) {
+      co_return result;
+    }
+    if (std::optional<Reply> refused = Precheck(message)) {
+      FillUnanswered(&result.recipients, *refused);
+      co_return result;
+    }
+    // The last transaction may have ended before its final reply (MAIL accepted, then no
+    // recipient or no 354): the server still holds its state. After a final reply there is
+    // nothing to reset (RFC 5321 §4.1.1.4), so back-to-back messages need no RSET.
+    BuildGroup(message, open_transaction_, &wire, &steps);
+    ++transactions_;
   }
-  AppendMail(&wire, message, body_size, caps_);
-  steps.push_back({Command::kMail, wire.size()});
-  for (const OutboundRecipient& r : message.recipients) {
-    AppendRcpt(&wire, r, caps_);
-    steps.push_back({Command::kRcpt, wire.size()});
-  }
-  wire.append("DATA\r\n");
-  steps.push_back({Command::kData, wire.size()});
-  ++transactions_;
 
   const bool pipelined = caps_.pipelining;
   std::string lock_step_wire;  // lock-step: the commands are sent one by one from here
   if (!pipelined) {
     lock_step_wire = std::move(wire);
-  } else {
+  } else if (!already_sent) {
     // RFC 2920 §3.1: DATA may end a group; the replies come back in order.
     const bool sent = co_await Write(std::move(wire), options_.mail_timeout, kMail);
     if (!sent) {
@@ -562,7 +574,19 @@ io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {
     co_return result;
   }
 
-  const bool body_sent = co_await WriteBody(std::move(message.body));
+  // RFC 2920 §3.1: message content may start a group. With the next message at hand, its
+  // MAIL/RCPT/DATA ride behind our final dot in the same write: one round trip per message
+  // instead of two. Its replies come after our final reply(ies); its Send reads them.
+  std::string tail;
+  std::vector<Step> next_steps;
+  if (next != nullptr && pipelined && !next->recipients.empty() && !Precheck(*next)) {
+    BuildGroup(*next, false, &tail, &next_steps);
+  }
+  const bool body_sent = co_await WriteBody(std::move(message.body), std::move(tail));
+  if (body_sent && !next_steps.empty()) {
+    prepared_ = std::move(next_steps);
+    ++transactions_;
+  }
   if (!body_sent) {
     FillUnanswered(&result.recipients, failure_);
     result.connection_usable = false;
@@ -597,6 +621,13 @@ io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message) {
 
 io::Task<void> SmtpClient::Quit() {
   if (broken_) {
+    co_return;
+  }
+  if (prepared_) {
+    // The server may be waiting for content after a 354 to the DATA we sent ahead: a QUIT now
+    // would be taken as message text. Closing makes it drop the unfinished transaction.
+    broken_ = true;
+    ready_ = false;
     co_return;
   }
   broken_ = true;  // whatever happens next, the session is over

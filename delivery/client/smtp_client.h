@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -133,7 +134,14 @@ class SmtpClient {
   // previous one was left open (MAIL accepted, no final reply). With
   // PIPELINING (RFC 2920) RSET, MAIL, every RCPT and DATA go out in one write;
   // otherwise lock-step.
-  io::Task<TransactionResult> Send(OutboundMessage message);
+  //
+  // `next`, with PIPELINING: the message the caller sends next on this
+  // connection. Its MAIL/RCPT/DATA go out right behind this message's final
+  // dot (RFC 2920 §3.1), so the next Send only reads their replies. The
+  // caller must then make that Send its next call (or Quit, which closes
+  // without QUIT since the server may be waiting for content).
+  io::Task<TransactionResult> Send(OutboundMessage message,
+                                   const OutboundMessage* next = nullptr);
 
   // QUIT and wait briefly for 221 (RFC 5321 §4.1.1.10). Skipped when the
   // connection is broken. Never fails; the caller closes the connection.
@@ -146,8 +154,20 @@ class SmtpClient {
   // Sends data; on failure marks the connection broken, sets failure_ and
   // returns false.
   io::Task<bool> Write(std::string data, Duration timeout, std::string_view phase);
-  // Dot-stuffs and sends the body and the final dot.
-  io::Task<bool> WriteBody(std::shared_ptr<const std::string> body);
+  // Dot-stuffs and sends the body and the final dot, then `tail` in the same write.
+  io::Task<bool> WriteBody(std::shared_ptr<const std::string> body, std::string tail);
+
+  enum class Command : uint8_t { kRset, kMail, kRcpt, kData };
+  struct Step {
+    Command command;
+    size_t end;  // offset in the group's wire text after this command
+  };
+  // A refusal that needs no round trip (size, SMTPUTF8, BINARYMIME, CR/LF in
+  // the envelope), or nothing.
+  std::optional<smtp::Reply> Precheck(const OutboundMessage& message) const;
+  // Appends [RSET] MAIL RCPT... DATA for message to *wire.
+  void BuildGroup(const OutboundMessage& message, bool rset, std::string* wire,
+                  std::vector<Step>* steps) const;
 
   io::Connection& conn_;
   const ClientOptions options_;
@@ -163,6 +183,7 @@ class SmtpClient {
   io::Task<smtp::Reply> StartTls();
   io::Task<smtp::Reply> Authenticate();
   uint64_t transactions_ = 0;
+  std::optional<std::vector<Step>> prepared_;  // the next message's group, already written
   bool open_transaction_ = false;  // MAIL accepted and no final reply yet: RSET before the next
   smtp::Reply failure_;  // why the last Write failed
 };

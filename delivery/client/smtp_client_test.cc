@@ -18,6 +18,7 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <cstdint>
 #include <sys/socket.h>
 
 #include "delivery/client/dot_stuffer.h"
@@ -277,6 +278,8 @@ using S = FakeSmtpServer;
 struct ClientRun {
   ClientOptions options;
   std::vector<OutboundMessage> messages;
+  bool chain = false;  // Send(messages[i], &messages[i + 1]): the next envelope behind the dot
+  size_t stop_after = SIZE_MAX;  // Quit after this many Sends
 
   Reply handshake;
   Capabilities caps;
@@ -302,11 +305,13 @@ io::Detached DriveClient(io::Shard* shard, uint16_t port, ClientRun* run) {
     run->handshake = std::move(hello);
     run->caps = client.capabilities();
     run->usable_after_handshake = client.usable();
-    for (const OutboundMessage& m : run->messages) {
+    for (size_t i = 0; i < run->messages.size() && i < run->stop_after; ++i) {
       if (!client.usable()) {
         break;
       }
-      TransactionResult r = co_await client.Send(m);
+      const OutboundMessage* next =
+          run->chain && i + 1 < run->messages.size() ? &run->messages[i + 1] : nullptr;
+      TransactionResult r = co_await client.Send(run->messages[i], next);
       run->results.push_back(std::move(r));
     }
     co_await client.Quit();
@@ -690,6 +695,83 @@ TEST_F(SmtpClientTest, TwoTransactionsOnOneConnectionNeedNoRsetAfterAFinalReply)
   EXPECT_TRUE(run.results[1].connection_usable);
   EXPECT_EQ(server.bodies(), (std::vector<std::string>{"one\r\n.\r\n", "two\r\n.\r\n"}));
   EXPECT_EQ(server.commands().back(), "QUIT");
+}
+
+TEST_F(SmtpClientTest, ChainedMessagesSendTheNextEnvelopeBehindTheFinalDot) {
+  // RFC 2920 §3.1: content may start a group. The server reads the next
+  // MAIL/RCPT/DATA before it answers the dot: a client that waited for the
+  // final reply first would hang here.
+  S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r1@b.test>"), S::Expect("DATA"),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(), S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r2@b.test>"), S::Expect("DATA"),
+            S::Send("554 5.6.0 first refused\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r3@b.test>"),
+            S::Expect("DATA"), S::Send("250 2.0.0 second\r\n550 5.1.8 bad sender\r\n"
+                                       "503 5.5.1 no sender\r\n503 5.5.1 no sender\r\n"),
+            S::Expect("MAIL"), S::Expect("RCPT TO:<r4@b.test>"), S::Expect("DATA"),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            S::Send("250 2.0.0 fourth\r\n")});
+  ClientRun run;
+  run.options = TestOptions();
+  run.chain = true;
+  run.messages.push_back(Message({"r1@b.test"}, "one\r\n"));
+  run.messages.push_back(Message({"r2@b.test"}, "two\r\n"));
+  run.messages.push_back(Message({"r3@b.test"}, "three\r\n"));
+  run.messages.push_back(Message({"r4@b.test"}, "four\r\n"));
+  RunClient(&run, server.port());
+  server.Join();
+  EXPECT_EQ(server.errors(), std::vector<std::string>{});
+  ASSERT_EQ(run.results.size(), 4u);
+  EXPECT_EQ(run.results[0].recipients, (std::vector<Reply>{{554, "5.6.0", "first refused"}}));
+  EXPECT_EQ(run.results[1].recipients, (std::vector<Reply>{{250, "2.0.0", "second"}}));
+  EXPECT_EQ(run.results[2].recipients, (std::vector<Reply>{{550, "5.1.8", "bad sender"}}));
+  EXPECT_EQ(run.results[3].recipients, (std::vector<Reply>{{250, "2.0.0", "fourth"}}));
+  EXPECT_TRUE(run.results[3].connection_usable);
+  // Message three's MAIL was refused: nothing open, no RSET before four.
+  EXPECT_EQ(server.bodies(), (std::vector<std::string>{"one\r\n.\r\n", "two\r\n.\r\n",
+                                                       "four\r\n.\r\n"}));
+  EXPECT_EQ(server.commands().back(), "QUIT");
+}
+
+TEST_F(SmtpClientTest, ChainedEnvelopeAfterA421IsNotDelivered) {
+  S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
+            S::Expect("RCPT"), S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"),
+            S::Expect("DATA"), S::Send("421 4.3.2 going down\r\n"), S::Close()});
+  ClientRun run;
+  run.options = TestOptions();
+  run.chain = true;
+  run.messages.push_back(Message({"r1@b.test"}, "one\r\n"));
+  run.messages.push_back(Message({"r2@b.test"}, "two\r\n"));
+  RunClient(&run, server.port());
+  server.Join();
+  EXPECT_EQ(server.errors(), std::vector<std::string>{});
+  ASSERT_EQ(run.results.size(), 1u);
+  EXPECT_EQ(run.results[0].recipients[0].code, 421);
+  EXPECT_FALSE(run.results[0].connection_usable);
+  EXPECT_EQ(server.bodies().size(), 1u);
+}
+
+TEST_F(SmtpClientTest, QuitWithAChainedEnvelopeOutClosesWithoutQuit) {
+  // The server answered the DATA sent ahead with 354: it now reads message
+  // text, so a QUIT would become content. The client closes instead.
+  S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
+            S::Expect("RCPT"), S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"),
+            S::Expect("DATA"), S::Send("250 2.0.0 first\r\n250 Ok\r\n250 Ok\r\n354 go\r\n")});
+  ClientRun run;
+  run.options = TestOptions();
+  run.chain = true;
+  run.stop_after = 1;
+  run.messages.push_back(Message({"r1@b.test"}, "one\r\n"));
+  run.messages.push_back(Message({"r2@b.test"}, "two\r\n"));
+  RunClient(&run, server.port());
+  server.Join();
+  EXPECT_EQ(server.errors(), std::vector<std::string>{});
+  ASSERT_EQ(run.results.size(), 1u);
+  EXPECT_EQ(run.results[0].recipients, (std::vector<Reply>{{250, "2.0.0", "first"}}));
+  EXPECT_EQ(server.commands().back(), "DATA") << "no QUIT after the DATA sent ahead";
 }
 
 TEST_F(SmtpClientTest, TransactionLeftOpenIsResetBeforeTheNext) {
