@@ -3,6 +3,7 @@
 //   sluiced --check-config FILE    validate and exit
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 
 #include <cstdio>
@@ -83,6 +84,30 @@ void RegisterSpoolMetrics(sluice::metrics::Registry& registry, sluice::queue::Sp
   });
 }
 
+// Every connection is a descriptor, and the default soft limit (often 1024) is far below
+// max_connections. Raise the soft limit to the hard one, as other daemons do, and say so when
+// even that is too low for the configured connections plus the spool's files.
+void RaiseFileLimit(const sluice::gateway::Config& config) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    const rlim_t before = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      rl.rlim_cur = before;
+    } else {
+      spdlog::info("open file limit raised from {} to {}", before, rl.rlim_cur);
+    }
+  }
+  const rlim_t wanted = static_cast<rlim_t>(config.max_connections) + 1024;
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < wanted) {
+    spdlog::warn(
+        "open file limit {} is below server.max_connections ({}) + 1024 for the spool and "
+        "outbound connections; connections past it are refused (raise LimitNOFILE / ulimit -Hn)",
+        rl.rlim_cur, config.max_connections);
+  }
+}
+
 int Run(const std::string& config_path) {
   using namespace sluice;
   auto config = gateway::LoadConfig(config_path);
@@ -91,6 +116,7 @@ int Run(const std::string& config_path) {
     return 2;
   }
   InitLogging(config->log_level.c_str());
+  RaiseFileLimit(*config);
 
   // Signals are taken synchronously by the main thread (sigwait); every
   // thread started from here inherits the blocked mask.

@@ -14,6 +14,7 @@ deadline, and every loop is bounded in iterations and time.
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -133,6 +134,7 @@ class Daemon:
         self.proc = None
         self.starts = 0
         self._log = None
+        self.nofile = None  # (soft, hard) RLIMIT_NOFILE to start sluiced with; None: inherit
         self.server = {"hostname": HOSTNAME, "shards": 2, "shutdown_grace": 5,
                        "log_level": "info"}
         self.server.update(server or {})
@@ -185,10 +187,15 @@ class Daemon:
         assert not self.running(), "already running"
         self.starts += 1
         self._log = open(self.log_path, "wb")
+        nofile = self.nofile
+
+        def limits():
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
         self.proc = subprocess.Popen(
             [str(sluiced_path()), "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=self.workdir)
+            cwd=self.workdir, preexec_fn=limits if nofile is not None else None)
         try:
             self.wait_ready(timeout)
         except BaseException:

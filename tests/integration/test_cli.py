@@ -174,6 +174,28 @@ class SpoolRecoveryTest(DaemonTestCase):
         self.assertEqual(d.queue_count(), 2)
 
 
+class FileLimitTest(DaemonTestCase):
+
+    def test_soft_limit_raised_to_the_hard_limit(self):
+        d = self.daemon(start=False)
+        d.nofile = (512, 4096)
+        d.start()
+        limits = open(f"/proc/{d.pid}/limits").read()
+        m = re.search(r"^Max open files\s+(\d+)\s+(\d+)", limits, re.M)
+        self.assertIsNotNone(m, limits)
+        self.assertEqual((int(m.group(1)), int(m.group(2))), (4096, 4096))
+        log = d.log_text()
+        self.assertIn("open file limit raised from 512 to 4096", log)
+        # server.max_connections defaults to 10000: 4096 cannot hold that many
+        self.assertIn("open file limit 4096 is below server.max_connections (10000)", log)
+
+    def test_enough_descriptors_no_warning(self):
+        d = self.daemon(server={"max_connections": 100}, start=False)
+        d.nofile = (1024, 4096)
+        d.start()
+        self.assertNotIn("is below server.max_connections", d.log_text())
+
+
 class LinkageTest(unittest.TestCase):
     """BoringSSL and OpenSSL 3 in one process crash (unversioned symbols,
     DESIGN.md §6): no binary may pull in libssl.so.3 or libcrypto.so.3."""
