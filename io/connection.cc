@@ -1,5 +1,6 @@
 #include "io/connection.h"
 
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -338,6 +339,9 @@ class ConnectDeadline final : public TimerHandler {
 Task<Result<int>> ConnectTcp(Shard& shard, SocketAddress address, Duration timeout) {
   const int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) co_return MakeError(std::string("socket: ") + std::strerror(errno), errno);
+  // Writes are whole command groups or body chunks: no Nagle delay (see ListenTcp).
+  const int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   UringOp op(shard);
   io_uring_prep_connect(op.sqe(), fd, address.get(), address.len);
   ConnectDeadline deadline(shard, op.user_data(), timeout);

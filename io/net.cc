@@ -128,6 +128,10 @@ Result<int> ListenTcp(const SocketAddress& addr, int backlog) {
   if (fd < 0) return MakeError(std::string("socket: ") + std::strerror(errno), errno);
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // Inherited by accepted sockets. Replies are already coalesced per read batch, so Nagle only
+  // adds delay: it holds a write's last partial segment until the previous ones are acked, and
+  // with the peer's delayed ACK that can be 40 ms.
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   if (::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
     const int err = errno;
     ::close(fd);

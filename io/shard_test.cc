@@ -4,6 +4,7 @@
 #include "io/shard.h"
 
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -256,6 +257,7 @@ TEST_F(ShardTest, BulkTransferSurvivesInboxBackpressure) {
 struct ConnectProbe {
   std::atomic<bool> done{false};
   std::atomic<int> error{-1};
+  std::atomic<int> nodelay{-1};
   std::string reply;
 
   Detached Run(Shard* shard, SocketAddress addr, Duration timeout) {
@@ -265,6 +267,9 @@ struct ConnectProbe {
       done = true;
       co_return;
     }
+    int on = 0;
+    socklen_t len = sizeof(on);
+    if (getsockopt(*fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) == 0) nodelay = on;
     auto conn = std::make_unique<Connection>(*shard, *fd);
     conn->Start();
     bool sent = co_await conn->SendAll("ping\n", seconds(5));
@@ -281,6 +286,24 @@ struct ConnectProbe {
   }
 };
 
+TEST(ListenTcpTest, AcceptedSocketsHaveNoDelay) {
+  auto any = SocketAddress::Parse("127.0.0.1", 0);
+  ASSERT_TRUE(any.ok());
+  auto lfd = ListenTcp(*any, 4);
+  ASSERT_TRUE(lfd.ok());
+  const int c = ConnectTo(PortOf(*lfd));
+  ASSERT_GE(c, 0);
+  const int a = accept(*lfd, nullptr, nullptr);
+  ASSERT_GE(a, 0);
+  int on = 0;
+  socklen_t len = sizeof(on);
+  ASSERT_EQ(getsockopt(a, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+  EXPECT_EQ(on, 1) << "replies go out without Nagle delay";
+  close(a);
+  close(c);
+  close(*lfd);
+}
+
 TEST_F(ShardTest, ConnectTcpReachesAServerAndReportsRefusal) {
   StartShard(seconds(10));
   ConnectProbe ok;
@@ -291,6 +314,7 @@ TEST_F(ShardTest, ConnectTcpReachesAServerAndReportsRefusal) {
   ASSERT_TRUE(ok.done);
   EXPECT_EQ(ok.error.load(), 0);
   EXPECT_EQ(ok.reply, "PING\n");  // our own echo server answered
+  EXPECT_EQ(ok.nodelay.load(), 1) << "outbound sockets send without Nagle delay";
 
   // A port nobody listens on: bind one, learn its number, close it.
   auto any = SocketAddress::Parse("127.0.0.1", 0);
