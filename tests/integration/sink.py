@@ -268,8 +268,10 @@ class Sink:
             self._transcript_errors.append(what)
 
     def _session(self, conn, index, stop):
+        session = None
         try:
-            _Session(self, conn, index, stop).run()
+            session = _Session(self, conn, index, stop)
+            session.run()
         except (_Stopped, OSError):
             pass
         finally:
@@ -278,8 +280,18 @@ class Sink:
             except OSError:
                 pass
             with self._lock:
-                self._sessions_current -= 1
+                if session is None or not session.counted_out:
+                    self._sessions_current -= 1
                 self._conns.discard(conn)
+
+    def _count_out(self, session):
+        """A session that said QUIT is over before we answer it: the client
+        may open its next connection as soon as it reads the 221, possibly
+        before this thread gets to run again."""
+        with self._lock:
+            if not session.counted_out:
+                session.counted_out = True
+                self._sessions_current -= 1
 
 
 class _Session:
@@ -288,6 +300,7 @@ class _Session:
         self.conn = conn
         self.index = index
         self.stop = stop
+        self.counted_out = False  # the sink stopped counting it as open (QUIT)
         self.buf = b""
         conn.settimeout(RECV_POLL)
         self.reset()
@@ -346,6 +359,7 @@ class _Session:
             elif verb in ("EHLO", "HELO", "LHLO"):
                 self.send(f"500 5.5.1 this is {proto}: use {hello}")
             elif verb == "QUIT":
+                self.sink._count_out(self)
                 self.send("221 2.0.0 bye")
                 return
             elif verb == "RSET":
