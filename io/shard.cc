@@ -13,6 +13,12 @@
 namespace sluice::io {
 
 namespace {
+// The shard whose loop runs on this thread (null elsewhere).
+thread_local Shard* tls_running_shard = nullptr;
+}  // namespace
+
+
+namespace {
 
 std::string RingSetupAdvice(int err) {
   switch (err) {
@@ -238,7 +244,9 @@ void Shard::Post(std::function<void()> fn) {
     mailbox_.push_back(std::move(fn));
   }
   mailbox_pending_.store(true, std::memory_order_release);
-  if (was_empty) {
+  // From the shard's own thread (a delivery job for a destination it hosts, a result for a
+  // message it owns) no wake is needed: the loop looks at mailbox_pending_ before it waits.
+  if (was_empty && tls_running_shard != this) {
     // One wake per batch of posts; the shard swaps the whole vector.
     const uint64_t one = 1;
     ssize_t n = ::write(wake_fd_, &one, sizeof(one));
@@ -257,6 +265,7 @@ void Shard::DrainMailbox() {
 }
 
 void Shard::Run() {
+  tls_running_shard = this;
   // Loop utilisation = busy time / wall time (sluice_shard_busy_seconds_total).
   auto busy_start = std::chrono::steady_clock::now();
   while (!quit_) {
@@ -302,6 +311,7 @@ void Shard::Run() {
   }
   // Submit what the last iteration queued (closes, cancels).
   io_uring_submit(&ring_);
+  tls_running_shard = nullptr;  // later posts from this thread must wake whoever runs it next
 }
 
 }  // namespace sluice::io
