@@ -134,8 +134,21 @@ void Connection::Interrupt() {
 void Connection::Abort() {
   if (closed_) return;
   if (error_ == 0) error_ = ECONNABORTED;
-  if (ops_in_flight_ > 0) shard_.CancelFd(fd_);
+  CancelOps();
   if (reader_) WakeReader();
+}
+
+void Connection::CancelOps() {
+  if (ops_in_flight_ == 0) return;
+  if (sends_in_flight_ > 1) {
+    shard_.CancelFd(fd_);  // not how this class is used (one send at a time); still correct
+    return;
+  }
+  // By user_data: the kernel finds each request in its hash. Cancelling by fd instead makes it
+  // walk every armed request of the ring, which with 10,000 idle connections (each with its
+  // multishot recv armed) cost 7% of the process's CPU at only 140 closes/s.
+  if (recv_armed_) shard_.Cancel(recv_user_data_);
+  if (send_user_data_ != 0) shard_.Cancel(send_user_data_);
 }
 
 bool Connection::ReadAwaiter::await_ready() {
@@ -178,6 +191,8 @@ class Connection::SendOp final : public CompletionHandler, public TimerHandler {
     io_uring_prep_send(sqe, c_.fd_, data, len, MSG_NOSIGNAL);
     user_data_ = c_.shard_.Arm(sqe, this);
     ++c_.ops_in_flight_;
+    ++c_.sends_in_flight_;
+    c_.send_user_data_ = user_data_;
     timer_ = c_.shard_.timers().Add(deadline, this);
   }
   bool await_ready() const noexcept { return done_; }
@@ -188,6 +203,8 @@ class Connection::SendOp final : public CompletionHandler, public TimerHandler {
     res_ = res;
     done_ = true;
     c_.shard_.timers().Cancel(timer_);
+    --c_.sends_in_flight_;
+    if (c_.send_user_data_ == user_data_) c_.send_user_data_ = 0;
     c_.OpDone();
     if (waiter_) c_.shard_.Schedule(waiter_);
   }
@@ -303,7 +320,7 @@ Task<void> Connection::Close() {
   closed_ = true;
   if (reader_) WakeReader();
   if (ops_in_flight_ > 0) {
-    shard_.CancelFd(fd_);
+    CancelOps();
     co_await AwaitHandle{&closer_};
   }
   ::close(fd_);

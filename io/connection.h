@@ -107,6 +107,8 @@ class Connection final : private CompletionHandler, private TimerHandler {
   void OnTimer() override;                                   // read deadline
   void WakeReader();
   void OpDone();
+  // Cancels the armed recv and the send in flight, each by its user_data.
+  void CancelOps();
 
   Shard& shard_;
   int fd_;
@@ -129,7 +131,9 @@ class Connection final : private CompletionHandler, private TimerHandler {
   bool transform_error_ = false;
   bool raw_progress_ = false;  // ciphertext arrived during the handshake
 
-  unsigned ops_in_flight_ = 0;
+  unsigned ops_in_flight_ = 0;   // the armed recv and sends
+  unsigned sends_in_flight_ = 0;
+  uint64_t send_user_data_ = 0;  // the send in flight (0: none)
   std::coroutine_handle<> closer_;  // waits for ops_in_flight_ == 0
   bool closed_ = false;
 };

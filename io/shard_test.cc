@@ -286,6 +286,53 @@ struct ConnectProbe {
   }
 };
 
+// Sends more than the peer's socket buffers hold to a peer that never reads:
+// the send stays in flight until Abort() cancels it.
+struct BlockedSend {
+  std::atomic<bool> sending{false};
+  std::atomic<bool> done{false};
+  std::atomic<int> sent_ok{-1};
+  Connection* conn = nullptr;  // shard thread only
+
+  Detached Run(Shard* shard, int fd) {
+    auto c = std::make_unique<Connection>(*shard, fd);
+    conn = c.get();
+    c->Start();
+    sending = true;
+    const bool ok = co_await c->SendAll(std::string(64 << 20, 'x'), seconds(30));
+    sent_ok = ok ? 1 : 0;
+    co_await c->Close();
+    conn = nullptr;
+    done = true;
+  }
+};
+
+TEST_F(ShardTest, AbortCancelsTheSendInFlightAndTheRecv) {
+  StartShard(seconds(10));
+  auto any = SocketAddress::Parse("127.0.0.1", 0);
+  ASSERT_TRUE(any.ok());
+  auto lfd = ListenTcp(*any, 4);
+  ASSERT_TRUE(lfd.ok());
+  const int peer = ConnectTo(PortOf(*lfd));
+  ASSERT_GE(peer, 0);
+  const int fd = accept(*lfd, nullptr, nullptr);
+  ASSERT_GE(fd, 0);
+  BlockedSend s;
+  shard_->Post([&] { s.Run(shard_.get(), fd); });
+  ASSERT_TRUE(WaitFor([&] { return s.sending.load(); }, seconds(5)));
+  std::this_thread::sleep_for(milliseconds(100));  // the buffers fill; the send waits
+  EXPECT_FALSE(s.done.load());
+  shard_->Post([&] {
+    if (s.conn != nullptr) s.conn->Abort();
+  });
+  // Close() waits for both requests (the multishot recv and the send) to end:
+  // it only returns if both were cancelled.
+  ASSERT_TRUE(WaitFor([&] { return s.done.load(); }, seconds(5)));
+  EXPECT_EQ(s.sent_ok.load(), 0);
+  close(peer);
+  close(*lfd);
+}
+
 TEST(ListenTcpTest, AcceptedSocketsHaveNoDelay) {
   auto any = SocketAddress::Parse("127.0.0.1", 0);
   ASSERT_TRUE(any.ok());
