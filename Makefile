@@ -5,11 +5,12 @@
 #   make asan    unit + integration tests under ASan+UBSan (second build dir)
 #   make interop tests against Postfix, Dovecot and dnsmasq (installs them)
 #   make bench-compare  Sluice vs a private Postfix vs the smtp-source -> smtp-sink ceiling (root)
+#   make profile        perf profile of sluiced relaying smtp-source -> smtp-sink (root)
 
 BUILD ?= build
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare asan clean
+.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare profile asan clean
 
 all: build
 
@@ -49,6 +50,11 @@ bench: build
 bench-compare: build
 	@scripts/install-deps --interop
 	bench/compare/run --build $(BUILD)
+
+profile: build
+	@scripts/install-deps --profile
+	bench/profile/run --mode conn --build $(BUILD)
+	bench/profile/run --mode reuse --build $(BUILD)
 
 asan: deps
 	@test -f build-asan/build.ninja || CC=gcc CXX=g++ meson setup build-asan \
