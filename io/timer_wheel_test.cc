@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <random>
 #include <vector>
 
 namespace sluice::io {
@@ -108,6 +110,82 @@ TEST(TimerWheelTest, HandlerMayAddTimers) {
     w.Advance(now);
   }
   EXPECT_EQ(h.fired, 3);
+}
+
+TEST(TimerWheelTest, NextTimeoutFindsATimerAcrossTheWrap) {
+  MonoTime t0{};
+  TimerWheel w(t0);
+  Recorder r;
+  w.Advance(t0 + seconds(30));  // current slot near the end of the first turn
+  w.Add(t0 + seconds(50), &r);  // its slot lies past the wrap
+  const Duration d = w.NextTimeout(t0 + seconds(30));
+  EXPECT_GE(d, seconds(20));
+  EXPECT_LE(d, seconds(20) + TimerWheel::kTick * 2);
+}
+
+// Random adds, cancels and advances against a plain model: every live timer
+// fires exactly once, never before its deadline and at most one tick after
+// the first Advance past it; cancelled ones never fire.
+TEST(TimerWheelTest, MatchesAModelUnderRandomChurn) {
+  struct Counted : TimerHandler {
+    int fired = 0;
+    MonoTime* now = nullptr;
+    MonoTime at{};
+    void OnTimer() override {
+      ++fired;
+      at = *now;
+    }
+  };
+  std::mt19937_64 rng(42);
+  MonoTime t0{};
+  MonoTime now = t0;
+  TimerWheel w(t0);
+  std::vector<Counted> handlers(20000);
+  struct Planned {
+    TimerWheel::Id id;
+    MonoTime deadline;
+    bool cancelled = false;
+  };
+  std::map<size_t, Planned> planned;
+  size_t next = 0;
+  for (int step = 0; step < 200000 && next < handlers.size(); ++step) {
+    const unsigned op = rng() % 10;
+    if (op < 5) {
+      // Deadlines from 1 ms to 100 s: within the turn and several turns out.
+      const auto delay = std::chrono::milliseconds(1 + rng() % 100000);
+      handlers[next].now = &now;
+      planned[next] = {w.Add(now + delay, &handlers[next]), now + delay};
+      ++next;
+    } else if (op < 8 && !planned.empty()) {
+      auto it = planned.lower_bound(rng() % next);
+      if (it == planned.end()) it = planned.begin();
+      if (!it->second.cancelled && handlers[it->first].fired == 0) {
+        w.Cancel(it->second.id);
+        it->second.cancelled = true;
+      }
+    } else {
+      now += std::chrono::milliseconds(rng() % 40);
+      w.Advance(now);
+    }
+  }
+  for (int i = 0; i < 12000; ++i) {  // 120 s: everything comes due
+    now += TimerWheel::kTick;
+    w.Advance(now);
+  }
+  EXPECT_EQ(w.size(), 0u);
+  for (const auto& [i, p] : planned) {
+    const Counted& h = handlers[i];
+    if (p.cancelled) {
+      EXPECT_EQ(h.fired, 0) << "cancelled timer " << i << " fired";
+      continue;
+    }
+    ASSERT_EQ(h.fired, 1) << "timer " << i;
+    EXPECT_GE(h.at, p.deadline) << "timer " << i << " fired early";
+    // The loop advances by at most 40 ms; a timer fires at the first Advance
+    // past its (tick-rounded) deadline.
+    EXPECT_LE(h.at, p.deadline + std::chrono::milliseconds(40) + TimerWheel::kTick * 2)
+        << "timer " << i << " fired late";
+  }
 }
 
 }  // namespace
