@@ -208,7 +208,11 @@ TEST(BlastSmokeTest, PersistentPipelinedSessionsOnTwoShards) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->accepted, 200u);
   EXPECT_EQ(r->errors, 0u);
-  EXPECT_EQ(r->connections, 8u);  // one per session, kept open
+  // Persistent: never more than one connection per session. A session that
+  // finds every message claimed before it starts does not connect at all (the
+  // other shard's sessions can take all 200 first), so fewer is fine.
+  EXPECT_GE(r->connections, 1u);
+  EXPECT_LE(r->connections, 8u);
   EXPECT_EQ(sink.messages(), 200);
   // MAIL, RCPT and DATA arrived in one read at least once per message.
   EXPECT_GE(sink.pipelined_batches(), 100);
