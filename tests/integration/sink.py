@@ -90,6 +90,7 @@ class Sink:
         self._sessions_total = 0
         self._sessions_current = 0
         self._sessions_max = 0
+        self._sent_ahead = 0  # final dots with the client's next bytes already behind them
         self._transcript_errors = []
         self._listener = None
         self._stop = threading.Event()
@@ -214,6 +215,13 @@ class Sink:
             return self._sessions_current
 
     @property
+    def sent_ahead(self):
+        """How many times the client's next command had arrived before our
+        reply to its final dot went out."""
+        with self._lock:
+            return self._sent_ahead
+
+    @property
     def sessions_max(self):
         with self._lock:
             return self._sessions_max
@@ -315,6 +323,12 @@ class _Session:
 
     def send(self, text):
         self.conn.sendall(text.encode() + b"\r\n")
+
+    def _pending_bytes(self):
+        try:
+            return bool(self.conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except (BlockingIOError, socket.timeout, OSError):
+            return False
 
     def line(self):
         deadline = time.monotonic() + SESSION_IDLE
@@ -455,6 +469,11 @@ class _Session:
         else:
             replies = ["250 2.0.0 Ok: stored"]
             accepted = list(self.rcpts)
+        if self.buf or self._pending_bytes():
+            # The client sent more (the next MAIL) behind the final dot, before it could
+            # see this reply: RFC 2920 pipelining across the end of data.
+            with self.sink._lock:
+                self.sink._sent_ahead += 1
         if accepted:
             d = Delivery(self.index, self.sender, accepted, data, self.mail_params,
                          {a: self.rcpt_params.get(a, "") for a in accepted})

@@ -454,6 +454,35 @@ class DeliveryTest(DeliveryTestCase):
             self.assertEqual(dl.data, bodies[rcpt], rcpt)
         self.assertEqual(self.dsns(), [])
 
+    def test_next_envelope_rides_behind_the_final_dot(self):
+        # One connection; the first message is held at the sink while seven
+        # more queue up behind it. After the release, each message's content
+        # goes out with the next one's MAIL/RCPT/DATA behind its final dot
+        # (RFC 2920 §3.1): the sink sees those bytes before it answers the dot.
+        sink = self.sink()
+        sink.hold()
+        d = self.relay(sink.port, route={"max_connections": 1})
+        tokens = [f"chain-{i}" for i in range(8)]
+        messages = {t: make_message(t) for t in tokens}
+        for t in tokens:
+            self.send(d.port, "a@" + SENDER_DOMAIN, [f"{t}@dest.test"], messages[t])
+        wait_until(lambda: sink.payloads_count() >= 1, 10, "the first message at the sink")
+        time.sleep(0.5)  # the other seven are dispatched to the destination's queue
+        self.assertEqual(sink.payloads_count(), 1)
+        sink.release()
+        wait_until(lambda: len(sink.tokens()) >= 8, 20, "all eight at the sink")
+        self.wait_spool_empty(d)
+        self.assert_tokens_once(sink, tokens)
+        for dl in sink.deliveries:
+            [rcpt] = dl.recipients
+            self.assertEqual(split_received(dl.data)[1], messages[rcpt.split("@")[0]], rcpt)
+        self.assertEqual(sink.sessions_total, 1)
+        # Three to eight rode behind the dots of two to seven (they were all
+        # queued while the first was held); the second rode behind the first
+        # too if it was queued before the first's content went out.
+        self.assertIn(sink.sent_ahead, (6, 7))
+        self.assertEqual(sink.protocol_errors, [])
+
     # 6 ---------------------------------------------------------------------
     def test_connection_limits(self):
         sink = self.sink(data_delay=0.15)
