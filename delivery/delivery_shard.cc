@@ -15,6 +15,13 @@ namespace sluice::delivery {
 
 namespace {
 
+// Chaining (the next envelope behind a final dot) only after bodies up to this size.
+constexpr size_t kChainBodyLimit = 1 << 20;
+
+}  // namespace
+
+namespace {
+
 constexpr uint64_t kMicros = 1'000'000;
 
 std::string DomainOf(const std::string& address) {
@@ -89,7 +96,7 @@ class CachedBody {
   // Jobs may still hold the bytes for a moment; the budget is given back now.
   void Release() {
     if (used_ != nullptr && body_) {
-      used_->fetch_sub(static_cast<int64_t>(body_->size()), std::memory_order_relaxed);
+      used_->fetch_sub(static_cast<int64_t>(body_->capacity()), std::memory_order_relaxed);
     }
     used_ = nullptr;
     body_.reset();
@@ -295,8 +302,9 @@ void DeliveryShard::Adopt(const queue::MessageId& id, queue::Envelope envelope,
     spool_.Remove(id);  // finished before a crash, removal lost: finish it now
     return;
   }
-  if (body && body_cache_ != nullptr) {
-    const auto size = static_cast<int64_t>(body->size());
+  if (body && body_cache_ != nullptr && !stopping_) {
+    // The allocation, not the length: the session's buffer grew by doubling.
+    const auto size = static_cast<int64_t>(body->capacity());
     if (body_cache_->fetch_add(size, std::memory_order_relaxed) + size <=
         config_.body_cache_bytes) {
       m->body = CachedBody(std::move(body), body_cache_);
@@ -749,6 +757,10 @@ void DeliveryShard::Enqueue(Job job) {
     return;
   }
   d.ready.push_back(std::move(job));
+  WakeWorker(d);
+}
+
+void DeliveryShard::WakeWorker(Destination& d) {
   while (!d.idle.empty()) {
     IdleWaiter* w = d.idle.back();
     d.idle.pop_back();
@@ -991,9 +1003,11 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
         // The next job goes out behind this one's content when it is ready to go: queued, its
         // body in memory (nothing to wait for between its DATA and its content), no rate limit
         // to wait for, and room on this connection.
+        // Not behind a large body: its transfer time dwarfs the round trip saved, and the next
+        // job would wait for it here instead of going to another connection.
         if (d->rate == 0 && !stopping_ && sent + 1 < d->max_messages_per_connection &&
             client->capabilities().pipelining && !d->ready.empty() &&
-            d->ready.front().message.body) {
+            d->ready.front().message.body && job.message.body->size() <= kChainBodyLimit) {
           next = std::move(d->ready.front());
           d->ready.pop_front();
           have_next = true;
@@ -1010,6 +1024,7 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
               Report(next, {smtp::MakeReply(451, "4.3.2", "delivery is shutting down")}, "");
             } else {
               d->ready.push_front(std::move(next));
+              WakeWorker(*d);  // a parked connection, or a new one, takes it now
             }
             have_next = false;
           }

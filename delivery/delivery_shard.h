@@ -134,6 +134,8 @@ class DeliveryShard final : public queue::CompletionSink {
   // ---- destination side ----
   void Enqueue(Job job);
   void MaybeStartWorker(Destination& d);
+  // A job was queued: resume a parked worker, else maybe start one.
+  void WakeWorker(Destination& d);
   io::Detached RunWorker(Destination* d);
   io::Task<bool> Connect(Destination* d, io::Connection** out_conn, std::string* remote,
                          smtp::Reply* failure, std::string* host);

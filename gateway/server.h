@@ -90,6 +90,9 @@ class Server {
   delivery::DeliveryTelemetry delivery_telemetry_;
   std::atomic<bool> running_{false};  // Start() .. Shutdown()
   std::atomic<bool> ready_{false};    // every shard is listening
+  // Before shards_: messages still holding cached bodies give their bytes back to it when the
+  // shards are destroyed.
+  std::atomic<int64_t> body_cache_bytes_{0};  // delivery.body_cache_bytes in use
   std::vector<std::unique_ptr<ShardContext>> shards_;
   // Declared after shards_ so it is destroyed first: its threads finish
   // their tasks (which post to shard mailboxes) while the shards still exist.
@@ -111,7 +114,6 @@ class Server {
   auth::FailureThrottle auth_throttle_;
 
   std::atomic<int64_t> delivery_posts_{0};
-  std::atomic<int64_t> body_cache_bytes_{0};  // delivery.body_cache_bytes in use
   std::unique_ptr<std::atomic<bool>[]> drained_;
 
   std::atomic<size_t> total_connections_{0};
