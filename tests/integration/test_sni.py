@@ -15,12 +15,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def server_key_bits(port, servername=None):
-    """Bits of the server's public key as openssl s_client reports them."""
-    cert = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}"] +
-                          (["-servername", servername] if servername else []),
-                          input="", capture_output=True, text=True, timeout=30).stdout
-    m = re.search(r"Server public key is (\d+) bit", cert)
-    return int(m.group(1)) if m else None
+    """Bits of the server's public key as openssl s_client reports them.
+
+    -ign_eof with QUIT as input: s_client sends QUIT once the handshake is
+    done and waits for the server to close. With an empty stdin it may see
+    EOF and quit before a slow handshake (ASan, a loaded machine) completes,
+    printing no certificate at all."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-crlf",
+                        "-ign_eof"] + (["-servername", servername] if servername else []),
+                       input="QUIT\n", capture_output=True, text=True, timeout=30)
+    m = re.search(r"Server public key is (\d+) bit", r.stdout)
+    if not m:
+        raise AssertionError(f"s_client to {port} ({servername}): no certificate in\n"
+                             f"{r.stdout[-2000:]}\n{r.stderr[-1000:]}")
+    return int(m.group(1))
 
 
 class SniTest(DaemonTestCase):
