@@ -140,8 +140,9 @@ void Connection::Abort() {
 
 void Connection::CancelOps() {
   if (ops_in_flight_ == 0) return;
-  if (sends_in_flight_ > 1) {
-    shard_.CancelFd(fd_);  // not how this class is used (one send at a time); still correct
+  const unsigned known = (recv_armed_ ? 1u : 0u) + (send_user_data_ != 0 ? 1u : 0u);
+  if (known != ops_in_flight_) {
+    shard_.CancelFd(fd_);  // two sends at once: not how this class is used; still correct
     return;
   }
   // By user_data: the kernel finds each request in its hash. Cancelling by fd instead makes it
@@ -191,7 +192,6 @@ class Connection::SendOp final : public CompletionHandler, public TimerHandler {
     io_uring_prep_send(sqe, c_.fd_, data, len, MSG_NOSIGNAL);
     user_data_ = c_.shard_.Arm(sqe, this);
     ++c_.ops_in_flight_;
-    ++c_.sends_in_flight_;
     c_.send_user_data_ = user_data_;
     timer_ = c_.shard_.timers().Add(deadline, this);
   }
@@ -203,7 +203,6 @@ class Connection::SendOp final : public CompletionHandler, public TimerHandler {
     res_ = res;
     done_ = true;
     c_.shard_.timers().Cancel(timer_);
-    --c_.sends_in_flight_;
     if (c_.send_user_data_ == user_data_) c_.send_user_data_ = 0;
     c_.OpDone();
     if (waiter_) c_.shard_.Schedule(waiter_);

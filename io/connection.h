@@ -132,8 +132,7 @@ class Connection final : private CompletionHandler, private TimerHandler {
   bool raw_progress_ = false;  // ciphertext arrived during the handshake
 
   unsigned ops_in_flight_ = 0;   // the armed recv and sends
-  unsigned sends_in_flight_ = 0;
-  uint64_t send_user_data_ = 0;  // the send in flight (0: none)
+  uint64_t send_user_data_ = 0;  // the (latest) send in flight (0: none)
   std::coroutine_handle<> closer_;  // waits for ops_in_flight_ == 0
   bool closed_ = false;
 };
