@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -320,7 +321,14 @@ TEST_F(ShardTest, AbortCancelsTheSendInFlightAndTheRecv) {
   BlockedSend s;
   shard_->Post([&] { s.Run(shard_.get(), fd); });
   ASSERT_TRUE(WaitFor([&] { return s.sending.load(); }, seconds(5)));
-  std::this_thread::sleep_for(milliseconds(100));  // the buffers fill; the send waits
+  // The peer has bytes queued (it never reads them): the 64 MiB send is under way and cannot
+  // finish.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        int queued = 0;
+        return ioctl(peer, FIONREAD, &queued) == 0 && queued > 0;
+      },
+      seconds(5)));
   EXPECT_FALSE(s.done.load());
   shard_->Post([&] {
     if (s.conn != nullptr) s.conn->Abort();
