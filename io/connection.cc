@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -81,11 +82,11 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     // waiting reader always gets a receive, or it could wait forever.
     recv_armed_ = false;
     OpDone();
-    const bool behind = recv_paused_ && inbox().size() >= kInboxLowWater && !reader_;
+    const bool behind = recv_paused_ && inbox().size() >= low_water_ && !reader_;
     if (!closed_ && !behind) ArmRecv();
   }
 
-  if (!closed_ && recv_armed_ && !recv_paused_ && inbox().size() >= kInboxHighWater) {
+  if (!closed_ && recv_armed_ && !recv_paused_ && inbox().size() >= high_water_) {
     recv_paused_ = true;
     shard_.Cancel(recv_user_data_);
   }
@@ -110,7 +111,18 @@ void Connection::Consume(size_t n) {
     inbox_pos_ = 0;
   }
   seen_ = std::min(seen_ > n ? seen_ - n : 0, inbox().size());
-  if (recv_paused_ && !recv_armed_ && inbox().size() < kInboxLowWater) ArmRecv();
+  if (recv_paused_ && !recv_armed_ && inbox().size() < low_water_) ArmRecv();
+}
+
+void Connection::SetInboxHighWater(size_t bytes) {
+  high_water_ = std::max<size_t>(bytes, 1024);
+  low_water_ = high_water_ / 4;
+  if (!closed_ && recv_armed_ && !recv_paused_ && inbox().size() >= high_water_) {
+    recv_paused_ = true;
+    shard_.Cancel(recv_user_data_);
+  } else if (recv_paused_ && !recv_armed_ && inbox().size() < low_water_) {
+    ArmRecv();
+  }
 }
 
 void Connection::WakeReader() {
@@ -160,6 +172,12 @@ bool Connection::ReadAwaiter::await_ready() {
 }
 
 void Connection::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
+  if (c_.inbox().empty() && c_.inbox_.capacity() > kIdleInboxCapacity) {
+    // A burst grew the inbox; a connection that waits must not keep that memory (a thousand
+    // clients that each sent a burst and then went quiet would hold hundreds of MiB).
+    std::string().swap(c_.inbox_);
+    c_.inbox_pos_ = 0;
+  }
   c_.reader_ = h;
   c_.reader_interruptible_ = interruptible_;
   c_.read_timer_ = c_.shard_.timers().Add(c_.shard_.Now() + timeout_, &c_);

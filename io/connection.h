@@ -33,9 +33,15 @@ enum class ReadStatus {
 class Connection final : private CompletionHandler, private TimerHandler {
  public:
   // Inbox bounds: past the high-water mark the recv is cancelled (the kernel
-  // buffers and TCP flow control take over) and re-armed below low water.
+  // buffers and TCP flow control take over) and re-armed below low water
+  // (a quarter of it). The defaults suit a stream that is consumed as it
+  // arrives (a message body); an owner that may stop consuming for a while
+  // (an SMTP session whose client does not read its replies) sets a lower
+  // mark so such a connection holds little memory.
   static constexpr size_t kInboxHighWater = 256 * 1024;
-  static constexpr size_t kInboxLowWater = 64 * 1024;
+  // An empty inbox keeps at most this much capacity while its owner waits for data.
+  static constexpr size_t kIdleInboxCapacity = 64 * 1024;
+  void SetInboxHighWater(size_t bytes);
 
   Connection(Shard& shard, int fd);
   ~Connection();
@@ -115,6 +121,8 @@ class Connection final : private CompletionHandler, private TimerHandler {
   std::string inbox_;
   size_t inbox_pos_ = 0;
   size_t seen_ = 0;  // inbox().size() when the reader last looked
+  size_t high_water_ = kInboxHighWater;
+  size_t low_water_ = kInboxHighWater / 4;
 
   uint64_t recv_user_data_ = 0;
   bool recv_armed_ = false;

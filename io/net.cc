@@ -74,6 +74,16 @@ std::optional<Cidr> Cidr::Parse(std::string_view text) {
   return c;
 }
 
+IpAddress IpAddress::Network(unsigned prefix) const {
+  IpAddress out = *this;
+  const unsigned width = v4_ ? 32 : 128;
+  if (prefix >= width) return out;
+  for (unsigned bit = prefix; bit < width; ++bit) {
+    out.bytes_[bit / 8] = static_cast<uint8_t>(out.bytes_[bit / 8] & ~(0x80u >> (bit % 8)));
+  }
+  return out;
+}
+
 bool Cidr::Contains(const IpAddress& ip) const {
   if (ip.is_v4() != net_.is_v4()) return false;
   const auto& a = ip.bytes();
@@ -123,7 +133,7 @@ std::string SocketAddress::ToString() const {
   return ip.ToString() + ":" + std::to_string(port);
 }
 
-Result<int> ListenTcp(const SocketAddress& addr, int backlog) {
+Result<int> ListenTcp(const SocketAddress& addr, int backlog, int send_buffer) {
   const int fd = ::socket(addr.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return MakeError(std::string("socket: ") + std::strerror(errno), errno);
   const int one = 1;
@@ -132,6 +142,7 @@ Result<int> ListenTcp(const SocketAddress& addr, int backlog) {
   // adds delay: it holds a write's last partial segment until the previous ones are acked, and
   // with the peer's delayed ACK that can be 40 ms.
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (send_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof(send_buffer));
   if (::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
     const int err = errno;
     ::close(fd);

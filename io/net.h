@@ -26,6 +26,9 @@ class IpAddress {
   std::string ToString() const;
   const std::array<uint8_t, 16>& bytes() const { return bytes_; }  // v4 in the first 4 bytes
   bool operator==(const IpAddress&) const = default;
+  // The address with every bit past `prefix` cleared: the network it belongs to. A prefix past
+  // the family's width (32, 128) keeps the whole address.
+  IpAddress Network(unsigned prefix) const;
 
  private:
   bool v4_ = true;
@@ -55,7 +58,9 @@ struct SocketAddress {
 
 // A listening TCP socket with SO_REUSEPORT, so every shard binds its own and
 // the kernel spreads connections across them.
-Result<int> ListenTcp(const SocketAddress& addr, int backlog);
+// send_buffer > 0: SO_SNDBUF of the accepted sockets (inherited from the listener; the kernel
+// doubles it for its bookkeeping), which also turns off send-buffer autotuning for them.
+Result<int> ListenTcp(const SocketAddress& addr, int backlog, int send_buffer = 0);
 
 // Address of the peer of a connected socket, if it has one.
 std::optional<SocketAddress> PeerAddress(int fd);

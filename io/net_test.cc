@@ -46,6 +46,25 @@ TEST(CidrTest, RejectsGarbage) {
   EXPECT_EQ(Cidr::Parse("10.1.2.3")->ToString(), "10.1.2.3/32");
 }
 
+TEST(IpAddressTest, Network) {
+  const IpAddress v6 = *IpAddress::Parse("2001:db8:1:2:aaaa:bbbb:cccc:dddd");
+  EXPECT_EQ(v6.Network(64).ToString(), "2001:db8:1:2::");
+  EXPECT_EQ(v6.Network(56).ToString(), "2001:db8:1::");
+  EXPECT_EQ(IpAddress::Parse("2001:db8:1:f::1")->Network(61).ToString(), "2001:db8:1:8::");
+  EXPECT_EQ(v6.Network(128), v6);
+  EXPECT_EQ(v6.Network(0).ToString(), "::");
+  // Two hosts of one /64 are one network; the next /64 is another.
+  EXPECT_EQ(IpAddress::Parse("2001:db8:1:2::1")->Network(64), v6.Network(64));
+  EXPECT_NE(IpAddress::Parse("2001:db8:1:3::1")->Network(64), v6.Network(64));
+  const IpAddress v4 = *IpAddress::Parse("192.0.2.77");
+  EXPECT_EQ(v4.Network(32), v4);
+  EXPECT_EQ(v4.Network(64), v4);  // past the width: the whole address
+  EXPECT_EQ(v4.Network(24).ToString(), "192.0.2.0");
+  EXPECT_EQ(v4.Network(25).ToString(), "192.0.2.0");
+  EXPECT_EQ(IpAddress::Parse("192.0.2.200")->Network(25).ToString(), "192.0.2.128");
+  EXPECT_TRUE(v4.Network(24).is_v4());
+}
+
 TEST(SocketAddressTest, ParsesBothFamilies) {
   auto a = SocketAddress::Parse("127.0.0.1", 2525);
   ASSERT_TRUE(a.ok());

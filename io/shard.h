@@ -180,6 +180,19 @@ class UringOp final : public CompletionHandler {
   bool done_ = false;
 };
 
+// co_await Yield(shard): resumes from the back of the shard's ready queue, after everything
+// already scheduled.
+class Yield {
+ public:
+  explicit Yield(Shard& shard) : shard_(shard) {}
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) { shard_.Schedule(h); }
+  void await_resume() const noexcept {}
+
+ private:
+  Shard& shard_;
+};
+
 // co_await Sleep(shard, d): resumes after d (timer wheel resolution).
 class Sleep final : public TimerHandler {
  public:
