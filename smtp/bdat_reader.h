@@ -38,6 +38,9 @@ class BdatReader {
   bool bare_newline() const { return bare_newline_; }
   bool line_too_long() const { return line_too_long_; }
   bool too_big() const { return sink_.too_big(); }
+  // Reads on to the end without storing anything more (the caller ran out of room): the body
+  // is left as it is, every other finding is still made.
+  void DropBody() { sink_.Drop(); }
   uint64_t size() const { return sink_.size(); }
 
  private:

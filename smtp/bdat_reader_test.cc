@@ -239,5 +239,20 @@ TEST(BdatReader, MatchesReferenceOnRandomInput) {
   }
 }
 
+TEST(BdatReader, DropBodyConsumesTheChunkWithoutStoring) {
+  BdatReader reader(DataLimits{1 << 20, 1000, BareNewline::kReject});
+  std::string body;
+  reader.StartChunk(10, false);
+  EXPECT_EQ(reader.Feed("0123456789BDAT", &body), 10u);
+  EXPECT_TRUE(reader.chunk_done());
+  reader.DropBody();
+  reader.StartChunk(5, true);
+  EXPECT_EQ(reader.Feed("abcdeQUIT", &body), 5u);
+  EXPECT_TRUE(reader.chunk_done());
+  EXPECT_EQ(body, "0123456789");
+  EXPECT_EQ(reader.size(), 15u);
+  EXPECT_FALSE(reader.too_big());
+}
+
 }  // namespace
 }  // namespace sluice::smtp

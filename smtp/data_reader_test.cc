@@ -334,5 +334,21 @@ TEST(DataReader, MatchesReferenceOnRandomInput) {
   }
 }
 
+TEST(DataReader, DropBodyReadsToTheEndAndStoresNothingMore) {
+  // A session that runs out of memory mid-message drops the rest but stays in step: the end
+  // marker is still found, and too_big and line lengths are still judged.
+  DataReader reader(DataLimits{64, 1000, BareNewline::kReject});
+  std::string body;
+  EXPECT_EQ(reader.Feed("first\r\n", &body), 7u);
+  reader.DropBody();
+  const std::string rest = "second line\r\n" + std::string(80, 'x') + "\r\n.\r\nNOOP\r\n";
+  const size_t n = reader.Feed(rest, &body);
+  EXPECT_TRUE(reader.done());
+  EXPECT_EQ(n, rest.size() - 6);  // the pipelined NOOP is not consumed
+  EXPECT_EQ(body, "first\r\n");
+  EXPECT_TRUE(reader.too_big());  // 7 + 13 + 82 octets against 64
+  EXPECT_EQ(reader.size(), 7u + 13u + 82u);
+}
+
 }  // namespace
 }  // namespace sluice::smtp

@@ -18,7 +18,10 @@ class BodySink {
     if (n == 0) return;
     const uint64_t before = size_;
     size_ += n;
-    if (too_big_) return;
+    if (too_big_ || dropping_) {
+      too_big_ = too_big_ || size_ > max_size_;
+      return;
+    }
     if (size_ > max_size_) {
       too_big_ = true;
       // Keep the body at exactly max_size octets; it will be discarded.
@@ -30,11 +33,14 @@ class BodySink {
 
   uint64_t size() const { return size_; }
   bool too_big() const { return too_big_; }
+  // From now on nothing is stored (the owner has no room for it); octets are still counted.
+  void Drop() { dropping_ = true; }
 
  private:
   uint64_t max_size_;
   uint64_t size_ = 0;
   bool too_big_ = false;
+  bool dropping_ = false;
 };
 
 }  // namespace sluice::smtp::detail
