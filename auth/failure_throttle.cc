@@ -58,17 +58,6 @@ void FailureThrottle::RecordFailure(std::string_view ip, Clock::time_point now) 
   index_.emplace(lru_.front().key, lru_.begin());
 }
 
-void FailureThrottle::RecordSuccess(std::string_view ip) {
-  std::lock_guard lock(mu_);
-  const auto it = index_.find(ip);
-  if (it == index_.end()) {
-    return;
-  }
-  const Lru::iterator entry = it->second;
-  index_.erase(it);  // before the string its key views goes away
-  lru_.erase(entry);
-}
-
 size_t FailureThrottle::size() const {
   std::lock_guard lock(mu_);
   return index_.size();

@@ -6,15 +6,18 @@
 // hundred nanoseconds per call.
 //
 // A key's failures are forgotten once `window` has passed since its most
-// recent failure, or on RecordSuccess. After n failures the next attempt
-// should wait DelayFor = min(1 s << (n-1), 8 s); once n reaches
-// `max_failures` the key is Blocked (the session answers 421 4.7.0 and
-// closes) until the window has passed.
+// recent failure, and only then: a successful login does not clear them, or
+// an attacker holding one valid account would get max_failures - 1 guesses
+// per success, forever. After n failures the next attempt should wait
+// DelayFor = min(1 s << (n-1), 8 s); once n reaches `max_failures` the key is
+// Blocked (the session answers 421 4.7.0 and closes) until the window has
+// passed.
 //
 // Memory is bounded: at most `max_entries` keys, the least recently failed
 // one evicted first. An attacker with more addresses than that can flush the
 // table; per-address limits cannot stop such an attacker anyway. Callers
-// should key IPv6 clients by their /64, since one host usually owns all of it.
+// key IPv6 clients by their network (/64 by default), since one host usually
+// owns all of it.
 
 #include <chrono>
 #include <cstddef>
@@ -43,7 +46,6 @@ class FailureThrottle {
   std::chrono::milliseconds DelayFor(std::string_view ip, Clock::time_point now) const;
   bool Blocked(std::string_view ip, Clock::time_point now) const;
   void RecordFailure(std::string_view ip, Clock::time_point now);
-  void RecordSuccess(std::string_view ip);
 
   // Keys held, expired ones included until evicted or looked at by
   // RecordFailure. For tests and metrics.

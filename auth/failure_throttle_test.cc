@@ -56,19 +56,6 @@ TEST(FailureThrottle, WindowCountsFromTheLastFailure) {
   EXPECT_FALSE(t.Blocked("a", kT0 + minutes(30)));
 }
 
-TEST(FailureThrottle, SuccessClears) {
-  FailureThrottle t(3, minutes(10));
-  for (int i = 0; i < 3; ++i) {
-    t.RecordFailure("a", kT0);
-  }
-  ASSERT_TRUE(t.Blocked("a", kT0));
-  t.RecordSuccess("a");
-  EXPECT_FALSE(t.Blocked("a", kT0));
-  EXPECT_EQ(t.DelayFor("a", kT0), milliseconds(0));
-  EXPECT_EQ(t.size(), 0u);
-  t.RecordSuccess("never-seen");  // harmless
-}
-
 TEST(FailureThrottle, TableIsBoundedAndEvictsLeastRecentlyFailed) {
   FailureThrottle t(2, minutes(10), 3);
   t.RecordFailure("a", kT0);
@@ -109,9 +96,6 @@ TEST(FailureThrottle, ConcurrentUseFromManyThreads) {
         (void)big.DelayFor(ip, now);
         small.RecordFailure(ip + "/" + std::to_string(i), now);
         (void)small.Blocked(ip, now);
-        if (n % 7 == 0) {
-          small.RecordSuccess(ip + "/" + std::to_string(i));
-        }
       }
     });
   }

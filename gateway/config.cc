@@ -159,7 +159,14 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   if (!r.Integer("max_connections_per_ip", &l->max_connections_per_ip, 1, 1000000, err)) {
     return false;
   }
-  if (!r.Integer("max_errors", &l->max_errors, 1, 100000, err)) return false;
+  if (!r.Integer("soft_error_limit", &l->soft_error_limit, 1, 100000, err)) return false;
+  if (!r.Integer("hard_error_limit", &l->hard_error_limit, 1, 100000, err)) return false;
+  if (!r.Secs("error_sleep", &l->error_sleep, 0, 60, err)) return false;
+  if (l->soft_error_limit > l->hard_error_limit) {
+    *err = r.Where(t.get("soft_error_limit"), "soft_error_limit") +
+           ": must not be above hard_error_limit (" + std::to_string(l->hard_error_limit) + ")";
+    return false;
+  }
   if (!r.Integer("max_junk_commands", &l->max_junk_commands, 1, 100000, err)) return false;
   if (!r.Integer("max_received_headers", &l->max_received_headers, 1, 10000, err)) return false;
   if (!r.Secs("command_timeout", &l->command_timeout, 1, 86400, err)) return false;
@@ -262,7 +269,8 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   if (!r.String("users_file", &l->users_file, err) ||
       !boolean("allow_plaintext_auth", &l->allow_plaintext_auth) ||
       !boolean("auth_header", &l->auth_header) ||
-      !boolean("submission_fixups", &l->submission_fixups)) {
+      !boolean("submission_fixups", &l->submission_fixups) ||
+      !boolean("allow_untrusted_routing", &l->allow_untrusted_routing)) {
     return false;
   }
   if (l->auth != ListenerConfig::Auth::kOff && l->users_file.empty()) {
@@ -434,8 +442,19 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
         !r.String("log_level", &c.log_level, &err) ||
         !r.String("event_log", &c.event_log, &err) ||
         !r.Integer("max_connections", &c.max_connections, 1, 10000000, &err) ||
+        !r.Integer("client_ipv4_prefix", &c.client_ipv4_prefix, 8, 32, &err) ||
+        !r.Integer("client_ipv6_prefix", &c.client_ipv6_prefix, 16, 128, &err) ||
+        !r.Integer("max_body_memory", &c.max_body_memory, 1 << 20, int64_t{1} << 40, &err) ||
+        !r.Integer("max_body_memory_per_client", &c.max_body_memory_per_client, 1 << 20,
+                   int64_t{1} << 40, &err) ||
         !r.Secs("shutdown_grace", &c.shutdown_grace, 0, 3600, &err) || !r.CheckUnknown(&err)) {
       return MakeError(err, EINVAL);
+    }
+    if (c.max_body_memory_per_client > c.max_body_memory) {
+      return MakeError(r.Where(t->get("max_body_memory_per_client"), "max_body_memory_per_client") +
+                           ": must not be above max_body_memory (" +
+                           std::to_string(c.max_body_memory) + ")",
+                       EINVAL);
     }
     static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
                                                   "error", "critical", "off"};
@@ -516,6 +535,15 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   std::set<std::pair<std::string, uint16_t>> seen;
   std::set<std::string> names;
   for (const auto& l : c.listeners) {
+    // A message is held whole while it arrives (plus our Received header): a client must be
+    // allowed to hold at least one message of the largest size it may send.
+    if (static_cast<int64_t>(l.max_message_size) + kBodyMemorySlack > c.max_body_memory_per_client) {
+      return MakeError(name + ": listener '" + l.name + "': max_message_size (" +
+                           std::to_string(l.max_message_size) +
+                           ") needs server.max_body_memory_per_client of at least " +
+                           std::to_string(l.max_message_size + kBodyMemorySlack),
+                       EINVAL);
+    }
     if (!seen.insert({l.address, l.port}).second) {
       return MakeError(name + ": two listeners on " + l.address + ":" + std::to_string(l.port),
                        EINVAL);

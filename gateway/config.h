@@ -18,6 +18,9 @@ namespace sluice::gateway {
 
 using Seconds = std::chrono::seconds;
 
+// Room for our Received header and the growth step of a body buffer, on top of the message.
+inline constexpr int64_t kBodyMemorySlack = int64_t{1} << 20;
+
 struct ListenerConfig {
   std::string name;
   std::string address = "127.0.0.1";
@@ -34,8 +37,20 @@ struct ListenerConfig {
   size_t max_data_line_length = 1000;       // text line incl. CRLF (RFC 5321 §4.5.3.1.6)
   size_t max_connections = 1000;            // this listener, all shards
   size_t max_connections_per_ip = 50;
-  size_t max_errors = 10;          // 5xx replies before 421 and close (Postfix hard error limit)
-  size_t max_junk_commands = 100;  // NOOP/RSET/VRFY/HELP/unknown without a transaction
+  // Errors (5xx replies) without a queued message in between, as Postfix counts them: from the
+  // soft limit on, every reply waits error_sleep (smtpd_soft_error_limit, smtpd_error_sleep_time);
+  // at the hard limit the session gets 421 4.7.0 and is closed (smtpd_hard_error_limit).
+  size_t soft_error_limit = 10;
+  size_t hard_error_limit = 20;
+  Seconds error_sleep{1};
+  // EHLO/HELO/NOOP/RSET/VRFY/EXPN/HELP/unknown commands without a queued message in between
+  // before 421 4.7.0.
+  size_t max_junk_commands = 100;
+  // Sender-specified routing in a recipient's local part ('%', '!', or an '@' inside a quoted
+  // local part) is refused with 550 5.7.1 for clients that are neither in mynetworks nor
+  // authenticated, as Postfix's allow_untrusted_routing = no: a downstream server that honours
+  // "user%other@here" would relay further on our say-so.
+  bool allow_untrusted_routing = false;
   size_t max_received_headers = 50;  // loop detection: 554 5.4.6
   Seconds command_timeout{300};      // RFC 5321 §4.5.3.2.7: server timeout >= 5 min
   Seconds data_timeout{180};         // RFC 5321 §4.5.3.2.5: data block 3 min
@@ -88,6 +103,16 @@ struct Config {
   std::string log_level = "info";
   std::string event_log;  // JSON event log path; "-" = stdout; empty = off
   size_t max_connections = 10000;  // process-wide
+  // Per-client accounting (connections per address, the AUTH failure throttle, the share of the
+  // body budget) keys a client by its network of this prefix: one host usually owns a whole
+  // IPv6 /64, so a full-address key would give it unlimited keys.
+  unsigned client_ipv4_prefix = 32;
+  unsigned client_ipv6_prefix = 64;
+  // Message bytes held in memory while they are received (all sessions, before the spool has
+  // them), and the most one client network may hold of it. A session that cannot get room gets
+  // 452 4.3.1 (at MAIL with SIZE, at DATA/BDAT, or after the final dot if it ran out mid-body).
+  int64_t max_body_memory = int64_t{512} << 20;
+  int64_t max_body_memory_per_client = int64_t{64} << 20;
   Seconds shutdown_grace{30};      // SIGTERM: transactions in DATA may finish this long
   SpoolConfig spool;
   std::vector<ListenerConfig> listeners;

@@ -107,6 +107,47 @@ TEST(ConfigTest, RejectsBadValues) {
   EXPECT_FALSE(ParseConfig("[spool]\npath = \"\"\n[[listener]]\nport = 25\n", "sp.toml").ok());
 }
 
+TEST(ConfigTest, HardeningDefaultsAndBounds) {
+  auto c = ParseConfig("[[listener]]\nport = 25\n", "d.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const ListenerConfig& l = c->listeners[0];
+  EXPECT_EQ(l.soft_error_limit, 10u);  // Postfix's smtpd_soft_error_limit
+  EXPECT_EQ(l.hard_error_limit, 20u);  // smtpd_hard_error_limit
+  EXPECT_EQ(l.error_sleep, Seconds(1));
+  EXPECT_FALSE(l.allow_untrusted_routing);
+  EXPECT_EQ(c->client_ipv4_prefix, 32u);
+  EXPECT_EQ(c->client_ipv6_prefix, 64u);
+  EXPECT_EQ(c->max_body_memory, int64_t{512} << 20);
+  EXPECT_EQ(c->max_body_memory_per_client, int64_t{64} << 20);
+
+  auto soft_above_hard = ParseConfig(
+      "[[listener]]\nport = 25\nsoft_error_limit = 30\nhard_error_limit = 20\n", "e.toml");
+  ASSERT_FALSE(soft_above_hard.ok());
+  EXPECT_NE(soft_above_hard.error().message.find("e.toml:3: listener[0].soft_error_limit"),
+            std::string::npos)
+      << soft_above_hard.error().message;
+  auto share_above_total = ParseConfig(
+      "[server]\nmax_body_memory = 10485760\nmax_body_memory_per_client = 20971520\n"
+      "[[listener]]\nport = 25\nmax_message_size = 1048576\n",
+      "b.toml");
+  ASSERT_FALSE(share_above_total.ok());
+  EXPECT_NE(share_above_total.error().message.find("max_body_memory_per_client"),
+            std::string::npos);
+  // A client must be able to hold one message of the largest size it may send.
+  auto share_below_message = ParseConfig(
+      "[server]\nmax_body_memory_per_client = 8388608\n[[listener]]\nname = \"big\"\n"
+      "port = 25\nmax_message_size = 8388608\n",
+      "m.toml");
+  ASSERT_FALSE(share_below_message.ok());
+  EXPECT_NE(share_below_message.error().message.find("listener 'big': max_message_size"),
+            std::string::npos)
+      << share_below_message.error().message;
+  EXPECT_FALSE(ParseConfig("[server]\nclient_ipv6_prefix = 129\n[[listener]]\nport = 25\n",
+                           "p.toml")
+                   .ok());
+  EXPECT_FALSE(ParseConfig("[[listener]]\nport = 25\nmax_errors = 10\n", "old.toml").ok());
+}
+
 TEST(ConfigTest, NormalizeAndRelayDomains) {
   auto c = ParseConfig(R"([[listener]]
 port = 25

@@ -18,6 +18,7 @@ Server::Server(const Config& config, queue::Spool& spool, metrics::Registry& reg
       events_(events),
       telemetry_(registry, config, events),
       delivery_telemetry_(registry, events, config.admin.max_destination_series),
+      body_budget_(config.max_body_memory, config.max_body_memory_per_client),
       pool_(config.delivery.workers),
       drained_(new std::atomic<bool>[config.shards]),
       listener_connections_(new std::atomic<size_t>[config.listeners.size()]) {
@@ -176,6 +177,14 @@ void Server::CollectShards(metrics::Exposition& out) {
       out.Sample(f.name, {{"shard", std::to_string(s->shard().id())}}, f.get(s->shard().stats()));
     }
   }
+  out.Family("sluice_smtpd_body_memory_bytes",
+             "Message bytes held in memory while they are received (bounded by "
+             "server.max_body_memory).",
+             MetricType::kGauge);
+  out.Sample("sluice_smtpd_body_memory_bytes", {}, static_cast<double>(body_budget_.used()));
+  out.Family("sluice_smtpd_body_memory_clients",
+             "Client networks holding part of the body memory now.", MetricType::kGauge);
+  out.Sample("sluice_smtpd_body_memory_clients", {}, static_cast<double>(body_budget_.clients()));
 }
 
 void Server::CollectQueue(metrics::Exposition& out) {
@@ -290,7 +299,20 @@ void Server::Wait() {
   }
 }
 
-Server::Admission Server::AdmitConnection(size_t listener, const io::IpAddress& ip) {
+std::string Server::ClientKey(const io::IpAddress& ip) const {
+  const io::IpAddress net =
+      ip.Network(ip.is_v4() ? config_.client_ipv4_prefix : config_.client_ipv6_prefix);
+  std::string key(reinterpret_cast<const char*>(net.bytes().data()), ip.is_v4() ? 4 : 16);
+  return key;
+}
+
+std::string Server::ClientNetwork(const io::IpAddress& ip) const {
+  const unsigned prefix = ip.is_v4() ? config_.client_ipv4_prefix : config_.client_ipv6_prefix;
+  if (prefix >= (ip.is_v4() ? 32u : 128u)) return ip.ToString();
+  return ip.Network(prefix).ToString() + "/" + std::to_string(prefix);
+}
+
+Server::Admission Server::AdmitConnection(size_t listener, const std::string& client) {
   const ListenerConfig& l = config_.listeners[listener];
   if (total_connections_.fetch_add(1) >= config_.max_connections) {
     total_connections_.fetch_sub(1);
@@ -301,7 +323,7 @@ Server::Admission Server::AdmitConnection(size_t listener, const io::IpAddress& 
     total_connections_.fetch_sub(1);
     return Admission::kTooManyListener;
   }
-  std::string key(reinterpret_cast<const char*>(ip.bytes().data()), ip.is_v4() ? 4 : 16);
+  std::string key = client;
   key.push_back(static_cast<char>(listener));
   {
     std::lock_guard lock(per_ip_mu_);
@@ -317,8 +339,8 @@ Server::Admission Server::AdmitConnection(size_t listener, const io::IpAddress& 
   return Admission::kOk;
 }
 
-void Server::ReleaseConnection(size_t listener, const io::IpAddress& ip) {
-  std::string key(reinterpret_cast<const char*>(ip.bytes().data()), ip.is_v4() ? 4 : 16);
+void Server::ReleaseConnection(size_t listener, const std::string& client) {
+  std::string key = client;
   key.push_back(static_cast<char>(listener));
   {
     std::lock_guard lock(per_ip_mu_);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "gateway/body_budget.h"
 #include "gateway/config.h"
 #include "delivery/delivery_telemetry.h"
 #include "gateway/telemetry.h"
@@ -74,10 +75,21 @@ class Server {
   void SetDrained(unsigned shard, bool drained) { drained_[shard].store(drained); }
   bool AllDrained() const;
 
-  // Connection accounting across shards (any shard thread).
+  // The key of a client for per-client accounting: its network (server.client_ipv4_prefix,
+  // client_ipv6_prefix) as bytes, so that one IPv6 host cannot take a fresh key per address.
+  std::string ClientKey(const io::IpAddress& ip) const;
+  // The same network as text ("2001:db8:1:2::/64"), for logs.
+  std::string ClientNetwork(const io::IpAddress& ip) const;
+
+  // Connection accounting across shards (any shard thread). A session releases its slot as soon
+  // as it has ended, before its socket is torn down, so a client that closes one connection and
+  // opens the next at once finds the slot free.
   enum class Admission { kOk, kTooManyTotal, kTooManyListener, kTooManyFromIp };
-  Admission AdmitConnection(size_t listener, const io::IpAddress& ip);
-  void ReleaseConnection(size_t listener, const io::IpAddress& ip);
+  Admission AdmitConnection(size_t listener, const std::string& client);
+  void ReleaseConnection(size_t listener, const std::string& client);
+
+  // Message bytes being received, process-wide (server.max_body_memory).
+  BodyBudget& body_budget() { return body_budget_; }
 
  private:
   void ShardMain(unsigned id);
@@ -93,6 +105,8 @@ class Server {
   // Before shards_: messages still holding cached bodies give their bytes back to it when the
   // shards are destroyed.
   std::atomic<int64_t> body_cache_bytes_{0};  // delivery.body_cache_bytes in use
+  // Before shards_ too: sessions give their room back when they are destroyed.
+  BodyBudget body_budget_;
   std::vector<std::unique_ptr<ShardContext>> shards_;
   // Declared after shards_ so it is destroyed first: its threads finish
   // their tasks (which post to shard mailboxes) while the shards still exist.
@@ -119,7 +133,7 @@ class Server {
   std::atomic<size_t> total_connections_{0};
   std::unique_ptr<std::atomic<size_t>[]> listener_connections_;
   std::mutex per_ip_mu_;
-  // key: listener index and the address bytes
+  // key: the client key and the listener index
   std::unordered_map<std::string, size_t> per_ip_;  // guarded by per_ip_mu_
 };
 

@@ -35,11 +35,22 @@ std::string LowerAscii(std::string_view s) {
   return out;
 }
 
-constexpr auto kSendTimeout = std::chrono::seconds(60);
+// Replies not yet sent. A client that pipelines without reading its replies (RFC 2920 §3.1 lets
+// the server stop reading) gets no more of its input consumed past this: the session waits until
+// the client takes them, up to the command timeout, and closes the connection if it does not.
+constexpr size_t kMaxUnsentReplies = 16 * 1024;
+// While a session is at the command level, the input it buffers: a pipelined group larger than
+// this waits in the kernel (TCP flow control) until the session has answered what it has.
+constexpr size_t kCommandInboxHighWater = 32 * 1024;
+// The last reply of a session (221, 421) to a client that does not read it.
+constexpr auto kFinalReplyTimeout = std::chrono::seconds(10);
+// A message body's buffer grows by half of itself, never by less than this.
+constexpr size_t kMinBodyGrowth = 16 * 1024;
 
 }  // namespace
 
-Session::Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress peer)
+Session::Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress peer,
+                 std::string client)
     : ctx_(ctx),
       listener_(ctx.server().config().listeners[listener_index]),
       listener_index_(listener_index),
@@ -47,9 +58,17 @@ Session::Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress
       shard_index_(ctx.shard().id()),
       conn_(ctx.shard(), fd),
       peer_(peer),
-      lines_(listener_.max_line_length) {}
+      client_(std::move(client)),
+      lines_(listener_.max_line_length),
+      body_lease_(ctx.server().body_budget(), client_) {}
 
-Session::~Session() = default;
+Session::~Session() { ReleaseSlot(); }
+
+void Session::ReleaseSlot() {
+  if (slot_released_) return;
+  slot_released_ = true;
+  ctx_.server().ReleaseConnection(listener_index_, client_);
+}
 
 void Session::Reply(int code, std::string_view enhanced, std::string_view text) {
   smtp::AppendReply(&out_, code, enhanced, text);
@@ -75,14 +94,44 @@ void Session::Reject(Rejection kind, std::string_view stage, const std::string& 
   log->Write(std::move(e));
 }
 
-bool Session::TooManyErrors() { return errors_ >= listener_.max_errors; }
-
-io::Task<bool> Session::Flush() {
+io::Task<bool> Session::Flush(Duration timeout) {
   if (out_.empty()) co_return true;
   std::string data;
   data.swap(out_);
-  const bool ok = co_await conn_.SendAll(std::move(data), kSendTimeout);
+  const bool ok = co_await conn_.SendAll(std::move(data), timeout);
   co_return ok;
+}
+
+io::Task<bool> Session::AfterCommand() {
+  const std::string& host = ctx_.server().config().hostname;
+  if (TooManyErrors()) {
+    Reply(421, "4.7.0", host + " Error: too many errors");
+    tel_.Reject(shard_index_, Rejection::kTooManyErrors);
+    co_return false;
+  }
+  if (junk_ > listener_.max_junk_commands) {
+    Reply(421, "4.7.0", host + " Error: too many commands without a transaction");
+    tel_.Reject(shard_index_, Rejection::kTooManyJunk);
+    co_return false;
+  }
+  if (errors_ >= listener_.soft_error_limit && listener_.error_sleep.count() > 0) {
+    // Postfix's smtpd_soft_error_limit: past it every reply is slowed down, which makes probing
+    // many addresses in one session expensive while a client that made a few mistakes is not
+    // cut off.
+    co_await io::Sleep(ctx_.shard(), listener_.error_sleep);
+    const bool sent = co_await Flush();
+    if (!sent) {
+      tel_.Reject(shard_index_, Rejection::kUnreadReplies);
+      co_return false;
+    }
+  } else if (out_.size() >= kMaxUnsentReplies) {
+    const bool sent = co_await Flush();
+    if (!sent) {
+      tel_.Reject(shard_index_, Rejection::kUnreadReplies);
+      co_return false;
+    }
+  }
+  co_return true;
 }
 
 void Session::ResetTransaction() {
@@ -92,6 +141,8 @@ void Session::ResetTransaction() {
   rcpt_attempts_ = 0;
   body_.clear();
   body_.shrink_to_fit();
+  body_lease_.Reset();
+  body_no_room_ = false;
   header_len_ = 0;
   bdat_active_ = false;
   bdat_failed_ = false;
@@ -99,6 +150,7 @@ void Session::ResetTransaction() {
 }
 
 io::Task<void> Session::Run() {
+  conn_.SetInboxHighWater(kCommandInboxHighWater);
   conn_.Start();
   const Config& cfg = ctx_.server().config();
   const std::string& host = cfg.hostname;
@@ -117,91 +169,83 @@ io::Task<void> Session::Run() {
     // Implicit TLS (RFC 8314): the handshake comes before the greeting.
     bool up = true;
     if (listener_.tls == ListenerConfig::Tls::kImplicit) up = co_await StartTls();
-    if (!up) {
-      co_await conn_.Close();
-      co_return;
-    }
-    Reply(220, "", host + " ESMTP Sluice");
-    for (;;) {
-      const smtp::LineReader::Next next = lines_.Take(conn_.inbox());
-      if (next.status == smtp::LineReader::Status::kNeedMore) {
-        if (next.consumed > 0) {
-          conn_.Consume(next.consumed);
-          continue;
-        }
-        // Input consumed: answer the whole pipelined group at once.
-        const bool sent = co_await Flush();
-        if (!sent) break;
-        if (conn_.interrupted()) {
-          Reply(421, "4.3.2", host + " Service shutting down");
-          break;
-        }
-        const ReadStatus st = co_await conn_.WaitForData(listener_.command_timeout, true);
-        if (st == ReadStatus::kData) continue;
-        if (st == ReadStatus::kTimeout) {
-          Reply(421, "4.4.2", host + " Error: timeout exceeded");
-          tel_.Reject(shard_index_, Rejection::kTimeout);
-        } else if (st == ReadStatus::kInterrupted) {
-          Reply(421, "4.3.2", host + " Service shutting down");
-        } else {
-          out_.clear();  // peer gone or socket failed
-        }
-        break;
-      }
-      if (next.status == smtp::LineReader::Status::kTooLong) {
-        conn_.Consume(next.consumed);
-        Reply(500, "5.5.2", "Error: line too long");
-        tel_.Reject(shard_index_, Rejection::kCommandTooLong);
-        if (TooManyErrors()) {
-          Reply(421, "4.7.0", host + " Error: too many errors");
-          break;
-        }
-        continue;
-      }
-      std::string line;
-      if (next.status == smtp::LineReader::Status::kBareNewline) {
-        // Copy first: Consume() may move the inbox's bytes.
-        const std::string raw_line(conn_.inbox().substr(0, next.consumed));
-        conn_.Consume(next.consumed);
-        std::string_view raw = raw_line;
-        // RFC 5321 §2.3.8: lines end with CRLF only. A client that sends a
-        // bare LF may be trying to desynchronise a downstream parser.
-        const bool ends_lf = !raw.empty() && raw.back() == '\n';
-        while (!raw.empty() && (raw.back() == '\n' || raw.back() == '\r')) raw.remove_suffix(1);
-        if (listener_.bare_newline == smtp::BareNewline::kNormalize && ends_lf &&
-            raw.find('\r') == std::string_view::npos) {
-          line.assign(raw);
-        } else {
-          ResetTransaction();
-          Reply(500, "5.5.2", "Error: bare CR or LF in command (RFC 5321 section 2.3.8)");
-          tel_.Reject(shard_index_, Rejection::kBareNewline);
-          if (TooManyErrors()) {
-            Reply(421, "4.7.0", host + " Error: too many errors");
-            break;
-          }
-          continue;
-        }
-      } else {
-        line.assign(next.line);
-        conn_.Consume(next.consumed);
-      }
-      const Outcome outcome = co_await Handle(std::move(line));
-      if (outcome == Outcome::kClose) break;
-      if (TooManyErrors()) {
-        Reply(421, "4.7.0", host + " Error: too many errors");
-        tel_.Reject(shard_index_, Rejection::kTooManyErrors);
-        break;
-      }
-      if (junk_ > listener_.max_junk_commands) {
-        Reply(421, "4.7.0", host + " Error: too many commands without a transaction");
-        tel_.Reject(shard_index_, Rejection::kTooManyJunk);
-        break;
-      }
+    if (up) {
+      Reply(220, "", host + " ESMTP Sluice");
+      co_await Converse();
     }
   }
-  const bool flushed = co_await Flush();
+  const bool flushed = co_await Flush(kFinalReplyTimeout);
   (void)flushed;
+  ReleaseSlot();
   co_await conn_.Close();
+}
+
+io::Task<void> Session::Converse() {
+  const std::string& host = ctx_.server().config().hostname;
+  for (;;) {
+    const smtp::LineReader::Next next = lines_.Take(conn_.inbox());
+    if (next.status == smtp::LineReader::Status::kNeedMore) {
+      if (next.consumed > 0) {
+        conn_.Consume(next.consumed);
+        continue;
+      }
+      // Input consumed: answer the whole pipelined group at once.
+      const bool sent = co_await Flush();
+      if (!sent) co_return;
+      if (conn_.interrupted()) {
+        Reply(421, "4.3.2", host + " Service shutting down");
+        co_return;
+      }
+      const ReadStatus st = co_await conn_.WaitForData(listener_.command_timeout, true);
+      if (st == ReadStatus::kData) continue;
+      if (st == ReadStatus::kTimeout) {
+        Reply(421, "4.4.2", host + " Error: timeout exceeded");
+        tel_.Reject(shard_index_, Rejection::kTimeout);
+      } else if (st == ReadStatus::kInterrupted) {
+        Reply(421, "4.3.2", host + " Service shutting down");
+      } else {
+        out_.clear();  // peer gone or socket failed
+      }
+      co_return;
+    }
+    if (next.status == smtp::LineReader::Status::kTooLong) {
+      conn_.Consume(next.consumed);
+      Reply(500, "5.5.2", "Error: line too long");
+      tel_.Reject(shard_index_, Rejection::kCommandTooLong);
+      const bool go_on = co_await AfterCommand();
+      if (!go_on) co_return;
+      continue;
+    }
+    std::string line;
+    if (next.status == smtp::LineReader::Status::kBareNewline) {
+      // Copy first: Consume() may move the inbox's bytes.
+      const std::string raw_line(conn_.inbox().substr(0, next.consumed));
+      conn_.Consume(next.consumed);
+      std::string_view raw = raw_line;
+      // RFC 5321 §2.3.8: lines end with CRLF only. A client that sends a
+      // bare LF may be trying to desynchronise a downstream parser.
+      const bool ends_lf = !raw.empty() && raw.back() == '\n';
+      while (!raw.empty() && (raw.back() == '\n' || raw.back() == '\r')) raw.remove_suffix(1);
+      if (listener_.bare_newline == smtp::BareNewline::kNormalize && ends_lf &&
+          raw.find('\r') == std::string_view::npos) {
+        line.assign(raw);
+      } else {
+        ResetTransaction();
+        Reply(500, "5.5.2", "Error: bare CR or LF in command (RFC 5321 section 2.3.8)");
+        tel_.Reject(shard_index_, Rejection::kBareNewline);
+        const bool go_on = co_await AfterCommand();
+        if (!go_on) co_return;
+        continue;
+      }
+    } else {
+      line.assign(next.line);
+      conn_.Consume(next.consumed);
+    }
+    const Outcome outcome = co_await Handle(std::move(line));
+    if (outcome == Outcome::kClose) co_return;
+    const bool go_on = co_await AfterCommand();
+    if (!go_on) co_return;
+  }
 }
 
 io::Task<Session::Outcome> Session::Handle(std::string line) {
@@ -209,8 +253,12 @@ io::Task<Session::Outcome> Session::Handle(std::string line) {
   tel_.Command(shard_index_, cmd.verb);
   switch (cmd.verb) {
     case Verb::kEhlo:
+      // EHLO/HELO are junk too: answering them costs more than anything else without a
+      // transaction, and 5,000 pipelined EHLOs must not be free.
+      ++junk_;
       co_return OnEhlo(cmd.arg, true);
     case Verb::kHelo:
+      ++junk_;
       co_return OnEhlo(cmd.arg, false);
     case Verb::kMail:
       co_return OnMail(cmd.arg);
@@ -313,11 +361,16 @@ io::Task<Session::Outcome> Session::OnStartTls(std::string arg) {
     out_.clear();  // nothing can be said in plaintext any more
     co_return Outcome::kClose;
   }
-  // RFC 3207 §4.2: forget everything learned before; the client says EHLO again.
+  // RFC 3207 §4.2: "the SMTP protocol is reset to the initial state ... The server MUST discard
+  // any knowledge obtained from the client ... which was not obtained from the TLS negotiation
+  // itself": the EHLO argument, a transaction, and an AUTH done in plaintext (else a man in the
+  // middle could log the victim's TLS session in as the attacker's account). The error and junk
+  // counts are ours, not knowledge from the client: they stay.
   ResetTransaction();
   greeted_ = false;
   esmtp_ = false;
   helo_.clear();
+  auth_user_.clear();
   co_return Outcome::kContinue;
 }
 
@@ -368,7 +421,8 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
     co_return Outcome::kContinue;
   }
   auth::FailureThrottle& throttle = ctx_.server().auth_throttle();
-  const std::string ip = peer_.ToString();
+  // Keyed by the client's network (an IPv6 /64 by default), not its address.
+  const std::string& ip = client_;
   if (throttle.Blocked(ip, std::chrono::steady_clock::now())) {
     Reply(421, "4.7.0", host + " Error: too many failed authentications, try later");
     co_return Outcome::kClose;
@@ -405,9 +459,11 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
   const bool ok = co_await verify;
   tel_.Auth(shard_index_, listener_.name, mechanism == "LOGIN" ? "login" : "plain", ok);
   if (ok) {
-    throttle.RecordSuccess(ip);
+    // A success leaves the failures of this network as they are (they expire with their
+    // window): otherwise one valid account would buy unlimited guesses at others.
     auth_user_ = step.user;
-    spdlog::info("AUTH {} as {} from {} on {}", mechanism, auth_user_, ip, listener_.name);
+    spdlog::info("AUTH {} as {} from {} on {}", mechanism, auth_user_, peer_.ToString(),
+                 listener_.name);
     Reply(235, "2.7.0", "Authentication successful");
     co_return Outcome::kContinue;
   }
@@ -488,6 +544,11 @@ Session::Outcome Session::OnMail(std::string_view arg) {
     Reject(Rejection::kMessageTooBig, "mail", "");
     return Outcome::kContinue;
   }
+  if (p.size && !ctx_.server().body_budget().Fits(client_, static_cast<int64_t>(*p.size))) {
+    // RFC 1870 §6.1: 452 when the size is fine but there is no room for it right now.
+    NoRoomForBody("mail");
+    return Outcome::kContinue;
+  }
   if (mail->path.utf8 && !p.smtputf8) {
     Reply(553, "5.6.7", "Error: non-ASCII address requires SMTPUTF8");
     return Outcome::kContinue;
@@ -514,11 +575,24 @@ Session::Outcome Session::OnMail(std::string_view arg) {
   return Outcome::kContinue;
 }
 
-bool Session::RelayAllowed(const smtp::Path& rcpt) const {
-  if (!auth_user_.empty()) return true;  // authenticated clients relay anywhere
+bool Session::Trusted() const {
+  if (!auth_user_.empty()) return true;
   for (const io::Cidr& net : listener_.mynetworks) {
     if (net.Contains(peer_)) return true;
   }
+  return false;
+}
+
+bool Session::UntrustedRouting(const smtp::Path& rcpt) const {
+  if (listener_.allow_untrusted_routing || Trusted()) return false;
+  // "user%other@here", "other!user@here" and "\"user@other\"@here" ask the next hop to route
+  // on (RFC 5321 §3.6.1 treats the local part as opaque, but old MTAs still honour these).
+  // The local part is kept as written, so an escaped or quoted character is found too.
+  return rcpt.mailbox.local_part.find_first_of("%!@") != std::string::npos;
+}
+
+bool Session::RelayAllowed(const smtp::Path& rcpt) const {
+  if (Trusted()) return true;  // mynetworks or authenticated: relay anywhere
   const std::string& domain = rcpt.mailbox.domain;
   if (domain.empty() || domain.front() == '[') return false;  // literals only from mynetworks
   std::string d = LowerAscii(domain);
@@ -560,6 +634,12 @@ Session::Outcome Session::OnRcpt(std::string_view arg) {
   if (!RelayAllowed(rcpt->path)) {
     Reply(550, "5.7.1", "<" + rcpt->path.ToString() + ">: Relay access denied");
     Reject(Rejection::kRelayDenied, "rcpt", rcpt->path.ToString());
+    return Outcome::kContinue;
+  }
+  if (UntrustedRouting(rcpt->path)) {
+    Reply(550, "5.7.1", "<" + rcpt->path.ToString() +
+                            ">: Relay access denied (sender-specified routing)");
+    Reject(Rejection::kUntrustedRouting, "rcpt", rcpt->path.ToString());
     return Outcome::kContinue;
   }
   queue::Recipient r;
@@ -609,6 +689,39 @@ void Session::StartBody() {
   id_ = ctx_.ids().Next();
   body_ = ReceivedHeader(id_.ToString());
   header_len_ = body_.size();
+  body_no_room_ = false;
+}
+
+bool Session::ReserveBody(uint64_t capacity, bool over_budget_ok) {
+  if (capacity <= body_.capacity()) return true;
+  if (!body_lease_.GrowTo(static_cast<int64_t>(capacity)) && !over_budget_ok) return false;
+  // Exactly `capacity`: std::string's own growth doubles, and a 45 MB body would take 64 MiB.
+  std::string bigger;
+  bigger.reserve(capacity);
+  bigger.append(body_);
+  body_.swap(bigger);
+  return true;
+}
+
+bool Session::MakeRoomForBody(uint64_t incoming) {
+  // The readers never store more than max_message_size octets (smtp::detail::BodySink).
+  const uint64_t limit = header_len_ + listener_.max_message_size;
+  const uint64_t need = std::min<uint64_t>(body_.size() + incoming, limit);
+  if (need <= body_.capacity()) return true;
+  // The first step is exact (most messages arrive whole, or with SIZE); later ones grow by half,
+  // so a large message costs a few copies, not one per chunk.
+  uint64_t want = need;
+  if (body_.size() > header_len_) {
+    const uint64_t cap = body_.capacity();
+    want = std::min(limit, std::max<uint64_t>(need, cap + std::max<uint64_t>(cap / 2, kMinBodyGrowth)));
+  }
+  if (ReserveBody(want)) return true;
+  return want != need && ReserveBody(need);
+}
+
+void Session::NoRoomForBody(std::string_view stage) {
+  Reply(452, "4.3.1", "Error: insufficient system resources for this message now, try again later");
+  Reject(Rejection::kBodyMemory, stage, "");
 }
 
 void Session::AbandonBody(io::ReadStatus status) {
@@ -662,16 +775,40 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
     Reply(501, "5.5.4", "Error: DATA takes no arguments");
     co_return Outcome::kContinue;
   }
+  // Room for the message before the client sends it: all of it when MAIL gave SIZE (RFC 1870),
+  // else what has arrived. No room: 452 now, not after the transfer.
+  StartBody();
+  const uint64_t declared = mail_.params.size.value_or(0);
+  if (!MakeRoomForBody(declared > 0 ? declared : conn_.inbox().size())) {
+    body_.clear();
+    body_.shrink_to_fit();
+    body_lease_.Reset();
+    NoRoomForBody("data");
+    co_return Outcome::kContinue;
+  }
   Reply(354, "", "End data with <CR><LF>.<CR><LF>");
   const bool sent = co_await Flush();
   if (!sent) co_return Outcome::kClose;
 
-  StartBody();
   smtp::DataReader reader(smtp::DataLimits{listener_.max_message_size,
                                            listener_.max_data_line_length,
                                            listener_.bare_newline});
+  // A body is consumed as it arrives: the inbox may take more than at the command level.
+  conn_.SetInboxHighWater(io::Connection::kInboxHighWater);
+  // Normalizing turns each bare LF into two octets.
+  const uint64_t expansion = listener_.bare_newline == smtp::BareNewline::kNormalize ? 2 : 1;
   for (;;) {
-    const size_t n = reader.Feed(conn_.inbox(), &body_);
+    const std::string_view input = conn_.inbox();
+    if (!body_no_room_ && !MakeRoomForBody(input.size() * expansion)) {
+      // The budget ran out mid-body: read on to the end marker (so the session stays in step)
+      // without keeping anything, then answer 452.
+      body_no_room_ = true;
+      reader.DropBody();
+      body_.clear();
+      body_.shrink_to_fit();
+      body_lease_.Reset();
+    }
+    const size_t n = reader.Feed(input, &body_);
     conn_.Consume(n);
     if (reader.done()) break;
     // Not interruptible: a transaction in DATA may finish during shutdown.
@@ -680,7 +817,13 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
     AbandonBody(st);
     co_return Outcome::kClose;
   }
+  conn_.SetInboxHighWater(kCommandInboxHighWater);
   if (RejectBody(reader.bare_newline(), reader.too_big(), reader.line_too_long())) {
+    co_return Outcome::kContinue;
+  }
+  if (body_no_room_) {
+    NoRoomForBody("data");
+    ResetTransaction();
     co_return Outcome::kContinue;
   }
   const Outcome o = co_await Commit();
@@ -715,6 +858,14 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     bdat_ = std::make_unique<BdatState>(smtp::DataLimits{
         listener_.max_message_size, listener_.max_data_line_length, listener_.bare_newline});
   }
+  bool no_room = false;
+  const uint64_t expansion = listener_.bare_newline == smtp::BareNewline::kNormalize ? 2 : 1;
+  if (!failed && !MakeRoomForBody(size * expansion)) {
+    // The chunk's size is known before its octets: no room, no storing. The octets are still
+    // read (the stream must stay in step) and the transaction fails with 452.
+    failed = true;
+    no_room = true;
+  }
   // The chunk's octets are read (and dropped if the transaction failed) so
   // the command stream stays in step.
   std::string discard;
@@ -735,6 +886,11 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     if (st == ReadStatus::kData) continue;
     AbandonBody(st);
     co_return Outcome::kClose;
+  }
+  if (no_room) {
+    NoRoomForBody("data");
+    ResetTransaction();
+    co_return Outcome::kContinue;
   }
   if (failed) {
     Reply(error);
@@ -773,6 +929,9 @@ io::Task<Session::Outcome> Session::Commit() {
       added += "Message-ID: <" + id_.ToString() + "@" + cfg.hostname + ">\r\n";
     }
     if (!added.empty()) {
+      // Exact room first: an insert past the capacity would double the buffer. A few hundred
+      // octets; without budget left they go over it rather than failing a complete message.
+      (void)ReserveBody(body_.size() + added.size(), /*over_budget_ok=*/true);
       body_.insert(header_len_, added);
       header_len_ += added.size();
     }
@@ -810,6 +969,8 @@ io::Task<Session::Outcome> Session::Commit() {
     const uint64_t token = ctx_.NewCommitToken();
     const queue::Admit admit = spool.Enqueue(id_, std::move(meta), body, &ctx_, token);
     if (admit == queue::Admit::kAccepted) {
+      // The spool's admission bound (max_pending_bytes) covers the body from here on.
+      body_lease_.Reset();
       status = co_await ctx_.AwaitCommit(token);
       break;
     }
@@ -850,7 +1011,10 @@ io::Task<Session::Outcome> Session::Commit() {
       ctx_.delivery().Adopt(id_, std::move(env), std::move(body));
       ++ctx_.stats().messages_queued;
       ctx_.stats().bytes_queued += body_size;
+      // A delivered message clears the counts, as Postfix's limits count "without delivering
+      // mail": a bulk client's occasional bad recipient never adds up over a long session.
       junk_ = 0;
+      errors_ = 0;
       Reply(250, "2.0.0", "Ok: queued as " + id_.ToString());
       break;
     }

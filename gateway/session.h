@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/body_budget.h"
 #include "gateway/config.h"
 #include "gateway/telemetry.h"
 #include "io/connection.h"
@@ -29,7 +30,10 @@ class ShardContext;
 
 class Session {
  public:
-  Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress peer);
+  // `client`: the peer's key for per-client accounting (Server::ClientKey); the session holds
+  // one connection slot for it (Server::AdmitConnection) until ReleaseSlot().
+  Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress peer,
+          std::string client);
   ~Session();
 
   io::Task<void> Run();
@@ -40,10 +44,15 @@ class Session {
   void Abort() { conn_.Abort(); }
   size_t listener_index() const { return listener_index_; }
   const io::IpAddress& peer() const { return peer_; }
+  // Gives the connection slot back (once): when the session has ended, before its socket is
+  // torn down, so the client's next connection is judged without it.
+  void ReleaseSlot();
 
  private:
   enum class Outcome { kContinue, kClose };
 
+  // The command loop, from the greeting to the end of the session.
+  io::Task<void> Converse();
   io::Task<Outcome> Handle(std::string line);
   // TLS: upgrade the connection and run the handshake (STARTTLS or implicit).
   io::Task<bool> StartTls();
@@ -73,9 +82,26 @@ class Session {
   void Reply(const smtp::Reply& r) { Reply(r.code, r.enhanced, r.text); }
   // Counts a refusal and writes a "rejected" event with the reply just queued.
   void Reject(Rejection kind, std::string_view stage, const std::string& recipient);
-  io::Task<bool> Flush();
-  // Counts 5xx replies; true once the client hit the error limit.
-  bool TooManyErrors();
+  // Sends the replies queued so far; false if the client did not take them within `timeout`
+  // or is gone.
+  io::Task<bool> Flush(Duration timeout);
+  io::Task<bool> Flush() { return Flush(listener_.command_timeout); }
+  // After every command: the hard error and junk limits (false: 421 queued, close), the soft
+  // error limit's slowdown, and the bound on replies the client has not read yet.
+  io::Task<bool> AfterCommand();
+  bool TooManyErrors() const { return errors_ >= listener_.hard_error_limit; }
+  // Room in body_ (and in the process-wide body budget) for `incoming` more octets of the
+  // message, up to its size limit; false when the budget has none.
+  bool MakeRoomForBody(uint64_t incoming);
+  // body_ with exactly `capacity` (if it has less), taken from the budget first; without room,
+  // false, unless over_budget_ok (a few octets that must not fail a complete message).
+  bool ReserveBody(uint64_t capacity, bool over_budget_ok = false);
+  // 452 4.3.1 for a message that found no room in the body budget.
+  void NoRoomForBody(std::string_view stage);
+  // Sender-specified routing in a local part ('%', '!', a quoted '@'), refused from untrusted
+  // clients unless the listener allows it.
+  bool UntrustedRouting(const smtp::Path& rcpt) const;
+  bool Trusted() const;
 
   ShardContext& ctx_;
   const ListenerConfig& listener_;
@@ -84,6 +110,8 @@ class Session {
   const unsigned shard_index_;
   io::Connection conn_;
   io::IpAddress peer_;
+  const std::string client_;  // Server::ClientKey of peer_
+  bool slot_released_ = false;
   smtp::LineReader lines_;
   std::string out_;
 
@@ -106,6 +134,8 @@ class Session {
   queue::MessageId id_;
   std::string body_;       // Received header + message as it arrives
   size_t header_len_ = 0;  // length of our Received header in body_
+  BodyBudget::Lease body_lease_;  // body_.capacity(), taken from the process-wide budget
+  bool body_no_room_ = false;     // the budget ran out mid-body: read to the end, then 452
   bool bdat_active_ = false;
   bool bdat_failed_ = false;
   smtp::Reply bdat_error_;

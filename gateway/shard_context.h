@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "delivery/delivery_shard.h"
+#include "gateway/server.h"
 #include "io/listener.h"
 #include "io/shard.h"
 #include "io/task.h"
@@ -81,6 +82,20 @@ class ShardContext final : public queue::CompletionSink {
 
   void DrainCommits();
   void OnAccept(size_t listener_index, int fd);
+  // Judges the connections accepted in this loop iteration, after the sessions woken in the same
+  // completion batch have run: a client that closed one connection and opened the next at once
+  // finds the first one's slot released (its EOF comes before the new accept).
+  io::Detached JudgeAccepts();
+  void Judge(size_t listener_index, int fd);
+  io::Detached JudgeAgain(size_t listener_index, int fd, io::IpAddress ip, std::string client);
+  void Admit(size_t listener_index, int fd, const io::IpAddress& ip, std::string client);
+  void Refuse(size_t listener_index, int fd, Server::Admission admission);
+
+  // A connection over a limit is looked at again this often before it gets 421; at most this
+  // many wait at a time per shard (past it: 421 at once), so a flood cannot pile up descriptors.
+  static constexpr int kAdmissionRetries = 10;
+  static constexpr std::chrono::milliseconds kAdmissionRetryDelay{10};
+  static constexpr unsigned kMaxWaitingAdmission = 256;
   io::Detached RunSession(std::unique_ptr<Session> session);
   io::Detached DrainAndQuit();
 
@@ -90,6 +105,9 @@ class ShardContext final : public queue::CompletionSink {
   std::unique_ptr<delivery::DeliveryShard> delivery_;
   std::vector<std::unique_ptr<io::Listener>> listeners_;
   std::unordered_set<Session*> sessions_;
+  std::vector<std::pair<size_t, int>> accepted_;  // listener index, fd; not judged yet
+  bool judging_ = false;                          // JudgeAccepts is scheduled
+  unsigned waiting_admission_ = 0;                // JudgeAgain coroutines
   bool stopping_ = false;
   SessionStats stats_;
 

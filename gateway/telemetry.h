@@ -29,6 +29,10 @@ enum class Rejection {
   kTooManyJunk,
   kTimeout,
   kSpoolBusy,
+  kUntrustedRouting,     // '%', '!' or a quoted '@' in a recipient from an untrusted client
+  kBodyMemory,           // no room in the process-wide body budget (452 4.3.1)
+  kUnreadReplies,        // the client stopped reading its replies and was closed
+  kInsufficientStorage,  // the spool's file system is below spool.min_free_bytes (452 4.3.1)
   kCount,
 };
 

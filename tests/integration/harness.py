@@ -49,6 +49,30 @@ def sluicectl_path():
     return _binary("SLUICECTL", "build/admin/sluicectl")
 
 
+def blast_path():
+    """sluice-blast, the project's load generator (bench/blast)."""
+    return _binary("SLUICE_BLAST", "build/bench/blast/sluice-blast")
+
+
+def run_blast(port, *args, timeout=300):
+    """Runs sluice-blast against a loopback port; returns its JSON report."""
+    p = blast_path()
+    if not (p.is_file() and os.access(p, os.X_OK)):
+        raise AssertionError(f"sluice-blast not built ({p})")
+    out = Path(tempfile.mkdtemp(prefix="blast.")) / "report.json"
+    try:
+        r = subprocess.run([str(p), "--target", f"{LOOPBACK}:{port}", "--json", str(out),
+                            *[str(a) for a in args]],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        if not out.exists():
+            raise AssertionError(f"sluice-blast wrote no report (exit {r.returncode}): "
+                                 f"{r.stdout.decode(errors='replace')}"
+                                 f"{r.stderr.decode(errors='replace')}")
+        return json.loads(out.read_text())
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+
+
 def have_sluicectl():
     p = sluicectl_path()
     return p.is_file() and os.access(p, os.X_OK)
@@ -393,8 +417,12 @@ class RawSmtp:
         self.buf = b""
 
     @classmethod
-    def connect(cls, port, timeout=15.0):
-        return cls(socket.create_connection((LOOPBACK, port), timeout=timeout), timeout)
+    def connect(cls, port, timeout=15.0, source=None):
+        """source: a local address to connect from (any of 127.0.0.0/8 is this
+        host on Linux), to appear as another client."""
+        addr = (source, 0) if source else None
+        return cls(socket.create_connection((LOOPBACK, port), timeout=timeout,
+                                            source_address=addr), timeout)
 
     def close(self):
         try:
@@ -593,8 +621,8 @@ class DaemonTestCase(unittest.TestCase):
             d.start()
         return d
 
-    def client(self, port, greet=True, helo="client.test"):
-        c = RawSmtp.connect(port)
+    def client(self, port, greet=True, helo="client.test", source=None):
+        c = RawSmtp.connect(port, source=source)
         self.addCleanup(c.close)
         if greet:
             c.greet(helo)

@@ -173,7 +173,8 @@ class ShutdownTest(DaemonTestCase):
         line = b"b" * 998 + b"\r\n"
         msg = b"Subject: big bdat\r\n\r\n" + line * (part1_len // len(line) + 64)
         d = self.daemon(listeners=[{"name": "big", "max_message_size": 2 * len(msg)}],
-                        server={"shutdown_grace": GRACE})
+                        server={"shutdown_grace": GRACE,
+                                "max_body_memory_per_client": 2 * len(msg) + (1 << 20)})
         sock = harness.socket.socket(harness.socket.AF_INET, harness.socket.SOCK_STREAM)
         sock.setsockopt(harness.socket.SOL_SOCKET, harness.socket.SO_SNDBUF, sndbuf)
         sock.settimeout(30)

@@ -767,6 +767,27 @@ class AuthPolicyTest(TlsTestCase):
         self.assertReply(self.auth_plain(c, "alice"), 235, "2.7.0")
 
 
+    def test_auth_before_starttls_is_forgotten(self):
+        """RFC 3207 §4.2: an AUTH done in plaintext (allow_plaintext_auth) is
+        discarded by STARTTLS; otherwise a man in the middle could log the
+        victim's TLS session in as the attacker's account."""
+        d = self.tls_daemon([self.listener("sub", auth="required", allow_plaintext_auth=True)])
+        c = self.client(d.port)
+        self.assertReply(self.auth_plain(c, "bob"), 235, "2.7.0")
+        c.expect(250, "MAIL FROM:<bob@client.test>")  # authenticated in plaintext
+        c.expect(250, "RSET")
+        starttls(c)
+        kw = ehlo_keywords(c.cmd("EHLO client.test"))
+        self.assertEqual(kw.get("AUTH"), "PLAIN LOGIN")  # offered again: nobody is logged in
+        self.assertReply(c.cmd("MAIL FROM:<bob@client.test>"), 530, "5.7.0")
+        self.assertReply(self.auth_plain(c, "alice"), 235, "2.7.0")
+        code, text = send_message_checked(c, "alice@client.test", ["rcpt@dest.test"],
+                                          make_message("after-starttls"))
+        self.assertEqual(code, 250, text)
+        m = self.spooled(d, queued_id(text))
+        self.assertSecureReceived(m, user="alice")
+
+
 def send_message_checked(c, sender, recipients, message):
     c.expect(250, f"MAIL FROM:<{sender}>")
     for r in recipients:
@@ -807,20 +828,30 @@ class ThrottleTest(TlsTestCase):
         c2.wait_closed()
         self.assertEqual(d.queue_count(), 0)
 
-    def test_success_resets_the_count(self):
-        d = self.standard_daemon()
-        c = self.tls_client(d.port_of("submission"))
-        c.sock.settimeout(30)
-        for i in range(4):
-            self.assertReply(self.auth_plain(c, "alice", "wrong"), 535, "5.7.8")
-        self.assertReply(self.auth_plain(c, "alice"), 235, "2.7.0")
-        # Had the success not cleared the 4 failures, this would be the 5th
-        # and the next attempt would get 421.
-        c2 = self.tls_client(d.port_of("submission"))
-        c2.sock.settimeout(30)
-        self.assertReply(self.auth_plain(c2, "bob", "wrong"), 535, "5.7.8")
-        self.assertReply(self.auth_plain(c2, "bob"), 235, "2.7.0")
+    def test_success_does_not_reset_the_count_and_the_network_is_the_key(self):
+        """A valid account buys no extra guesses, and the count belongs to the
+        client's network (server.client_ipv4_prefix = 24 here; IPv6 clients
+        are keyed by their /64 the same way): failures from five addresses of
+        one /24 block a sixth."""
+        d = self.tls_daemon([self.listener("plain", tls="none", auth="optional",
+                                           allow_plaintext_auth=True)],
+                            server={"client_ipv4_prefix": 24})
 
+        def attempt(source, user, password=None):
+            c = self.client(d.port, source=source)
+            c.sock.settimeout(30)  # failures wait 1, 2, 4, 8 s
+            return self.auth_plain(c, user, password)
+
+        for i in range(4):
+            self.assertReply(attempt(f"127.0.0.{10 + i}", "alice", "wrong"), 535, "5.7.8")
+        # The attacker's own account works, and changes nothing.
+        self.assertReply(attempt("127.0.0.20", "bob"), 235, "2.7.0")
+        self.assertReply(attempt("127.0.0.21", "alice", "wrong"), 535, "5.7.8")
+        # Five failures in the network: the next attempt is refused, even
+        # with the right password, from yet another address of it.
+        self.assertReply(attempt("127.0.0.22", "alice"), 421, "4.7.0")
+        # Another /24 is another client.
+        self.assertReply(attempt("127.0.1.1", "alice"), 235, "2.7.0")
 
 # ---------------------------------------------------------------------------
 # 8. Submission fix-ups
