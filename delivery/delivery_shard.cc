@@ -387,6 +387,20 @@ io::Detached DeliveryShard::Route(queue::MessageId id, std::vector<size_t> recip
     const RouteType type = route ? route->type : RouteType::kMx;
     switch (type) {
       case RouteType::kMx: {
+        if (!domain.empty() && domain.front() == '[') {
+          // RFC 5321 §5.1: an address literal is delivered to that address, without DNS.
+          // (Only trusted clients could relay to one: gateway RelayAllowed.)
+          const std::optional<io::IpAddress> ip = AddressLiteralIp(domain);
+          if (!ip) {
+            PostResult(id, {i},
+                       smtp::MakeReply(550, "5.1.2", "cannot deliver to address literal " + domain),
+                       "");
+            continue;
+          }
+          key = "literal:" + ip->ToString();
+          targets.push_back(MxTarget{ip->ToString(), 0, {*ip}});
+          break;
+        }
         // Domains that share MX hosts share one destination (KumoMTA's
         // "site"): the key is the set of MX host names.
         auto found = mx_cache.find(domain);

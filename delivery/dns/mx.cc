@@ -79,6 +79,25 @@ const char* ToString(MxLookup::Status status) {
   return "?";
 }
 
+std::optional<io::IpAddress> AddressLiteralIp(std::string_view domain) {
+  if (domain.size() < 3 || domain.front() != '[' || domain.back() != ']') return std::nullopt;
+  std::string_view inner = domain.substr(1, domain.size() - 2);
+  constexpr std::string_view kTag = "ipv6:";
+  bool v6 = false;
+  if (inner.size() > kTag.size()) {
+    v6 = true;
+    for (size_t i = 0; i < kTag.size(); ++i) {
+      const char c = inner[i];
+      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kTag[i]) v6 = false;
+    }
+  }
+  if (v6) inner.remove_prefix(kTag.size());
+  std::optional<io::IpAddress> ip = io::IpAddress::Parse(inner);
+  // "[::1]" without the tag is not an address literal, nor is "[IPv6:192.0.2.1]".
+  if (!ip || v6 != (inner.find(':') != std::string_view::npos)) return std::nullopt;
+  return ip;
+}
+
 std::string NormalizeDnsName(std::string_view name) {
   if (!name.empty() && name.back() == '.') {
     name.remove_suffix(1);

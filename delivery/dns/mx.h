@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -49,6 +50,12 @@ const char* ToString(MxLookup::Status status);
 // lowest preference. Names compare case-insensitively, trailing dot ignored.
 std::vector<MxTarget> OrderMxTargets(std::vector<MxTarget> records,
                                      const std::vector<std::string>& self_names, std::mt19937& rng);
+
+// The address of an RFC 5321 §4.1.3 address literal: "[192.0.2.1]" or "[IPv6:2001:db8::1]"
+// (the tag compared case-insensitively). nullopt for anything else, including a general address
+// literal with another tag: such a recipient cannot be delivered. RFC 5321 §5.1: mail to an
+// address literal goes to that address, without DNS.
+std::optional<io::IpAddress> AddressLiteralIp(std::string_view domain);
 
 // Lower case, without the trailing dot: the form used for cache keys and
 // comparisons.

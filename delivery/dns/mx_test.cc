@@ -281,5 +281,18 @@ TEST(MxLookupTest, PermanentOnlyForNxdomainAndNullMx) {
   }
 }
 
+TEST(AddressLiteral, Ipv4AndIpv6) {
+  EXPECT_EQ(AddressLiteralIp("[192.0.2.1]")->ToString(), "192.0.2.1");
+  EXPECT_EQ(AddressLiteralIp("[IPv6:2001:db8::1]")->ToString(), "2001:db8::1");
+  EXPECT_EQ(AddressLiteralIp("[ipv6:::1]")->ToString(), "::1");
+  EXPECT_FALSE(AddressLiteralIp("[::1]"));             // IPv6 needs its tag
+  EXPECT_FALSE(AddressLiteralIp("[IPv6:192.0.2.1]"));  // and IPv4 must not have it
+  EXPECT_FALSE(AddressLiteralIp("[x-foo:bar]"));       // general literal: no standard tag
+  EXPECT_FALSE(AddressLiteralIp("[192.0.2.256]"));
+  EXPECT_FALSE(AddressLiteralIp("example.com"));
+  EXPECT_FALSE(AddressLiteralIp("[]"));
+  EXPECT_FALSE(AddressLiteralIp("[192.0.2.1"));
+}
+
 }  // namespace
 }  // namespace sluice::delivery

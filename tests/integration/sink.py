@@ -73,8 +73,9 @@ class _Stopped(Exception):
 
 class Sink:
     def __init__(self, rules=None, lmtp=False, data_delay=0.0, hostname="sink.test",
-                 size_limit=100 * 1024 * 1024, dsn=True, port=0):
+                 size_limit=100 * 1024 * 1024, dsn=True, port=0, host=LOOPBACK):
         self.lmtp = lmtp
+        self.host = host  # "::1" listens on IPv6
         self.hostname = hostname
         self.size_limit = size_limit
         self.dsn = dsn
@@ -123,9 +124,10 @@ class Sink:
 
     def start(self):
         assert self._listener is None, "already running"
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((LOOPBACK, self.port))
+        s.bind((self.host, self.port))
         s.listen(128)
         s.settimeout(ACCEPT_POLL)
         self.port = s.getsockname()[1]

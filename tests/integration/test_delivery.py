@@ -310,6 +310,31 @@ class DeliveryTest(DeliveryTestCase):
         [e] = self.log_events(d, "bounced")
         self.assertEqual((e[1], e[2]), (qid, "bad-1@dest.test"))
 
+    def test_address_literals_are_delivered_to_that_address(self):
+        """RFC 5321 §5.1: user@[192.0.2.1] and user@[IPv6:...] go to that
+        address, without DNS (before, "[127.0.0.2]" was looked up as an MX
+        name). A general literal with another tag is refused at RCPT already
+        (and, should one reach delivery, bounces with 5.1.2: mx_test)."""
+        v4 = self.sink(host="127.0.0.2")
+        v6 = self.sink(host="::1", port=v4.port)
+        routes = [{"name": "senders", "domains": [SENDER_DOMAIN], "type": "maildir",
+                   "path": str(self.maildir)},
+                  {"name": "mx", "domains": ["*"], "type": "mx", "port": v4.port}]
+        d = self.daemon(delivery=dict(FAST), routes=routes)
+        self.send(d.port, "alice@" + SENDER_DOMAIN, ["lit4@[127.0.0.2]"], make_message("lit4"))
+        self.send(d.port, "alice@" + SENDER_DOMAIN, ["lit6@[IPv6:::1]"], make_message("lit6"))
+        wait_until(lambda: v4.deliveries and v6.deliveries, 20, "both literals delivered")
+        self.wait_spool_empty(d)
+        [m4] = v4.deliveries
+        self.assertEqual((m4.recipients, m4.token), (["lit4@[127.0.0.2]"], "lit4"))
+        [m6] = v6.deliveries
+        self.assertEqual((m6.recipients, m6.token), (["lit6@[IPv6:::1]"], "lit6"))
+        self.assertEqual(self.dsns(), [])
+        with RawSmtp.connect(d.port) as c:
+            c.greet()
+            c.expect(250, "MAIL FROM:<alice@sender.test>")
+            self.assertReply(c.cmd("RCPT TO:<odd@[x-tag:whatever]>"), 501, "5.1.3")
+
     def test_dsn_remote_mta_is_a_host_name(self):
         # RFC 3464 §2.3.5: Remote-MTA is "dns; <host name>"; the scheduler
         # passes its "host[ip]:port" connection label instead.
