@@ -59,6 +59,15 @@ struct DeliveryConfig {
   Seconds idle_timeout{5};  // a pooled connection with nothing to send is closed after this
   Seconds command_timeout{300};
   Seconds data_timeout{600};
+  // Per delivery attempt, as Postfix: the addresses an MX lookup yields (smtp_mx_address_limit;
+  // also the addresses of a smarthost or LMTP server tried), and the sessions that may reach the
+  // SMTP greeting before the attempt gives up (smtp_mx_session_limit): a host that answers but
+  // refuses (a 4xx greeting, a failed EHLO) is followed by the next address, up to this many.
+  unsigned mx_address_limit = 5;
+  unsigned mx_session_limit = 2;
+  // Destinations (queues) with nothing queued, no connection and no back-off left are dropped
+  // from memory after this long; the next message for them makes a new one.
+  Seconds destination_idle_expiry{300};
   unsigned workers = 4;  // threads for blocking work (body reads, maildir writes)
   // Bodies of newly accepted messages stay in memory for their first delivery
   // attempt (it then needs no spool read and no trip through the workers).

@@ -215,6 +215,7 @@ struct DeliveryShard::Destination {
   smtp::Reply failure;
   std::string failure_remote;
   std::vector<io::Connection*> connections;  // open, for Abort()
+  uint64_t last_used_us = 0;                  // a job queued or a worker ended (SweepIdle)
 };
 
 struct ParkAwaiter {
@@ -247,14 +248,31 @@ DeliveryShard::DeliveryShard(io::Shard& shard, unsigned index, const DeliveryCon
   client_options_.tls_timeout = config_.tls_timeout;
 }
 
-DeliveryShard::~DeliveryShard() = default;
+DeliveryShard::~DeliveryShard() { shard_.timers().Cancel(sweeper_.timer); }
 
 Result<void> DeliveryShard::Start() {
   ResolverOptions ro;
   ro.servers = config_.dns_servers;
   ro.self_names = {hostname_};
+  ro.mx_address_limit = config_.mx_address_limit;
   resolver_ = std::make_unique<Resolver>(shard_, ro);
-  return resolver_->Init();
+  if (auto r = resolver_->Init(); !r) return r;
+  sweeper_.owner = this;
+  sweeper_.Arm();
+  return {};
+}
+
+void DeliveryShard::Sweeper::Arm() {
+  const auto interval = std::clamp<std::chrono::seconds>(
+      owner->config_.destination_idle_expiry / 2, std::chrono::seconds(1),
+      std::chrono::seconds(30));
+  timer = owner->shard_.timers().Add(owner->shard_.Now() + interval, this);
+}
+
+void DeliveryShard::Sweeper::OnTimer() {
+  timer = {};
+  owner->SweepIdle();
+  if (!owner->stopping_) Arm();
 }
 
 void DeliveryShard::CrossPost(DeliveryShard& to, std::function<void()> fn) {
@@ -417,12 +435,7 @@ io::Detached DeliveryShard::Route(queue::MessageId id, std::vector<size_t> recip
           PostResult(id, {i}, MxFailure(domain, mx), "");
           continue;
         }
-        std::vector<std::string> hosts;
-        for (const MxTarget& t : mx.targets) hosts.push_back(t.host);
-        std::sort(hosts.begin(), hosts.end());
-        hosts.erase(std::unique(hosts.begin(), hosts.end()), hosts.end());
-        key = "mx:";
-        for (const std::string& h : hosts) key += h + ",";
+        key = mx.site;
         targets = mx.targets;
         break;
       }
@@ -759,6 +772,7 @@ void DeliveryShard::Enqueue(Job job) {
     it->second = std::move(d);
   }
   Destination& d = *it->second;
+  d.last_used_us = UnixMicros();
   if (!job.mx_targets.empty()) d.mx_targets = job.mx_targets;
   if (stopping_) {
     Report(job, {smtp::MakeReply(451, "4.3.2", "delivery is shutting down")}, "");
@@ -834,7 +848,7 @@ io::Task<bool> DeliveryShard::TakeJob(Destination* d, Job* job) {
   }
 }
 
-io::Task<bool> DeliveryShard::Connect(Destination* d, io::Connection** out_conn,
+io::Task<bool> DeliveryShard::Connect(Destination* d, size_t* next, io::Connection** out_conn,
                                       std::string* remote, smtp::Reply* failure,
                                       std::string* host) {
   struct Target {
@@ -862,11 +876,14 @@ io::Task<bool> DeliveryShard::Connect(Destination* d, io::Connection** out_conn,
     }
     for (const io::IpAddress& ip : *ips) targets.push_back({d->route->host, ip});
   }
-  *failure = smtp::MakeReply(451, "4.4.1", "no address to connect to for " + d->key);
-  // RFC 5321 §5.1: try at least two addresses; we try up to five.
-  size_t tried = 0;
-  for (const Target& t : targets) {
-    if (tried++ >= 5 || stopping_) break;
+  if (*next == 0) {
+    *failure = smtp::MakeReply(451, "4.4.1", "no address to connect to for " + d->key);
+  }
+  // RFC 5321 §5.1: try at least two addresses; we try up to mx_address_limit (an MX lookup
+  // yields no more than that; a smarthost's name may have more).
+  const size_t limit = std::min<size_t>(targets.size(), std::max(config_.mx_address_limit, 1u));
+  while (*next < limit && !stopping_) {
+    const Target& t = targets[(*next)++];
     auto addr = io::SocketAddress::Parse(t.ip.ToString(), port);
     if (!addr.ok()) continue;
     *remote = t.host + "[" + t.ip.ToString() + "]:" + std::to_string(port);
@@ -906,10 +923,18 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
     options.lmtp = d->type == RouteType::kLmtp;
     // Connect and greet. With opportunistic TLS, a host whose handshake
     // fails is remembered (broken_tls_) and reached again in plaintext.
-    for (int round = 0; round < 2 && !connected; ++round) {
+    // Address after address until one greets us, trying no more than mx_session_limit hosts
+    // that answered (Postfix's smtp_mx_session_limit); a TLS failure on an opportunistic route
+    // retries the same address in plaintext once, and that retry is not another session.
+    size_t next_address = 0;
+    unsigned sessions = 0;
+    bool plain_retry = false;
+    while (!connected) {
       std::string host;
-      const bool ok = co_await Connect(d, &raw, &remote, &failure, &host);
+      const bool ok = co_await Connect(d, &next_address, &raw, &remote, &failure, &host);
       if (!ok) break;
+      if (!plain_retry) ++sessions;
+      plain_retry = false;
       conn.reset(raw);
       d->connections.push_back(conn.get());
       SeriesFor(d->label).connections->Add(index_, 1);
@@ -960,12 +985,17 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
                                attempt.tls_policy == ClientOptions::TlsPolicy::kOpportunistic;
       client.reset();
       conn.reset();
-      if (!retry_plain) break;
-      // RFC 7435: opportunistic TLS must not make mail undeliverable.
-      spdlog::info("destination {}: TLS with {} failed ({}); retrying in plaintext and skipping "
-                   "TLS with it for an hour",
-                   d->key, host, OneLine(failure));
-      broken_tls_[host] = now + 3600 * kMicros;
+      if (retry_plain) {
+        // RFC 7435: opportunistic TLS must not make mail undeliverable.
+        spdlog::info("destination {}: TLS with {} failed ({}); retrying in plaintext and "
+                     "skipping TLS with it for an hour",
+                     d->key, host, OneLine(failure));
+        broken_tls_[host] = now + 3600 * kMicros;
+        --next_address;  // the same address again
+        plain_retry = true;
+        continue;
+      }
+      if (sessions >= config_.mx_session_limit) break;
     }
     if (!connected) {
       ++stats_.connection_failures;
@@ -1053,7 +1083,24 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
   }
   --d->workers;
   --workers_;
+  d->last_used_us = UnixMicros();
   if (!stopping_ && !d->ready.empty()) MaybeStartWorker(*d);
+}
+
+void DeliveryShard::SweepIdle() {
+  // Destinations are made on demand for every MX site, smarthost or maildir a message goes to;
+  // without this, a relay that has mailed a million domains would keep a million queues.
+  const uint64_t now = UnixMicros();
+  const uint64_t expiry = static_cast<uint64_t>(config_.destination_idle_expiry.count()) * kMicros;
+  std::erase_if(destinations_, [now, expiry](const auto& entry) {
+    const Destination& d = *entry.second;
+    return d.ready.empty() && d.workers == 0 && d.idle.empty() && d.connections.empty() &&
+           d.failing_until_us <= now && now - d.last_used_us >= expiry;
+  });
+  std::erase_if(broken_tls_, [now](const auto& entry) { return entry.second <= now; });
+  // Cached metric handles by destination label: past the registry's bound every new label
+  // resolves to the shared "other" series, but the cache would still hold one entry per label.
+  if (series_.size() > kMaxCachedSeries) series_.clear();
 }
 
 std::optional<std::string> DeliveryShard::ReadBodyBlocking(const queue::MessageId& id) {
@@ -1137,6 +1184,7 @@ DeliveryTelemetry::DestinationSeries& DeliveryShard::SeriesFor(const std::string
 
 DeliveryShard::QueueSnapshot DeliveryShard::Snapshot() const {
   QueueSnapshot snap;
+  snap.queues = destinations_.size();
   for (const auto& [id, m] : messages_) {
     const uint64_t received = m->env.received_at_us;
     if (m->in_round) {

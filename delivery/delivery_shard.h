@@ -103,6 +103,7 @@ class DeliveryShard final : public queue::CompletionSink {
       uint64_t oldest_received_us = 0;
     };
     std::unordered_map<std::string, PerDestination> destinations;
+    uint64_t queues = 0;  // destinations (queues) held in memory
   };
   QueueSnapshot Snapshot() const;
   // The metric label for a recipient domain: the route's name, or the domain
@@ -137,8 +138,10 @@ class DeliveryShard final : public queue::CompletionSink {
   // A job was queued: resume a parked worker, else maybe start one.
   void WakeWorker(Destination& d);
   io::Detached RunWorker(Destination* d);
-  io::Task<bool> Connect(Destination* d, io::Connection** out_conn, std::string* remote,
-                         smtp::Reply* failure, std::string* host);
+  // Connects to the destination's next address from *next on (advancing it past the one
+  // connected to); false when none is left or reachable.
+  io::Task<bool> Connect(Destination* d, size_t* next, io::Connection** out_conn,
+                         std::string* remote, smtp::Reply* failure, std::string* host);
   io::Task<void> DeliverMaildir(Destination* d, Job job);
   // Pool-thread work.
   std::optional<std::string> ReadBodyBlocking(const queue::MessageId& id);
@@ -147,6 +150,18 @@ class DeliveryShard final : public queue::CompletionSink {
               bool peer_dsn = false);
   void DeferAll(Destination& d, const smtp::Reply& reply, const std::string& remote);
   io::Task<bool> TakeJob(Destination* d, Job* job);
+
+  // Drops idle, empty destinations (destination_idle_expiry), expired broken-TLS marks and,
+  // past kMaxCachedSeries, the cached metric handles. Every half expiry, at most every 30 s.
+  void SweepIdle();
+  static constexpr size_t kMaxCachedSeries = 1024;
+  struct Sweeper final : io::TimerHandler {
+    DeliveryShard* owner = nullptr;
+    io::TimerWheel::Id timer;
+    void Arm();
+    void OnTimer() override;
+  };
+  Sweeper sweeper_;
 
   DeliveryShard& Peer(unsigned index) { return *peers_[index]; }
   void CrossPost(DeliveryShard& to, std::function<void()> fn);

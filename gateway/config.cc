@@ -308,6 +308,9 @@ bool ParseDelivery(const toml::table& t, const std::string& file, delivery::Deli
          r.Secs("idle_timeout", &d->idle_timeout, 0, 3600, err) &&
          r.Secs("command_timeout", &d->command_timeout, 1, 3600, err) &&
          r.Secs("data_timeout", &d->data_timeout, 1, 7200, err) &&
+         r.Integer("mx_address_limit", &d->mx_address_limit, 1, 100, err) &&
+         r.Integer("mx_session_limit", &d->mx_session_limit, 1, 100, err) &&
+         r.Secs("destination_idle_expiry", &d->destination_idle_expiry, 1, 86400, err) &&
          r.Integer("workers", &d->workers, 1, 256, err) &&
          r.Integer("body_cache_bytes", &d->body_cache_bytes, 0, int64_t{1} << 40, err) &&
          r.StringList("dns_servers", &d->dns_servers, err) && r.CheckUnknown(err);

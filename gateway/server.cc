@@ -217,6 +217,7 @@ void Server::CollectQueue(metrics::Exposition& out) {
   std::lock_guard lock(req->mu);
   delivery::DeliveryShard::QueueSnapshot total;
   for (const auto& s : req->snaps) {
+    total.queues += s.queues;
     total.scheduled += s.scheduled;
     total.deferred += s.deferred;
     total.in_flight += s.in_flight;
@@ -244,6 +245,12 @@ void Server::CollectQueue(metrics::Exposition& out) {
              "Age of the oldest message still waiting for delivery (0 when the queue is empty).",
              MetricType::kGauge);
   out.Sample("sluice_queue_oldest_message_age_seconds", {}, age(total.oldest_received_us));
+  out.Family("sluice_delivery_destinations",
+             "Destination queues held in memory (one per MX site, smarthost, LMTP server or "
+             "maildir mailed recently; idle ones are dropped after "
+             "delivery.destination_idle_expiry).",
+             MetricType::kGauge);
+  out.Sample("sluice_delivery_destinations", {}, static_cast<double>(total.queues));
   out.Family("sluice_delivery_body_cache_bytes",
              "Bytes of message bodies held in memory for their first delivery attempt "
              "(bounded by delivery.body_cache_bytes).",

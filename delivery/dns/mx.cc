@@ -3,6 +3,7 @@
 #include <ares.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <limits>
 
 namespace sluice::delivery {
@@ -77,6 +78,26 @@ const char* ToString(MxLookup::Status status) {
       return "temporary failure";
   }
   return "?";
+}
+
+std::string SiteKey(std::vector<std::string> hosts) {
+  std::sort(hosts.begin(), hosts.end());
+  hosts.erase(std::unique(hosts.begin(), hosts.end()), hosts.end());
+  std::string key = "mx:";
+  for (const std::string& h : hosts) key += h + ",";
+  if (key.size() <= kMaxSiteKey) return key;
+  // FNV-1a over the full key: stable across processes and restarts (std::hash is not promised
+  // to be), so the same MX set always gives the same destination.
+  uint64_t hash = 1469598103934665603ull;
+  for (const char c : key) {
+    hash ^= static_cast<unsigned char>(c);
+    hash *= 1099511628211ull;
+  }
+  char digest[17];
+  std::snprintf(digest, sizeof(digest), "%016llx", static_cast<unsigned long long>(hash));
+  std::string bounded = key.substr(0, kMaxSiteKey - 48);
+  bounded += "...(" + std::to_string(hosts.size()) + " hosts)#" + digest;
+  return bounded;
 }
 
 std::optional<io::IpAddress> AddressLiteralIp(std::string_view domain) {

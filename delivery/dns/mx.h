@@ -35,6 +35,10 @@ struct MxLookup {
   // implicit MX (the domain's own A/AAAA at preference 0) appears only when the
   // domain has no MX records at all.
   std::vector<MxTarget> targets;
+  // The destination ("site", as KumoMTA calls it) of the domain: "mx:" and its MX host names,
+  // sorted, so domains that share MX hosts share one queue and one connection limit. Taken from
+  // every MX record (not only the targets resolved), and of bounded length (SiteKey).
+  std::string site;
   std::string error;  // human-readable reason for logs and DSN diagnostics
   bool permanent() const {
     return status == Status::kNoSuchDomain || status == Status::kNullMx;
@@ -50,6 +54,12 @@ const char* ToString(MxLookup::Status status);
 // lowest preference. Names compare case-insensitively, trailing dot ignored.
 std::vector<MxTarget> OrderMxTargets(std::vector<MxTarget> records,
                                      const std::vector<std::string>& self_names, std::mt19937& rng);
+
+// "mx:" and the host names joined in sorted order, without duplicates; past kMaxSiteKey octets,
+// the first names and a hash of all of them (a domain may list thousands of MX hosts, and the
+// key is copied into every job and used as a metric label).
+inline constexpr size_t kMaxSiteKey = 256;
+std::string SiteKey(std::vector<std::string> hosts);
 
 // The address of an RFC 5321 §4.1.3 address literal: "[192.0.2.1]" or "[IPv6:2001:db8::1]"
 // (the tag compared case-insensitively). nullopt for anything else, including a general address

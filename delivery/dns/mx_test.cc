@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <algorithm>
+
 #include <gtest/gtest.h>
 
 namespace sluice::delivery {
@@ -292,6 +294,19 @@ TEST(AddressLiteral, Ipv4AndIpv6) {
   EXPECT_FALSE(AddressLiteralIp("example.com"));
   EXPECT_FALSE(AddressLiteralIp("[]"));
   EXPECT_FALSE(AddressLiteralIp("[192.0.2.1"));
+}
+
+TEST(SiteKey, SortedUniqueAndBounded) {
+  EXPECT_EQ(SiteKey({"b.test", "a.test", "b.test"}), "mx:a.test,b.test,");
+  std::vector<std::string> many;
+  for (int i = 0; i < 2900; ++i) many.push_back("mx" + std::to_string(i) + ".example.test");
+  const std::string key = SiteKey(many);
+  EXPECT_LE(key.size(), kMaxSiteKey);
+  EXPECT_NE(key.find("(2900 hosts)#"), std::string::npos) << key;
+  std::reverse(many.begin(), many.end());
+  EXPECT_EQ(SiteKey(many), key);  // order does not matter
+  many.pop_back();
+  EXPECT_NE(SiteKey(many), key);  // the set does
 }
 
 }  // namespace

@@ -597,39 +597,58 @@ io::Task<MxLookup> Resolver::LookupMx(std::string domain) {
     }
   }
 
-  std::vector<std::string> names;
-  names.reserve(records.size());
-  for (const MxTarget& r : records) {
-    names.push_back(r.host);
-  }
-  std::vector<AddressAnswer> addresses = co_await ResolveAll(std::move(names));
-  if (shut_down_) {
-    co_return MxFailure(Status::kTempFail, "DNS resolver is shut down");
-  }
+  // The destination is named by every MX host, resolved or not (the order is random among
+  // equal preferences, so a truncated list would name a different site each time).
+  std::vector<std::string> all_hosts;
+  all_hosts.reserve(records.size());
+  for (const MxTarget& r : records) all_hosts.push_back(r.host);
+  std::string site = SiteKey(std::move(all_hosts));
 
+  // Best first, a batch at a time, until mx_address_limit addresses are known (Postfix's
+  // smtp_mx_address_limit), looking at no more than twice that many targets.
+  const size_t limit = std::max<size_t>(options_.mx_address_limit, 1);
+  const size_t max_targets = std::min(records.size(), 2 * limit);
   MxLookup result;
   result.status = Status::kOk;
+  result.site = std::move(site);
   bool temporary = false;
   std::string skipped;
-  for (size_t i = 0; i < records.size(); ++i) {
-    AddressAnswer& a = addresses[i];
-    if (a.addresses.empty()) {
-      // A target without addresses is skipped (RFC 5321 §5.1 tries the next).
-      temporary = temporary || a.temporary;
-      if (!skipped.empty()) {
-        skipped += "; ";
+  size_t have = 0;
+  size_t next = 0;
+  while (have < limit && next < max_targets) {
+    const size_t count = std::min(limit - have, max_targets - next);
+    std::vector<std::string> names;
+    names.reserve(count);
+    for (size_t i = next; i < next + count; ++i) names.push_back(records[i].host);
+    std::vector<AddressAnswer> addresses = co_await ResolveAll(std::move(names));
+    if (shut_down_) {
+      co_return MxFailure(Status::kTempFail, "DNS resolver is shut down");
+    }
+    for (size_t k = 0; k < count; ++k) {
+      AddressAnswer& a = addresses[k];
+      MxTarget& target = records[next + k];
+      if (a.addresses.empty()) {
+        // A target without addresses is skipped (RFC 5321 §5.1 tries the next).
+        temporary = temporary || a.temporary;
+        if (!skipped.empty()) {
+          skipped += "; ";
+        }
+        skipped += target.host + ": " +
+                   (a.temporary ? a.error
+                                : (a.no_such_domain ? std::string("no such host")
+                                                    : std::string("no A/AAAA records")));
+        continue;
       }
-      skipped += records[i].host + ": " +
-                 (a.temporary ? a.error
-                              : (a.no_such_domain ? std::string("no such host")
-                                                  : std::string("no A/AAAA records")));
-      continue;
+      if (have >= limit) continue;
+      if (a.ttl >= 0) {
+        ttl = ttl < 0 ? a.ttl : std::min(ttl, a.ttl);
+      }
+      if (a.addresses.size() > limit - have) a.addresses.resize(limit - have);
+      have += a.addresses.size();
+      target.addresses = std::move(a.addresses);
+      result.targets.push_back(std::move(target));
     }
-    if (a.ttl >= 0) {
-      ttl = ttl < 0 ? a.ttl : std::min(ttl, a.ttl);
-    }
-    records[i].addresses = std::move(a.addresses);
-    result.targets.push_back(std::move(records[i]));
+    next += count;
   }
   if (result.targets.empty()) {
     const Status status = temporary ? Status::kTempFail : Status::kNoAddresses;

@@ -72,6 +72,11 @@ struct ResolverOptions {
   // Cache entries per kind (MX, host) before expired entries are swept and,
   // if still full, arbitrary entries evicted. Default 10000.
   size_t max_cache_entries = 10000;
+  // The addresses an MX lookup yields, in MX preference order (Postfix's smtp_mx_address_limit):
+  // targets are resolved best first, a batch at a time, until this many addresses are known;
+  // later targets are not looked up at all. At most 2 × this many targets are resolved, so a
+  // domain listing thousands of MX hosts costs a bounded number of queries. Default 5.
+  size_t mx_address_limit = 5;
 };
 
 class Resolver final : private io::TimerHandler {
@@ -86,8 +91,8 @@ class Resolver final : private io::TimerHandler {
   // servers. Reads /etc/resolv.conf when no servers are configured.
   Result<void> Init();
 
-  // The MX targets of `domain` with their addresses, ordered for delivery.
-  // Never fails by other means than MxLookup::status.
+  // The MX targets of `domain` with their addresses, ordered for delivery, at most
+  // mx_address_limit addresses in all. Never fails by other means than MxLookup::status.
   io::Task<MxLookup> LookupMx(std::string domain);
 
   // A and AAAA records of `host` (A first), e.g. for a smarthost. An IP

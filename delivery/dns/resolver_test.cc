@@ -195,6 +195,13 @@ class Dnsmasq {
         "--mx-host=partial.test,gone.partial.test,5",
         "--mx-host=partial.test,mx1.multi.test,20",
     };
+    // Sixty MX hosts at one preference, each with an address: far more than a delivery
+    // considers (mx_address_limit).
+    for (int i = 0; i < 60; ++i) {
+      const std::string host = "mx" + std::to_string(i) + ".many.test";
+      args.push_back("--mx-host=many.test," + host + ",10");
+      args.push_back("--host-record=" + host + ",127.0.1." + std::to_string(i + 1) + ",300");
+    }
     if (geteuid() == 0) {
       // As root dnsmasq would switch to "nobody"/"dip"; stay root in a container.
       args.push_back("--user=root");
@@ -408,6 +415,50 @@ TEST_F(ResolverTest, MultipleMxOrderedWithAddresses) {
     }
   }
   EXPECT_FALSE(r.permanent());
+}
+
+TEST_F(ResolverTest, ManyMxAreBoundedInAddressesQueriesAndKey) {
+  // Postfix's smtp_mx_address_limit: five addresses in preference order, and only the targets
+  // needed for them are looked up (a domain listing thousands of MX hosts cost thousands of
+  // queries per message before).
+  StartDnsmasqAndResolver();
+  MxLookup r = LookupMx("many.test");
+  ASSERT_EQ(r.status, MxLookup::Status::kOk) << r.error;
+  size_t addresses = 0;
+  for (const MxTarget& t : r.targets) addresses += t.addresses.size();
+  EXPECT_EQ(addresses, 5u);
+  EXPECT_EQ(r.targets.size(), 5u);
+  EXPECT_EQ(Stats().queries, 1u + 5u * 2u);  // MX, then A and AAAA for five targets
+  // The site names every MX host, whatever subset was resolved: the same for every lookup
+  // (the ties are shuffled each time), and bounded in length.
+  EXPECT_LE(r.site.size(), kMaxSiteKey);
+  EXPECT_EQ(r.site.rfind("mx:mx0.many.test,mx1.many.test,", 0), 0u) << r.site;
+  EXPECT_NE(r.site.find("(60 hosts)#"), std::string::npos) << r.site;
+  std::set<std::string> firsts;
+  for (int i = 0; i < 20; ++i) {
+    MxLookup again = LookupMx("many.test");
+    ASSERT_EQ(again.status, MxLookup::Status::kOk);
+    EXPECT_EQ(again.site, r.site);
+    firsts.insert(again.targets.front().host);
+  }
+  EXPECT_GT(firsts.size(), 1u);  // RFC 5321 §5.1: equal preferences in random order
+  MxLookup multi = LookupMx("multi.test");
+  EXPECT_EQ(multi.site, "mx:mx1.multi.test,mx2.multi.test,mx3.multi.test,");
+}
+
+TEST_F(ResolverTest, AddressLimitCountsAddressesNotHosts) {
+  ResolverOptions options;
+  options.mx_address_limit = 2;
+  StartDnsmasqAndResolver(options);
+  for (int i = 0; i < 10; ++i) {
+    MxLookup r = LookupMx("multi.test");
+    ASSERT_EQ(r.status, MxLookup::Status::kOk) << r.error;
+    size_t addresses = 0;
+    for (const MxTarget& t : r.targets) addresses += t.addresses.size();
+    EXPECT_EQ(addresses, 2u);
+    // Never the preference-20 host while the two at 10 give enough.
+    for (const MxTarget& t : r.targets) EXPECT_NE(t.host, "mx3.multi.test");
+  }
 }
 
 TEST_F(ResolverTest, OverTcp) {

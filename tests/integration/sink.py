@@ -73,9 +73,11 @@ class _Stopped(Exception):
 
 class Sink:
     def __init__(self, rules=None, lmtp=False, data_delay=0.0, hostname="sink.test",
-                 size_limit=100 * 1024 * 1024, dsn=True, port=0, host=LOOPBACK):
+                 size_limit=100 * 1024 * 1024, dsn=True, port=0, host=LOOPBACK,
+                 greeting=None):
         self.lmtp = lmtp
         self.host = host  # "::1" listens on IPv6
+        self.greeting = greeting  # e.g. "421 4.3.2 busy": said instead of 220, then close
         self.hostname = hostname
         self.size_limit = size_limit
         self.dsn = dsn
@@ -89,6 +91,7 @@ class Sink:
         self._payloads = []  # every DATA payload that reached the final dot, accepted or not
         self._attempts = collections.Counter()  # per address: RCPTs (ESMTP) / dots (LMTP)
         self._sessions_total = 0
+        self.refused_greetings = 0  # sessions answered with `greeting` instead of 220
         self._sessions_current = 0
         self._sessions_max = 0
         self._sent_ahead = 0  # final dots with the client's next bytes already behind them
@@ -356,6 +359,11 @@ class _Session:
     def run(self):
         hello = "LHLO" if self.sink.lmtp else "EHLO"
         proto = "LMTP" if self.sink.lmtp else "ESMTP"
+        if self.sink.greeting:
+            with self.sink._lock:
+                self.sink.refused_greetings += 1
+            self.send(self.sink.greeting)
+            return
         self.send(f"220 {self.sink.hostname} {proto} sink")
         for _ in range(1_000_000):
             raw = self.line()

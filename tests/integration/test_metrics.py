@@ -796,6 +796,26 @@ class MetricsTest(MetricsTestCase):
         for token, msg in messages.items():
             self.assertEqual(harness.split_received(got[token])[1], msg, token)
 
+    def test_idle_destinations_are_dropped_from_memory(self):
+        """A destination queue is made for every site mail goes to; once idle
+        (nothing queued, no connection, no back-off) for
+        delivery.destination_idle_expiry it is dropped, and the next message
+        makes a new one."""
+        sink = self.sink()
+        d = self.relay(sink.port, delivery={"destination_idle_expiry": 1, "idle_timeout": 1},
+                       extra_routes=[{"name": "other", "domains": ["other.test"],
+                                      "type": "smarthost", "host": harness.LOOPBACK,
+                                      "port": sink.port}])
+        self.send(d.port, "alice@" + SENDER_DOMAIN, ["a@dest.test"], make_message("q1"))
+        self.send(d.port, "alice@" + SENDER_DOMAIN, ["b@other.test"], make_message("q2"))
+        self.wait_scrape(d, lambda s: s.sum("sluice_delivery_destinations") == 2
+                         and sink.delivered_count() == 2, 20, "two destinations, two deliveries")
+        self.wait_scrape(d, lambda s: s.sum("sluice_delivery_destinations") == 0, 20,
+                         "idle destinations dropped")
+        self.send(d.port, "alice@" + SENDER_DOMAIN, ["c@dest.test"], make_message("q3"))
+        self.wait_scrape(d, lambda s: sink.delivered_count() == 3, 20, "a third delivery")
+        self.assertEqual(sorted(dl.token for dl in sink.deliveries), ["q1", "q2", "q3"])
+
     # 5 ---------------------------------------------------------------------
     def test_connection_rejection_counted(self):
         d = self.admin_daemon(listeners=[{"name": "mx", "max_connections_per_ip": 1}])

@@ -12,7 +12,8 @@ route.
 import unittest
 
 from interop import (Dnsmasq, Dsn, InteropTestCase, SmtpSink, check_relayed, free_port,
-                     make_message, smtp_addr, wait_maildir)
+                     make_message, smtp_addr, wait_maildir, wait_until)
+from sink import Sink
 
 # name → the address of its A record.
 HOSTS = {
@@ -129,6 +130,48 @@ class MxTest(InteropTestCase):
         r = self.bounce_for("bob@nosuch.test")
         self.assertEqual(r["Status"], "5.1.2")
         self.assertIn("nosuch.test", r["Diagnostic-Code"])
+
+
+class MxSessionLimitTest(InteropTestCase):
+    """Postfix's smtp_mx_session_limit: a host that answers but refuses (421
+    at the greeting) is followed by the next MX host, up to
+    delivery.mx_session_limit hosts that answered."""
+
+    def setUp(self):
+        super().setUp()
+        self.dns = Dnsmasq(self, ["--mx-host=busy.test,mx-a.busy.test,10",
+                                  "--mx-host=busy.test,mx-b.busy.test,20",
+                                  "--host-record=mx-a.busy.test,127.0.0.21,300",
+                                  "--host-record=mx-b.busy.test,127.0.0.22,300"],
+                           probe_name="busy.test")
+        self.busy = Sink(host="127.0.0.21", greeting="421 4.3.2 mx-a is busy").start()
+        self.addCleanup(self.busy.stop)
+        self.good = Sink(host="127.0.0.22", port=self.busy.port).start()
+        self.addCleanup(self.good.stop)
+
+    def relay(self, session_limit):
+        return self.daemon(
+            subdir=f"limit{session_limit}",
+            delivery={"enabled": True, "retry_initial": 60, "idle_timeout": 1,
+                      "mx_session_limit": session_limit,
+                      "dns_servers": [f"127.0.0.1:{self.dns.port}"]},
+            routes=[{"name": "mx", "domains": ["*"], "type": "mx", "port": self.busy.port}])
+
+    def test_next_host_after_a_refusing_greeting(self):
+        d = self.relay(2)
+        self.swaks(d.port, "alice@client.test", ["bob@busy.test"], make_message("busy-2"))
+        wait_until(lambda: self.good.delivered_count() == 1, 30, "delivery by mx-b")
+        self.wait_queue_empty(d)
+        self.assertEqual(self.busy.refused_greetings, 1)
+        self.assertEqual(self.good.deliveries[0].token, "busy-2")
+
+    def test_session_limit_one_stops_at_the_first_host(self):
+        d = self.relay(1)
+        self.swaks(d.port, "alice@client.test", ["bob@busy.test"], make_message("busy-1"))
+        self.wait_log(d, "deferred id=")
+        self.assertIn("421 4.3.2 mx-a is busy", d.log_text())
+        self.assertEqual((self.busy.refused_greetings, self.good.delivered_count()), (1, 0))
+        self.assertEqual(d.queue_count(), 1)
 
 
 if __name__ == "__main__":
