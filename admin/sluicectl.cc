@@ -5,6 +5,9 @@
 //   sluicectl [--config FILE] queue show ID [--body]
 //   sluicectl [--config FILE] queue export DIR
 //   sluicectl [--config FILE] queue count
+//   sluicectl [--config FILE] quarantine list
+//   sluicectl [--config FILE] quarantine show NAME [--body]
+//   sluicectl [--config FILE] quarantine export DIR
 
 #include <cstdio>
 #include <ctime>
@@ -108,6 +111,12 @@ Result<void> WriteFile(const std::filesystem::path& path, std::string_view data)
   return {};
 }
 
+// Records sluiced has not quarantined yet (it does so when it starts) are named on stderr.
+void Unreadable(const std::string& name, const std::string& why) {
+  std::fprintf(stderr, "sluicectl: record %s cannot be read (%s); sluiced quarantines it at start\n",
+               name.c_str(), Printable(why).c_str());
+}
+
 int List(queue::SpoolReader& reader, bool json) {
   const uint64_t now = UnixMicros();
   if (!json) std::printf("%-26s %10s %8s  %s -> %s\n", "ID", "SIZE", "AGE", "SENDER", "RECIPIENTS");
@@ -127,7 +136,7 @@ int List(queue::SpoolReader& reader, bool json) {
                 static_cast<unsigned long long>(e.body_size), Age(e.received_at_us, now).c_str(),
                 Sender(e.sender).c_str(), recipients.c_str());
     return true;
-  });
+  }, Unreadable);
   if (!r.ok()) return Fail(r.error().message);
   return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
 }
@@ -197,11 +206,94 @@ int Export(queue::SpoolReader& reader, const std::string& dir) {
     }
     ++count;
     return true;
-  });
+  }, Unreadable);
   if (!r.ok()) return Fail(r.error().message);
   if (!error.empty()) return Fail(error);
   std::fprintf(stderr, "exported %llu messages to %s\n", static_cast<unsigned long long>(count),
                dir.c_str());
+  return 0;
+}
+
+int QuarantineList(queue::SpoolReader& reader) {
+  std::printf("%-26s %-20s %10s %10s  %s\n", "NAME", "QUARANTINED", "META", "BODY", "REASON");
+  Result<void> r = reader.ForEachQuarantined([](const queue::QuarantinedRecord& q) {
+    std::string when = Timestamp(q.quarantined_at_us);
+    when = when.substr(0, when.find(' '));
+    std::printf("%-26s %-20s %10zu %10s  %s\n", q.Name().c_str(), when.c_str(), q.meta.size(),
+                q.has_body ? std::to_string(q.body.size()).c_str() : "-",
+                Printable(q.reason).c_str());
+    return true;
+  });
+  if (!r.ok()) return Fail(r.error().message);
+  return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
+}
+
+std::string HexDump(std::string_view data) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t off = 0; off < data.size(); off += 16) {
+    char offset[24];
+    std::snprintf(offset, sizeof offset, "%08zx  ", off);
+    out += offset;
+    std::string ascii;
+    for (size_t i = off; i < off + 16; ++i) {
+      if (i < data.size()) {
+        const auto c = static_cast<unsigned char>(data[i]);
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+        out += ' ';
+        ascii += c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '.';
+      } else {
+        out += "   ";
+      }
+    }
+    out += " " + ascii + "\n";
+  }
+  return out;
+}
+
+int QuarantineShow(queue::SpoolReader& reader, const std::string& name, bool body_only) {
+  Result<queue::QuarantinedRecord> q = reader.ReadQuarantined(name);
+  if (!q.ok()) return Fail(q.error().message);
+  if (!body_only) {
+    std::string text = "name: " + q->Name() + "\n";
+    text += "quarantined_at: " + Timestamp(q->quarantined_at_us) + "\n";
+    text += "reason: " + Printable(q->reason) + "\n";
+    text += "body: " + (q->has_body ? std::to_string(q->body.size()) + " bytes" : "none") + "\n";
+    text += "envelope (" + std::to_string(q->meta.size()) + " bytes, as stored):\n";
+    text += HexDump(q->meta);
+    text += "\n";
+    if (!WriteAll(stdout, text)) return Fail("write to stdout failed");
+  }
+  if (!WriteAll(stdout, q->body) || std::fflush(stdout) != 0) return Fail("write to stdout failed");
+  return 0;
+}
+
+int QuarantineExport(queue::SpoolReader& reader, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Fail("cannot create " + dir + ": " + ec.message());
+  uint64_t count = 0;
+  std::string error;
+  Result<void> r = reader.ForEachQuarantined([&](const queue::QuarantinedRecord& q) {
+    const std::filesystem::path base = std::filesystem::path(dir) / q.Name();
+    Result<void> w = WriteFile(base.string() + ".envelope", q.meta);
+    if (w.ok() && q.has_body) w = WriteFile(base.string() + ".eml", q.body);
+    if (w.ok()) {
+      w = WriteFile(base.string() + ".reason",
+                    Timestamp(q.quarantined_at_us) + "\n" + q.reason + "\n");
+    }
+    if (!w.ok()) {
+      error = w.error().message;
+      return false;
+    }
+    ++count;
+    return true;
+  });
+  if (!r.ok()) return Fail(r.error().message);
+  if (!error.empty()) return Fail(error);
+  std::fprintf(stderr, "exported %llu quarantined records to %s\n",
+               static_cast<unsigned long long>(count), dir.c_str());
   return 0;
 }
 
@@ -231,6 +323,22 @@ int Main(int argc, char** argv) {
 
   CLI::App* count = queue_cmd->add_subcommand("count", "Print the number of queued messages");
 
+  CLI::App* quarantine_cmd =
+      app.add_subcommand("quarantine", "Records set aside because they could not be read");
+  quarantine_cmd->require_subcommand(1);
+  CLI::App* q_list = quarantine_cmd->add_subcommand("list", "List quarantined records");
+  std::string q_name;
+  bool q_body = false;
+  CLI::App* q_show = quarantine_cmd->add_subcommand(
+      "show", "Print a quarantined record: why, the stored envelope bytes (hex), the body");
+  q_show->add_option("NAME", q_name, "As listed (a message id, or x<hex> for another key)")
+      ->required();
+  q_show->add_flag("--body", q_body, "Print only the stored body");
+  std::string q_dir;
+  CLI::App* q_export = quarantine_cmd->add_subcommand(
+      "export", "Write DIR/<name>.envelope, .eml (the body) and .reason per record");
+  q_export->add_option("DIR", q_dir, "Target directory (created if missing)")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   Result<std::string> spool_path = SpoolPathFromConfig(config_path);
@@ -238,6 +346,9 @@ int Main(int argc, char** argv) {
   Result<std::unique_ptr<queue::SpoolReader>> reader = queue::SpoolReader::Open(*spool_path);
   if (!reader.ok()) return Fail(reader.error().message);
 
+  if (q_list->parsed()) return QuarantineList(**reader);
+  if (q_show->parsed()) return QuarantineShow(**reader, q_name, q_body);
+  if (q_export->parsed()) return QuarantineExport(**reader, q_dir);
   if (list->parsed()) return List(**reader, json);
   if (show->parsed()) return Show(**reader, show_id, body_only);
   if (export_cmd->parsed()) return Export(**reader, export_dir);

@@ -48,6 +48,9 @@ void RegisterSpoolMetrics(sluice::metrics::Registry& registry, sluice::queue::Sp
     };
     gauge("sluice_spool_healthy", "1 while the spool accepts writes; 0 after a write error.",
           spool.healthy() ? 1 : 0);
+    gauge("sluice_spool_quarantined_messages",
+          "Spool records set aside because they could not be read (sluicectl quarantine list).",
+          static_cast<double>(spool.quarantined_messages()));
     gauge("sluice_spool_pending_messages", "Messages handed to the spool writer, not yet durable.",
           static_cast<double>(s.pending_messages));
     gauge("sluice_spool_pending_bytes", "Bytes handed to the spool writer, not yet durable.",
@@ -181,10 +184,10 @@ int Run(const std::string& config_path) {
 
   // Rebuild the schedule: every message in the spool goes back to its owner
   // shard (DESIGN.md §7: meta.next_due is the durable truth).
+  // A record that cannot be read is set aside (quarantined, logged, counted), not fatal.
   std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered;
-  auto scanned = (*spool)->ForEach([&](const queue::MessageId& id, const queue::Envelope& env) {
-    recovered.emplace_back(id, env);
-    return true;
+  auto scanned = (*spool)->Recover([&](const queue::MessageId& id, queue::Envelope env) {
+    recovered.emplace_back(id, std::move(env));
   });
   if (!scanned) {
     spdlog::critical("cannot read spool {}: {}", config->spool.path, scanned.error().message);

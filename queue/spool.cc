@@ -50,6 +50,12 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   Result<uint64_t> count = spool->db_->Count();
   if (!count.ok()) return count.error();
   spool->recovered_messages_ = *count;
+  Result<uint64_t> quarantined = spool->db_->CountQuarantined();
+  if (!quarantined.ok()) return quarantined.error();
+  spool->quarantined_ = *quarantined;
+  if (*quarantined > 0) {
+    spdlog::warn("spool: {} record(s) in quarantine (sluicectl quarantine list)", *quarantined);
+  }
   spool->writer_ = std::make_unique<detail::SpoolWriter>(
       spool->db_->db(), spool->db_->meta(), spool->db_->body(), options);
   spool->writer_->Start();
@@ -97,6 +103,40 @@ Result<void> Spool::ForEach(const std::function<bool(const MessageId&, const Env
   std::shared_lock lock(db_mu_);
   if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
   return db_->ForEach(fn);
+}
+
+Result<uint64_t> Spool::Recover(const std::function<void(const MessageId&, Envelope)>& fn) {
+  struct Bad {
+    std::string key, value, why;
+  };
+  std::vector<Bad> bad;
+  {
+    std::shared_lock lock(db_mu_);
+    if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+    Result<void> scanned = db_->ForEach(
+        [&fn](const MessageId& id, const Envelope& env) {
+          fn(id, env);
+          return true;
+        },
+        [&bad](std::string_view key, std::string_view value, const std::string& why) {
+          bad.push_back({std::string(key), std::string(value), why});
+        });
+    if (!scanned.ok()) return scanned.error();
+  }
+  uint64_t moved = 0;
+  for (const Bad& b : bad) {
+    std::shared_lock lock(db_mu_);
+    if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+    Result<QuarantinedRecord> q = db_->Quarantine(b.key, b.value, b.why);
+    if (!q.ok()) return q.error();
+    ++moved;
+    quarantined_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error(
+        "spool: record {} cannot be read ({}); moved to the quarantine with its body ({} + {} "
+        "bytes); see sluicectl quarantine show {}",
+        q->Name(), b.why, q->meta.size(), q->body.size(), q->Name());
+  }
+  return moved;
 }
 
 Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token) {
@@ -204,8 +244,26 @@ Result<Envelope> SpoolReader::ReadEnvelope(const MessageId& id) { return db_->Re
 Result<std::string> SpoolReader::ReadBody(const MessageId& id) { return db_->ReadBody(id); }
 
 Result<void> SpoolReader::ForEach(
-    const std::function<bool(const MessageId&, const Envelope&)>& fn) {
-  return db_->ForEach(fn);
+    const std::function<bool(const MessageId&, const Envelope&)>& fn,
+    const std::function<void(const std::string& name, const std::string& why)>& on_unreadable) {
+  if (!on_unreadable) return db_->ForEach(fn);
+  return db_->ForEach(fn, [&on_unreadable](std::string_view key, std::string_view,
+                                           const std::string& why) {
+    QuarantinedRecord named;
+    named.key.assign(key);
+    on_unreadable(named.Name(), why);
+  });
+}
+
+Result<void> SpoolReader::ForEachQuarantined(
+    const std::function<bool(const QuarantinedRecord&)>& fn) {
+  return db_->ForEachQuarantined(fn);
+}
+
+Result<QuarantinedRecord> SpoolReader::ReadQuarantined(std::string_view name) {
+  std::optional<std::string> key = QuarantineKeyFromName(name);
+  if (!key) return MakeError("'" + std::string(name) + "' is not a quarantined record's name", EINVAL);
+  return db_->ReadQuarantined(*key);
 }
 
 Result<uint64_t> SpoolReader::Count() { return db_->Count(); }

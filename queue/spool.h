@@ -8,6 +8,7 @@
 // on the writer thread. Shutdown may be called from any thread except the writer (a sink must not
 // call it).
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -21,6 +22,7 @@
 #include "base/result.h"
 #include "queue/envelope.h"
 #include "queue/message_id.h"
+#include "queue/quarantine.h"
 
 namespace rocksdb {
 class FileSystem;
@@ -132,6 +134,15 @@ class Spool {
   // envelope ends the scan with an Error naming the id.
   Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn);
 
+  // At start, before anything is enqueued: calls fn for every message whose envelope decodes, in
+  // id order, and moves every record that cannot be read (an envelope that does not decode, a
+  // key that is not a message id) with its body to the quarantine column family, in a synced
+  // batch each, logging it. One bad record must neither stop the relay nor vanish. Returns how
+  // many records were quarantined by this call.
+  Result<uint64_t> Recover(const std::function<void(const MessageId&, Envelope)>& fn);
+  // Records in the quarantine family now (sluice_spool_quarantined_messages).
+  uint64_t quarantined_messages() const { return quarantined_.load(std::memory_order_relaxed); }
+
   // Unsynced, batched through the same writer (they ride on the next group fsync). A lost update
   // after a crash causes a retry or a duplicate, never a loss. Ignored after Shutdown or once
   // unhealthy.
@@ -165,6 +176,7 @@ class Spool {
   std::unique_ptr<detail::SpoolDb> db_;  // null after Shutdown
   std::unique_ptr<detail::SpoolWriter> writer_;
   uint64_t recovered_messages_ = 0;
+  std::atomic<uint64_t> quarantined_{0};
   std::once_flag shutdown_once_;
 };
 
@@ -177,8 +189,16 @@ class SpoolReader {
 
   Result<Envelope> ReadEnvelope(const MessageId& id);
   Result<std::string> ReadBody(const MessageId& id);
-  Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn);
+  // Records that cannot be read (sluiced quarantines them when it starts) are passed to
+  // on_unreadable (its key printed as QuarantinedRecord::Name() does, and why) and skipped.
+  Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn,
+                       const std::function<void(const std::string& name, const std::string& why)>&
+                           on_unreadable = nullptr);
   Result<uint64_t> Count();
+  // The quarantine (see Spool::Recover).
+  Result<void> ForEachQuarantined(const std::function<bool(const QuarantinedRecord&)>& fn);
+  // By QuarantinedRecord::Name().
+  Result<QuarantinedRecord> ReadQuarantined(std::string_view name);
 
  private:
   SpoolReader();

@@ -24,6 +24,7 @@
 
 #include "base/log.h"
 #include "base/temp_dir.h"
+#include "queue/detail/spool_db.h"
 #include "queue/testing/test_messages.h"
 
 extern char** environ;
@@ -183,6 +184,65 @@ TEST(SpoolTest, ForEachIsInIdOrderAndStopsEarly) {
     return seen.size() < 3;
   }).ok());
   EXPECT_EQ(seen.size(), 3u);
+}
+
+TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
+  TempDir dir;
+  TestSink sink;
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+    for (uint64_t i = 1; i <= 3; ++i) {
+      ASSERT_EQ(spool->Enqueue({20, i}, EncodeEnvelope(MakeEnvelope(i)), MakeBody(i, 50), &sink, i),
+                Admit::kAccepted);
+    }
+    ASSERT_TRUE(sink.WaitFor(3));
+  }
+  {
+    // What a bug or a damaged disk could leave: an envelope that does not decode, and a key that
+    // is not a message id.
+    auto db = detail::SpoolDb::Open(dir.spool(), detail::SpoolDb::Mode::kReadWrite, nullptr, "");
+    ASSERT_TRUE(db.ok()) << db.error().message;
+    const auto key = MessageId{20, 2}.Key();
+    ASSERT_TRUE((*db)->db()->Put({}, (*db)->meta(), rocksdb::Slice(key.data(), key.size()),
+                                 "\xff garbage").ok());
+    ASSERT_TRUE((*db)->db()->Put({}, (*db)->meta(), "short", "x").ok());
+  }
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  EXPECT_EQ(spool->quarantined_messages(), 0u);
+  std::vector<MessageId> good;
+  Result<uint64_t> moved = spool->Recover([&](const MessageId& id, Envelope e) {
+    EXPECT_EQ(e, MakeEnvelope(id.counter()));
+    good.push_back(id);
+  });
+  ASSERT_TRUE(moved.ok()) << moved.error().message;
+  EXPECT_EQ(*moved, 2u);
+  EXPECT_EQ(good, (std::vector<MessageId>{{20, 1}, {20, 3}}));
+  EXPECT_EQ(spool->quarantined_messages(), 2u);
+  // Gone from the queue, body included; kept in the quarantine.
+  EXPECT_EQ(spool->ReadEnvelope({20, 2}).error().code, ENOENT);
+  EXPECT_EQ(spool->ReadBody({20, 2}).error().code, ENOENT);
+  spool->Shutdown();
+  Result<std::unique_ptr<SpoolReader>> reader = SpoolReader::Open(dir.spool());
+  ASSERT_TRUE(reader.ok());
+  std::vector<QuarantinedRecord> set_aside;
+  ASSERT_TRUE((*reader)->ForEachQuarantined([&](const QuarantinedRecord& r) {
+    set_aside.push_back(r);
+    return true;
+  }).ok());
+  ASSERT_EQ(set_aside.size(), 2u);
+  const QuarantinedRecord& bad = set_aside[0].id() ? set_aside[0] : set_aside[1];
+  EXPECT_EQ(bad.Name(), MessageId(20, 2).ToString());
+  EXPECT_EQ(bad.meta, "\xff garbage");
+  EXPECT_TRUE(bad.has_body);
+  EXPECT_EQ(bad.body, MakeBody(2, 50));
+  EXPECT_NE(bad.reason.find("envelope does not decode"), std::string::npos) << bad.reason;
+  auto by_name = (*reader)->ReadQuarantined("x73686f7274");  // "short"
+  ASSERT_TRUE(by_name.ok()) << by_name.error().message;
+  EXPECT_FALSE(by_name->has_body);
+  // A second start finds nothing new to set aside.
+  std::unique_ptr<Spool> again = OpenOrDie(Options(dir.spool()));
+  EXPECT_EQ(again->quarantined_messages(), 2u);
+  EXPECT_EQ(*again->Recover([](const MessageId&, Envelope) {}), 0u);
 }
 
 TEST(SpoolTest, UnknownIdIsAnError) {

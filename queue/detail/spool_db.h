@@ -16,14 +16,16 @@
 #include "base/result.h"
 #include "queue/envelope.h"
 #include "queue/message_id.h"
+#include "queue/quarantine.h"
 
 namespace sluice::queue::detail {
 
 inline constexpr char kMetaFamily[] = "meta";
 inline constexpr char kBodyFamily[] = "body";
+inline constexpr char kQuarantineFamily[] = "quarantine";
 
 rocksdb::DBOptions MakeDbOptions();
-// default (unused, RocksDB requires it), meta, body; in that order.
+// default (unused, RocksDB requires it), meta, body, quarantine; in that order.
 std::vector<rocksdb::ColumnFamilyDescriptor> MakeColumnFamilies();
 
 class SpoolDb {
@@ -48,10 +50,25 @@ class SpoolDb {
   rocksdb::DB* db() { return db_; }
   rocksdb::ColumnFamilyHandle* meta() { return handles_[1]; }
   rocksdb::ColumnFamilyHandle* body() { return handles_[2]; }
+  // Null for a secondary instance of a spool that has never had one (made by an older sluiced).
+  rocksdb::ColumnFamilyHandle* quarantine() { return handles_.size() > 3 ? handles_[3] : nullptr; }
 
   Result<Envelope> ReadEnvelope(const MessageId& id);
   Result<std::string> ReadBody(const MessageId& id);
-  Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn);
+  // A record that cannot be read: its key as stored, its value, and why.
+  using BadRecordFn =
+      std::function<void(std::string_view key, std::string_view value, const std::string& why)>;
+  // In id order. Without on_bad, an unreadable record ends the scan with an Error naming it;
+  // with it, such records are reported and skipped.
+  Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn,
+                       const BadRecordFn& on_bad = nullptr);
+  // Read-write only: moves the record under `key` (the envelope bytes as found, and the body if
+  // any) to the quarantine family, in one synced batch.
+  Result<QuarantinedRecord> Quarantine(std::string_view key, std::string_view meta,
+                                       const std::string& reason);
+  Result<void> ForEachQuarantined(const std::function<bool(const QuarantinedRecord&)>& fn);
+  Result<QuarantinedRecord> ReadQuarantined(const std::string& key);
+  Result<uint64_t> CountQuarantined();
   // Number of keys in meta (one per message); reads keys only.
   Result<uint64_t> Count();
   uint64_t IntProperty(const char* name);

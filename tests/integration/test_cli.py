@@ -174,6 +174,76 @@ class SpoolRecoveryTest(DaemonTestCase):
         self.assertEqual(d.queue_count(), 2)
 
 
+def spool_corrupt_path():
+    return harness._binary("SLUICE_SPOOL_CORRUPT", "build/queue/spool_corrupt")
+
+
+class QuarantineTest(DaemonTestCase):
+    """A spool record that cannot be read (here: an envelope no version of the
+    code could decode, written by the test tool spool_corrupt while sluiced is
+    stopped) is quarantined at start: logged, counted, listed by sluicectl,
+    never silently dropped, and the relay runs on with the other messages."""
+
+    def test_undecodable_record_is_quarantined_not_fatal(self):
+        from test_metrics import AdminDaemon  # the admin port, for the gauge
+        wd = self.workdir / "q"
+        wd.mkdir()
+        d = AdminDaemon(wd)
+        self.daemons.append(d)
+        d.start()
+        ids = []
+        c = self.client(d.port)
+        for i in range(3):
+            r = send_message(c, "a@client.test", [f"r{i}@dest.test"], make_message(f"q{i}"))
+            self.assertReply(r, 250)
+            ids.append(queued_id(r[1]))
+        c.expect(221, "QUIT")
+        self.assertEqual(d.stop(), 0)
+        bad = ids[1]
+        r = run(spool_corrupt_path(), d.spool_path, bad)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        # A key that is not a message id at all.
+        r = run(spool_corrupt_path(), d.spool_path, "x00ff", "junk")
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        # Before sluiced has run, sluicectl names the unreadable records and lists the rest.
+        r = d.sluicectl("queue", "list")
+        listed = r.stdout.decode()
+        self.assertIn(ids[0], listed)
+        self.assertIn(ids[2], listed)
+        self.assertIn(f"record {bad} cannot be read", r.stderr.decode())
+
+        d.start()  # before: "cannot read spool ... : ... envelope" and exit 1
+        log = d.log_text()
+        self.assertIn(f"spool: record {bad} cannot be read", log)
+        self.assertIn("spool: record x00ff cannot be read", log)
+        self.assertEqual(sorted(d.export_spool()), sorted([ids[0], ids[2]]))
+        self.assertEqual(d.scrape().sum("sluice_spool_quarantined_messages"), 2)
+        self.assertEqual(d.get("/readyz")[0], 200)
+
+        listing = d.sluicectl("quarantine", "list").stdout.decode()
+        self.assertIn(bad, listing)
+        self.assertIn("x00ff", listing)
+        self.assertIn("envelope does not decode", listing)
+        shown = d.sluicectl("quarantine", "show", bad).stdout
+        self.assertIn(b"reason: envelope does not decode", shown)
+        self.assertIn(b"X-Test-Token: q1", shown)  # the body is kept
+        body = d.sluicectl("quarantine", "show", bad, "--body").stdout
+        self.assertEqual(harness.split_received(body)[1], make_message("q1"))
+        out = wd / "quarantine-export"
+        d.sluicectl("quarantine", "export", str(out))
+        self.assertEqual(sorted(p.name for p in out.iterdir()),
+                         sorted([f"{bad}.envelope", f"{bad}.eml", f"{bad}.reason",
+                                 "x00ff.envelope", "x00ff.reason"]))
+        self.assertEqual((out / "x00ff.envelope").read_bytes(), b"junk")
+
+        # A restart finds the quarantine as it was and nothing new to set aside.
+        self.assertEqual(d.stop(), 0)
+        d.start()
+        self.assertNotIn("cannot be read", d.log_path.read_text())
+        self.assertEqual(d.scrape().sum("sluice_spool_quarantined_messages"), 2)
+        self.assertEqual(d.queue_count(), 2)
+
+
 class FileLimitTest(DaemonTestCase):
 
     def test_soft_limit_raised_to_the_hard_limit(self):
