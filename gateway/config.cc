@@ -477,6 +477,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
                    &err) ||
         !r.Secs("stall_deadline", &c.spool.stall_deadline, 1, 3600, &err) ||
         !r.Secs("admission_timeout", &c.spool.admission_timeout, 1, 3600, &err) ||
+        !r.Integer("min_free_bytes", &c.spool.min_free_bytes, 0, int64_t{1} << 50, &err) ||
         !r.CheckUnknown(&err)) {
       return MakeError(err, EINVAL);
     }

@@ -85,6 +85,8 @@ struct SpoolConfig {
   size_t max_pending_bytes = 256ull << 20;
   Seconds stall_deadline{10};     // RocksDB write stall longer than this → 451
   Seconds admission_timeout{10};  // a session waits this long for room, then 451
+  // Free space below which new mail gets 452 4.3.1 (queue::SpoolOptions::min_free_bytes).
+  uint64_t min_free_bytes = 1ull << 30;
 };
 
 struct AdminConfig {

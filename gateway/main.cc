@@ -34,9 +34,9 @@ namespace {
 // Spool metrics: the writer's own histograms (fed by SpoolOptions::on_batch)
 // and the gauges read at scrape time.
 void RegisterSpoolMetrics(sluice::metrics::Registry& registry, sluice::queue::Spool& spool,
-                          const std::string& path) {
+                          const std::string& path, uint64_t min_free) {
   using sluice::metrics::MetricType;
-  registry.AddCollector([&spool, path](sluice::metrics::Exposition& out) {
+  registry.AddCollector([&spool, path, min_free](sluice::metrics::Exposition& out) {
     const sluice::queue::SpoolStats s = spool.stats();
     auto gauge = [&out](const char* name, const char* help, double v) {
       out.Family(name, help, MetricType::kGauge);
@@ -46,8 +46,20 @@ void RegisterSpoolMetrics(sluice::metrics::Registry& registry, sluice::queue::Sp
       out.Family(name, help, MetricType::kCounter);
       out.Sample(name, {}, v);
     };
-    gauge("sluice_spool_healthy", "1 while the spool accepts writes; 0 after a write error.",
+    gauge("sluice_spool_healthy",
+          "1 while the spool accepts writes; 0 after a write error until it has reopened.",
           spool.healthy() ? 1 : 0);
+    gauge("sluice_spool_disk_low",
+          "1 while the spool's file system is below spool.min_free_bytes (new mail gets 452).",
+          s.disk_low ? 1 : 0);
+    gauge("sluice_spool_min_free_bytes", "spool.min_free_bytes: the free space new mail needs.",
+          static_cast<double>(min_free));
+    gauge("sluice_spool_deferred_updates",
+          "Removals and envelope updates waiting for room or for the spool to reopen.",
+          static_cast<double>(s.deferred_updates));
+    counter("sluice_spool_reopens_total",
+            "Times the spool closed and reopened its database after a write error.",
+            static_cast<double>(s.reopens));
     gauge("sluice_spool_quarantined_messages",
           "Spool records set aside because they could not be read (sluicectl quarantine list).",
           static_cast<double>(spool.quarantined_messages()));
@@ -65,6 +77,8 @@ void RegisterSpoolMetrics(sluice::metrics::Registry& registry, sluice::queue::Sp
                static_cast<double>(s.timed_out_messages));
     out.Sample("sluice_spool_failed_messages_total", {{"reason", "io_error"}},
                static_cast<double>(s.failed_messages));
+    out.Sample("sluice_spool_failed_messages_total", {{"reason", "no_space"}},
+               static_cast<double>(s.no_space_messages));
     gauge("sluice_rocksdb_write_stopped", "RocksDB rocksdb.is-write-stopped.",
           static_cast<double>(s.write_stopped));
     gauge("sluice_rocksdb_delayed_write_rate_bytes", "RocksDB rocksdb.actual-delayed-write-rate.",
@@ -174,8 +188,10 @@ int Run(const std::string& config_path) {
   spool_options.max_pending_messages = config->spool.max_pending_messages;
   spool_options.max_pending_bytes = config->spool.max_pending_bytes;
   spool_options.stall_deadline = config->spool.stall_deadline;
+  spool_options.min_free_bytes = config->spool.min_free_bytes;
   auto spool = queue::Spool::Open(spool_options);
   if (!spool) {
+    // With ENOSPC the message says how much to free (queue::NoSpaceToOpen).
     spdlog::critical("cannot open spool {}: {}", config->spool.path, spool.error().message);
     return 1;
   }
@@ -193,8 +209,13 @@ int Run(const std::string& config_path) {
     spdlog::critical("cannot read spool {}: {}", config->spool.path, scanned.error().message);
     return 1;
   }
-  RegisterSpoolMetrics(registry, **spool, config->spool.path);
+  RegisterSpoolMetrics(registry, **spool, config->spool.path, config->spool.min_free_bytes);
   gateway::Server server(*config, **spool, registry, events.get());
+  // A message whose write failed (its client got 451) but that the reopened spool holds after
+  // all goes to its owner shard like a recovered one.
+  (*spool)->SetRecoveredHandler([&server](const queue::MessageId& id, queue::Envelope env) {
+    server.AdoptRecovered(id, std::move(env));
+  });
   registry.AddCollector([&server](metrics::Exposition& out) { server.CollectShards(out); });
   registry.AddCollector([&server](metrics::Exposition& out) { server.CollectQueue(out); });
   if (auto started = server.Start(std::move(recovered)); !started) {

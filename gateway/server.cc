@@ -128,6 +128,14 @@ std::shared_ptr<const auth::UserDb> Server::Users(size_t listener) const {
   return listener < security_.size() ? security_[listener].users : nullptr;
 }
 
+void Server::AdoptRecovered(const queue::MessageId& id, queue::Envelope env) {
+  if (!running_.load() || shards_.empty()) return;  // the next start finds it in the spool
+  ShardContext* owner = shards_[id.shard() % shards_.size()].get();
+  owner->shard().Post([owner, id, e = std::move(env)]() mutable {
+    owner->delivery().Adopt(id, std::move(e));
+  });
+}
+
 bool Server::AllDrained() const {
   // Flags first, then the counter: a post that made a drained shard busy
   // again was counted before it ran and is uncounted only after.
@@ -141,7 +149,13 @@ std::pair<bool, std::string> Server::Ready() const {
   if (!running_.load() || !ready_.load()) {
     return {false, "not running (starting or shutting down)"};
   }
-  if (!spool_.healthy()) return {false, "spool unhealthy (write error latched; restart needed)"};
+  if (!spool_.healthy()) {
+    return {false, "spool unhealthy after a write error (it reopens by itself once "
+                   "spool.min_free_bytes are free)"};
+  }
+  if (spool_.disk_low()) {
+    return {false, "spool file system below spool.min_free_bytes: new mail gets 452 4.3.1"};
+  }
   return {true, ""};
 }
 

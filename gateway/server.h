@@ -70,6 +70,10 @@ class Server {
   std::shared_ptr<const auth::UserDb> Users(size_t listener) const;
   auth::FailureThrottle& auth_throttle() { return auth_throttle_; }
 
+  // Any thread: hands a message found in the spool after the fact (see
+  // queue::Spool::SetRecoveredHandler) to the shard that owns its id.
+  void AdoptRecovered(const queue::MessageId& id, queue::Envelope env);
+
   // Shutdown: a shard may leave its loop only when every shard has drained
   // and no delivery post between shards is in flight.
   void SetDrained(unsigned shard, bool drained) { drained_[shard].store(drained); }

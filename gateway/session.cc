@@ -544,6 +544,12 @@ Session::Outcome Session::OnMail(std::string_view arg) {
     Reject(Rejection::kMessageTooBig, "mail", "");
     return Outcome::kContinue;
   }
+  if (ctx_.server().spool().disk_low()) {
+    // As Postfix below queue_minfree: refused before any byte is sent (RFC 5321 §4.5.3.1.10).
+    Reply(452, "4.3.1", "Error: insufficient system storage, try again later");
+    Reject(Rejection::kInsufficientStorage, "mail", "");
+    return Outcome::kContinue;
+  }
   if (p.size && !ctx_.server().body_budget().Fits(client_, static_cast<int64_t>(*p.size))) {
     // RFC 1870 §6.1: 452 when the size is fine but there is no room for it right now.
     NoRoomForBody("mail");
@@ -1027,6 +1033,11 @@ io::Task<Session::Outcome> Session::Commit() {
       break;
     case queue::CommitStatus::kIoError:
       Reply(451, "4.3.0", "Error: local error in processing, try again later");
+      break;
+    case queue::CommitStatus::kNoSpace:
+      // RFC 3463 4.3.1: mail system full (Postfix: "452 4.3.1 Insufficient system storage").
+      Reply(452, "4.3.1", "Error: insufficient system storage, try again later");
+      Reject(Rejection::kInsufficientStorage, "data", "");
       break;
   }
   co_return Outcome::kContinue;

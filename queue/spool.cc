@@ -1,5 +1,6 @@
 #include "queue/spool.h"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -14,6 +15,41 @@
 
 namespace sluice::queue {
 
+namespace {
+
+// Bytes in the write-ahead logs (*.log) of the spool directory: what a start has to replay.
+uint64_t WalBytes(const std::string& path) {
+  uint64_t total = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(path, ec)) {
+    if (entry.path().extension() == ".log" && entry.is_regular_file(ec)) {
+      total += entry.file_size(ec);
+    }
+  }
+  return total;
+}
+
+// Says what to free when the spool cannot be opened for lack of space.
+Error NoSpaceToOpen(const std::string& path, const Error& cause) {
+  struct statvfs vfs {};
+  const uint64_t free =
+      statvfs(path.c_str(), &vfs) == 0 ? static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize : 0;
+  // Opening replays the WAL without flushing it (avoid_flush_during_recovery), then writes a new
+  // MANIFEST and WAL; the recovered memtables flush soon after and need about the WAL's size.
+  const uint64_t wal = WalBytes(path);
+  const uint64_t need = wal + (64ull << 20);
+  const uint64_t short_by = need > free ? need - free : 0;
+  return MakeError("spool " + path + ": not enough free space to open it (" + cause.message +
+                       "): " + std::to_string(free >> 20) + " MiB free on its file system; " +
+                       "replaying its write-ahead log (" + std::to_string(wal >> 20) +
+                       " MiB) and writing it out needs about " + std::to_string(need >> 20) +
+                       " MiB: free at least " + std::to_string((short_by >> 20) + 1) +
+                       " MiB there (do not delete files in the spool directory) and start again",
+                   ENOSPC);
+}
+
+}  // namespace
+
 const char* ToString(CommitStatus status) {
   switch (status) {
     case CommitStatus::kOk:
@@ -24,6 +60,8 @@ const char* ToString(CommitStatus status) {
       return "io error";
     case CommitStatus::kShuttingDown:
       return "shutting down";
+    case CommitStatus::kNoSpace:
+      return "no space (below spool.min_free_bytes)";
   }
   return "?";
 }
@@ -41,9 +79,13 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   }
   Result<std::unique_ptr<detail::SpoolDb>> db = detail::SpoolDb::Open(
       options.path, detail::SpoolDb::Mode::kReadWrite, options.file_system, "");
-  if (!db.ok()) return db.error();
+  if (!db.ok()) {
+    if (db.error().code == ENOSPC) return NoSpaceToOpen(options.path, db.error());
+    return db.error();
+  }
 
   std::unique_ptr<Spool> spool(new Spool());
+  spool->options_ = options;
   spool->db_ = std::move(*db);
   // Recovery (engineering-notes §1.7): the WAL was replayed by Open; count what is there. The
   // delivery side rebuilds its schedule from the same scan later.
@@ -56,8 +98,10 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   if (*quarantined > 0) {
     spdlog::warn("spool: {} record(s) in quarantine (sluicectl quarantine list)", *quarantined);
   }
+  Spool* raw = spool.get();
   spool->writer_ = std::make_unique<detail::SpoolWriter>(
-      spool->db_->db(), spool->db_->meta(), spool->db_->body(), options);
+      detail::SpoolHandles{spool->db_->db(), spool->db_->meta(), spool->db_->body()}, options,
+      [raw] { return raw->Reopen(); });
   spool->writer_->Start();
   spdlog::info("spool: opened {} with {} messages", options.path, spool->recovered_messages_);
   return spool;
@@ -75,6 +119,26 @@ Admit Spool::Enqueue(const MessageId& id, std::string&& meta,
 }
 
 bool Spool::healthy() const { return writer_->healthy(); }
+
+bool Spool::disk_low() const { return writer_->disk_low(); }
+
+void Spool::SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler) {
+  writer_->SetRecoveredHandler(std::move(handler));
+}
+
+Result<detail::SpoolHandles> Spool::Reopen() {
+  std::unique_lock lock(db_mu_);
+  if (db_ != nullptr) {
+    // Never SyncWAL a WAL whose write failed: that is one of the paths to the assertion.
+    db_->Close(/*sync_wal=*/false);
+    db_.reset();
+  }
+  Result<std::unique_ptr<detail::SpoolDb>> db = detail::SpoolDb::Open(
+      options_.path, detail::SpoolDb::Mode::kReadWrite, options_.file_system, "");
+  if (!db.ok()) return db.error();  // readers get "spool is shut down" until the next try
+  db_ = std::move(*db);
+  return detail::SpoolHandles{db_->db(), db_->meta(), db_->body()};
+}
 
 void Spool::Shutdown() {
   std::call_once(shutdown_once_, [this] {

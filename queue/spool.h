@@ -33,6 +33,7 @@ namespace sluice::queue {
 namespace detail {
 class SpoolDb;
 class SpoolWriter;
+struct SpoolHandles;
 }  // namespace detail
 
 struct SpoolOptions {
@@ -48,6 +49,13 @@ struct SpoolOptions {
   // fsync (fdatasync of the WAL) before completion. false only for benchmarks: it breaks the
   // "250 means on disk" promise.
   bool sync = true;
+  // Free space on the spool's file system below which new mail is refused, as Postfix's
+  // queue_minfree: enqueues and bounce transactions complete kNoSpace without being written (the
+  // session answers 452 4.3.1). Updates and removals are still written down to a quarter of it;
+  // below that they wait in memory (bounded) until there is room. RocksDB should never see
+  // ENOSPC: its error paths on a full disk are where Debian's librocksdb (assertions on) can
+  // abort. 0 disables the check. After a write error the DB is reopened once this much is free.
+  uint64_t min_free_bytes = 1ull << 30;
 
   // Called on the writer thread after every batch write: the enqueues in it and how long the
   // write (with its fsync) took. For metrics; must be cheap and must not block.
@@ -61,7 +69,8 @@ struct SpoolOptions {
   std::function<bool()> inject_stall;
 };
 
-enum class CommitStatus { kOk, kTimedOut, kIoError, kShuttingDown };
+// kNoSpace: not written because the file system is below min_free_bytes (452 4.3.1).
+enum class CommitStatus { kOk, kTimedOut, kIoError, kShuttingDown, kNoSpace };
 const char* ToString(CommitStatus status);
 
 // Receives completions. Called ON THE WRITER THREAD: implementations must only hand the result to
@@ -92,6 +101,12 @@ struct SpoolStats {
   uint64_t running_compactions = 0;                 // rocksdb.num-running-compactions
   uint64_t memtable_bytes = 0;                      // rocksdb.cur-size-all-mem-tables
   uint64_t background_errors = 0;                   // rocksdb.background-errors
+  // Disk space (sampled by the writer at least once a second).
+  uint64_t free_bytes = 0;          // available to us on the spool's file system
+  bool disk_low = false;            // free_bytes < min_free_bytes
+  uint64_t no_space_messages = 0;   // enqueues completed kNoSpace
+  uint64_t deferred_updates = 0;    // removals/updates waiting for room or for a reopen
+  uint64_t reopens = 0;             // the DB closed and reopened after a write error
 };
 
 class Spool {
@@ -116,9 +131,17 @@ class Spool {
   Admit Enqueue(const MessageId& id, std::string&& meta, std::shared_ptr<const std::string> body,
                 CompletionSink* sink, uint64_t token);
 
-  // False once a write failed with anything but a stall (disk full, EIO): the DB may be read-only
-  // now and the operator must restart. Stays true during and after a clean Shutdown.
+  // False once a write failed with anything but a stall (ENOSPC that got past min_free_bytes,
+  // EIO): the writer then closes the DB and reopens it as soon as min_free_bytes are free again
+  // (RocksDB's own resume is off, see spool_db.cc), and it is true again. Stays true during and
+  // after a clean Shutdown.
   bool healthy() const;
+  // The file system is below min_free_bytes: new mail gets 452 4.3.1 (sessions ask at MAIL).
+  bool disk_low() const;
+  // Called on the writer thread for a message whose enqueue failed with a write error (its client
+  // got 451) but which the reopened DB holds after all: durable, so it must be delivered. Set
+  // before the spool takes mail; the handler must only hand it on (post to a shard).
+  void SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler);
   uint64_t recovered_messages() const { return recovered_messages_; }
 
   // Stops accepting (Enqueue → kUnhealthy), commits everything already queued (each request still
@@ -170,10 +193,14 @@ class Spool {
 
  private:
   Spool();
+  // Writer thread, after a write error: closes the DB (without syncing the failed WAL) and opens
+  // it again; readers wait on db_mu_ meanwhile.
+  Result<detail::SpoolHandles> Reopen();
 
   // Shared by readers, exclusive for closing the DB in Shutdown.
   mutable std::shared_mutex db_mu_;
-  std::unique_ptr<detail::SpoolDb> db_;  // null after Shutdown
+  std::unique_ptr<detail::SpoolDb> db_;  // null after Shutdown (or while a reopen fails)
+  SpoolOptions options_;
   std::unique_ptr<detail::SpoolWriter> writer_;
   uint64_t recovered_messages_ = 0;
   std::atomic<uint64_t> quarantined_{0};

@@ -537,6 +537,72 @@ TEST(SpoolTest, IoErrorLatchesUnhealthy) {
   EXPECT_EQ(*reopened->ReadBody({1, 1}), "before");
 }
 
+TEST(SpoolTest, IoErrorReopensByItselfAndHandsOnWhatTurnedOutDurable) {
+  TempDir dir;
+  auto fs = std::make_shared<FailingSyncFs>(rocksdb::FileSystem::Default());
+  SpoolOptions options = Options(dir.spool());
+  options.file_system = fs;
+  options.min_free_bytes = 1 << 20;
+  TestSink sink;
+  std::unique_ptr<Spool> spool = OpenOrDie(options);
+  std::mutex mu;
+  std::vector<MessageId> handed_on;
+  spool->SetRecoveredHandler([&](const MessageId& id, Envelope) {
+    std::lock_guard lock(mu);
+    handed_on.push_back(id);
+  });
+  ASSERT_EQ(spool->Enqueue({2, 1}, EncodeEnvelope(MakeEnvelope(1)), "one", &sink, 1),
+            Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(1));
+  fs->Arm(true);
+  // The WAL append goes through, its fdatasync fails: the client gets 451, yet the record is in
+  // the log.
+  ASSERT_EQ(spool->Enqueue({2, 2}, EncodeEnvelope(MakeEnvelope(2)), "two", &sink, 2),
+            Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(2));
+  EXPECT_EQ(sink.results()[2], CommitStatus::kIoError);
+  EXPECT_FALSE(spool->healthy());
+  spool->Remove({2, 1});  // kept until the reopen
+  fs->Arm(false);
+  // No restart: the writer reopens the DB by itself (every kReopenInterval).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!spool->healthy() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(spool->healthy());
+  EXPECT_EQ(spool->stats().reopens, 1u);
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(handed_on, (std::vector<MessageId>{{2, 2}}));
+  }
+  EXPECT_EQ(*spool->ReadBody({2, 2}), "two");
+  ASSERT_EQ(spool->Enqueue({2, 3}, EncodeEnvelope(MakeEnvelope(3)), "three", &sink, 3),
+            Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(3));
+  EXPECT_EQ(sink.results()[3], CommitStatus::kOk);
+  // The removal that waited was written after the reopen.
+  EXPECT_EQ(spool->ReadBody({2, 1}).error().code, ENOENT);
+}
+
+TEST(SpoolTest, BelowMinFreeNewMailIsRefusedWithoutWriting) {
+  TempDir dir;
+  SpoolOptions options = Options(dir.spool());
+  options.min_free_bytes = uint64_t{1} << 60;  // no file system has that much
+  TestSink sink;
+  std::unique_ptr<Spool> spool = OpenOrDie(options);
+  EXPECT_TRUE(spool->disk_low());
+  ASSERT_EQ(spool->Enqueue({3, 1}, EncodeEnvelope(MakeEnvelope(1)), "one", &sink, 1),
+            Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(1));
+  EXPECT_EQ(sink.results()[1], CommitStatus::kNoSpace);
+  EXPECT_EQ(spool->ReadEnvelope({3, 1}).error().code, ENOENT);
+  const SpoolStats stats = spool->stats();
+  EXPECT_EQ(stats.no_space_messages, 1u);
+  EXPECT_TRUE(stats.disk_low);
+  EXPECT_GT(stats.free_bytes, 0u);
+  EXPECT_TRUE(spool->healthy());  // nothing failed: RocksDB never saw the lack of space
+}
+
 // --- crash: kill -9 while enqueuing, then every acknowledged message must be there -------------
 
 // Moves fd to a number >= 10 with close-on-exec set, so dup2 onto 3 in the child cannot collide.

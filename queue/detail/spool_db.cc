@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <mutex>
 
 #include <rocksdb/convenience.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/file_system.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
@@ -76,6 +80,69 @@ rocksdb::ColumnFamilyOptions BodyFamilyOptions() {
   return o;
 }
 
+// RocksDB's info log through spdlog instead of its LOG file in the spool directory. On a full
+// disk the file logger is itself a way to die: after one failed write to LOG, the next log line
+// trips an assertion in Debian's librocksdb (WritableFileWriter's "previous error" assert is
+// compiled in). Its chatter (flush and compaction reports) goes to debug.
+class SpdlogLogger final : public rocksdb::Logger {
+ public:
+  SpdlogLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    va_list copy;
+    va_copy(copy, ap);
+    const int n = std::vsnprintf(buf, sizeof buf, format, copy);
+    va_end(copy);
+    if (n < 0) return;
+    const std::string_view line(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf - 1));
+    switch (level) {
+      case rocksdb::InfoLogLevel::DEBUG_LEVEL:
+      case rocksdb::InfoLogLevel::INFO_LEVEL:
+      case rocksdb::InfoLogLevel::HEADER_LEVEL:
+        spdlog::debug("rocksdb: {}", line);
+        break;
+      case rocksdb::InfoLogLevel::WARN_LEVEL:
+        spdlog::warn("rocksdb: {}", line);
+        break;
+      default:
+        spdlog::error("rocksdb: {}", line);
+        break;
+    }
+  }
+};
+
+}  // namespace
+
+// Records background errors and turns RocksDB's own recovery off. Its automatic recovery after
+// ENOSPC (a retry every 5 s once space returns) resumes on a WAL writer that already failed when
+// no memtable has data, and the next write then aborts on the same assertion (RocksDB issues
+// #11643, #12998; fixed after 7.8). The spool closes and reopens the DB instead.
+class ErrorListener final : public rocksdb::EventListener {
+ public:
+  void OnBackgroundError(rocksdb::BackgroundErrorReason /*reason*/,
+                         rocksdb::Status* bg_error) override {
+    std::lock_guard lock(mu_);
+    if (error_.empty()) error_ = bg_error->ToString();
+    spdlog::error("spool: RocksDB background error: {}", bg_error->ToString());
+  }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status /*error*/,
+                            bool* auto_recovery) override {
+    *auto_recovery = false;
+  }
+  std::string error() const {
+    std::lock_guard lock(mu_);
+    return error_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::string error_;  // the first one
+};
+
+namespace {
+
 Error StatusError(const std::string& what, const rocksdb::Status& s) {
   int code = EIO;
   if (s.IsNotFound()) code = ENOENT;
@@ -114,8 +181,16 @@ rocksdb::DBOptions MakeDbOptions() {
   o.avoid_unnecessary_blocking_io = true;
   // Default 0 (no cap). Caps all memtables together (meta 64 + body 128 MiB, up to 4 each).
   o.db_write_buffer_size = 512 * kMiB;
-  // Default 1000 info LOG files.
+  // Default 1000 info LOG files. (Unused: the info log goes to spdlog, see SpdlogLogger.)
   o.keep_log_file_num = 10;
+  o.info_log = std::make_shared<SpdlogLogger>();
+  // Default INT_MAX. No automatic resume after a background error: see ErrorListener.
+  o.max_bgerror_resume_count = 0;
+  // Default false. Replaying the WAL at start does not flush the recovered memtables (the WAL is
+  // kept until they flush normally), so a restart on a nearly full disk needs almost no space
+  // instead of as much again as the WAL holds. Crash semantics are unchanged: the WAL stays the
+  // durable copy until the flush.
+  o.avoid_flush_during_recovery = true;
   // Statistics stay off (statistics = nullptr, the default): the few gauges we export are DB
   // properties, which cost nothing until read.
   return o;
@@ -137,6 +212,8 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(const std::string& path, Mode mod
   std::unique_ptr<SpoolDb> spool_db(new SpoolDb());
   spool_db->mode_ = mode;
   rocksdb::DBOptions options = MakeDbOptions();
+  spool_db->errors_ = std::make_shared<ErrorListener>();
+  options.listeners.push_back(spool_db->errors_);
   if (file_system != nullptr) {
     spool_db->env_ = rocksdb::NewCompositeEnv(file_system);
     options.env = spool_db->env_.get();
@@ -316,6 +393,8 @@ Result<uint64_t> SpoolDb::Count() {
   if (!it->status().ok()) return StatusError("spool scan", it->status());
   return n;
 }
+
+std::string SpoolDb::background_error() const { return errors_ ? errors_->error() : ""; }
 
 uint64_t SpoolDb::IntProperty(const char* name) {
   uint64_t value = 0;

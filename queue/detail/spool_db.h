@@ -72,6 +72,9 @@ class SpoolDb {
   // Number of keys in meta (one per message); reads keys only.
   Result<uint64_t> Count();
   uint64_t IntProperty(const char* name);
+  // A background error RocksDB reported (a flush or compaction that failed, e.g. ENOSPC), as
+  // text; empty if none. Automatic recovery is off: the spool reopens the DB instead.
+  std::string background_error() const;
 
   // Closes; idempotent. sync_wal (read-write only) first syncs the WAL so unsynced removals and
   // updates survive a power loss too. Pass false after a write error: Debian's librocksdb is built
@@ -84,6 +87,7 @@ class SpoolDb {
   Result<std::string> Get(rocksdb::ColumnFamilyHandle* family, const MessageId& id);
 
   std::unique_ptr<rocksdb::Env> env_;  // owns the file system wrapper; outlives db_
+  std::shared_ptr<class ErrorListener> errors_;
   rocksdb::DB* db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   Mode mode_ = Mode::kReadWrite;

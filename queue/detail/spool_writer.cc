@@ -1,6 +1,7 @@
 #include "queue/detail/spool_writer.h"
 
 #include <pthread.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <utility>
@@ -27,13 +28,13 @@ void Release(std::string& s) { std::string().swap(s); }
 
 }  // namespace
 
-SpoolWriter::SpoolWriter(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta,
-                         rocksdb::ColumnFamilyHandle* body, const SpoolOptions& options)
-    : db_(db), meta_(meta), body_(body), options_(options) {}
+SpoolWriter::SpoolWriter(SpoolHandles handles, const SpoolOptions& options, ReopenFn reopen)
+    : options_(options), reopen_(std::move(reopen)), handles_(handles) {}
 
 SpoolWriter::~SpoolWriter() { Stop(); }
 
 void SpoolWriter::Start() {
+  RefreshDisk();  // right from the start: a daemon started on a full disk takes no mail
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "sluice-spool");
     Run();
@@ -110,7 +111,7 @@ Admit SpoolWriter::SubmitTransaction(SpoolOp op) {
 }
 
 void SpoolWriter::Submit(SpoolOp op) {
-  if (unhealthy_.load(std::memory_order_acquire)) return;
+  // Taken also while unhealthy: the writer keeps it (bounded) until the DB is reopened.
   bool wake = false;
   {
     std::lock_guard lock(mu_);
@@ -145,19 +146,39 @@ void SpoolWriter::SetPausedForTesting(bool paused) {
   wake_.notify_one();
 }
 
+void SpoolWriter::SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler) {
+  std::lock_guard lock(recovered_mu_);
+  recovered_ = std::move(handler);
+}
+
 void SpoolWriter::Run() {
   std::vector<SpoolOp> ops;
   for (;;) {
     {
       std::unique_lock lock(mu_);
-      while ((queue_.empty() || paused_) && !stopping_) {
+      if ((queue_.empty() || paused_) && !stopping_) {
+        // At least once a second: the disk is sampled and a failed DB reopened even when no
+        // mail arrives.
         writer_waiting_ = true;
-        wake_.wait(lock);
+        wake_.wait_for(lock, std::chrono::seconds(1));
         writer_waiting_ = false;
       }
       // Stopping: everything admitted before stopping_ was set is in queue_ and gets committed.
-      if (queue_.empty()) return;
-      ops.swap(queue_);
+      if (stopping_ && queue_.empty()) return;
+      if (!paused_ || stopping_) ops.swap(queue_);
+    }
+    if (std::chrono::steady_clock::now() - last_disk_check_ >= std::chrono::seconds(1)) {
+      RefreshDisk();
+    }
+    if (!healthy()) TryRecover();
+    if (healthy() && !deferred_.empty()) {
+      // What waited for room or for the reopen, oldest first, before anything newer.
+      std::vector<SpoolOp> waiting;
+      waiting.swap(deferred_);
+      deferred_count_.store(0, std::memory_order_relaxed);
+      waiting.insert(waiting.end(), std::make_move_iterator(ops.begin()),
+                     std::make_move_iterator(ops.end()));
+      ops.swap(waiting);
     }
     size_t begin = 0;
     size_t bytes = 0;
@@ -174,37 +195,147 @@ void SpoolWriter::Run() {
   }
 }
 
-void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t end) {
-  if (unhealthy_.load(std::memory_order_acquire)) {
-    // The DB went read-only with its background error; writing again cannot succeed.
-    Complete(ops, begin, end, CommitStatus::kIoError);
+void SpoolWriter::RefreshDisk() {
+  last_disk_check_ = std::chrono::steady_clock::now();
+  struct statvfs vfs {};
+  if (statvfs(options_.path.c_str(), &vfs) != 0) return;
+  const uint64_t free = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+  free_bytes_.store(free, std::memory_order_relaxed);
+  const bool low = options_.min_free_bytes > 0 && free < options_.min_free_bytes;
+  if (low != disk_low_.exchange(low, std::memory_order_acq_rel)) {
+    if (low) {
+      spdlog::warn("spool: {} MiB free on {}'s file system, below spool.min_free_bytes ({} MiB): "
+                   "new mail gets 452 4.3.1 until there is room",
+                   free >> 20, options_.path, options_.min_free_bytes >> 20);
+    } else {
+      spdlog::info("spool: {} MiB free on {}'s file system again: taking mail", free >> 20,
+                   options_.path);
+    }
+  }
+}
+
+void SpoolWriter::Defer(SpoolOp&& op) {
+  if (deferred_.size() >= kMaxDeferred) {
+    dropped_updates_.fetch_add(1, std::memory_order_relaxed);
     return;
   }
+  deferred_.push_back(std::move(op));
+  deferred_count_.store(deferred_.size(), std::memory_order_relaxed);
+}
+
+void SpoolWriter::TryRecover() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_reopen_try_ < kReopenInterval) return;
+  last_reopen_try_ = now;
+  RefreshDisk();
+  // The reopen itself needs little (the WAL is replayed without a flush); new mail then needs
+  // min_free_bytes anyway.
+  constexpr uint64_t kMinReopenFree = 8ull << 20;
+  const uint64_t need = std::max(options_.min_free_bytes, kMinReopenFree);
+  const uint64_t free = free_bytes_.load(std::memory_order_relaxed);
+  if (free < need) return;
+  Result<SpoolHandles> handles = reopen_();
+  if (!handles.ok()) {
+    spdlog::warn("spool: reopening after the write error failed ({}); trying again in {} s",
+                 handles.error().message, kReopenInterval.count());
+    return;
+  }
+  handles_ = *handles;
+  reopens_.fetch_add(1, std::memory_order_relaxed);
+  unhealthy_.store(false, std::memory_order_release);
+  spdlog::info("spool: reopened after the write error ({} MiB free); healthy again", free >> 20);
+  // The enqueues of the failed batches were answered 451, yet may be in the WAL after all (the
+  // write reached the log before the sync failed). What the reopened DB holds is durable: hand it
+  // to delivery rather than leave it unknown until the next restart.
+  std::function<void(const MessageId&, Envelope)> handler;
+  {
+    std::lock_guard lock(recovered_mu_);
+    handler = recovered_;
+  }
+  for (const MessageId& id : uncertain_) {
+    const auto key = id.Key();
+    std::string value;
+    rocksdb::Status st = handles_.db->Get(rocksdb::ReadOptions(), handles_.meta,
+                                          KeySlice(key), &value);
+    if (!st.ok()) continue;
+    Result<Envelope> env = DecodeEnvelope(value);
+    if (!env.ok() || !handler) continue;
+    spdlog::warn("spool: message {} of a failed write is in the spool after all; delivering it",
+                 id.ToString());
+    handler(id, std::move(*env));
+  }
+  uncertain_.clear();
+}
+
+void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t end) {
+  RefreshDisk();  // one statvfs per batch: never let RocksDB be the one to find the disk full
+  const bool unhealthy = unhealthy_.load(std::memory_order_acquire);
+  const bool low = disk_low_.load(std::memory_order_acquire);
+  // Removals and updates are small and free space in the end; they are written down to a
+  // quarter of min_free_bytes.
+  const bool reserve_gone =
+      options_.min_free_bytes > 0 &&
+      free_bytes_.load(std::memory_order_relaxed) < options_.min_free_bytes / 4;
+  std::vector<CommitStatus> status(end - begin, CommitStatus::kOk);
   rocksdb::WriteBatch batch;
   bool sync = false;
+  std::vector<size_t> written;
+  std::vector<MessageId> removals;
   for (size_t i = begin; i < end; ++i) {
     SpoolOp& op = ops[i];
+    const bool new_mail = op.kind == SpoolOp::Kind::kEnqueue || op.kind == SpoolOp::Kind::kTransaction;
+    if (new_mail) {
+      if (unhealthy) {
+        // The DB went read-only with its error; writing again cannot succeed before a reopen.
+        status[i - begin] = CommitStatus::kIoError;
+        continue;
+      }
+      if (low) {
+        status[i - begin] = CommitStatus::kNoSpace;
+        continue;
+      }
+      sync = options_.sync;
+    } else if (unhealthy || reserve_gone) {
+      Defer(std::move(op));
+      continue;
+    }
     if (op.kind == SpoolOp::Kind::kTransaction) {
       // A bounce and the update of the message it reports on: atomic and durable together
       // (DESIGN.md §7), so a crash can neither lose the bounce nor send it twice.
       for (SpoolOp& part : op.parts) AddToBatch(batch, part);
-      sync = options_.sync;
-      continue;
+    } else {
+      if (op.kind == SpoolOp::Kind::kRemove) removals.push_back(op.id);
+      AddToBatch(batch, op);
     }
-    if (op.kind == SpoolOp::Kind::kEnqueue) sync = options_.sync;
-    AddToBatch(batch, op);
+    written.push_back(i);
   }
-  const auto started = std::chrono::steady_clock::now();
-  const CommitStatus status = WriteWithBackoff(batch, sync);
-  batches_.fetch_add(1, std::memory_order_relaxed);
-  if (options_.on_batch) {
+  if (!written.empty()) {
+    const auto started = std::chrono::steady_clock::now();
+    const CommitStatus result = WriteWithBackoff(batch, sync);
+    batches_.fetch_add(1, std::memory_order_relaxed);
     size_t messages = 0;
-    for (size_t i = begin; i < end; ++i) {
-      if (ops[i].kind == SpoolOp::Kind::kEnqueue) ++messages;
+    for (size_t i : written) {
+      status[i - begin] = result;
+      if (ops[i].kind == SpoolOp::Kind::kEnqueue) {
+        ++messages;
+        if (result == CommitStatus::kIoError) uncertain_.push_back(ops[i].id);
+      }
     }
-    options_.on_batch(messages, std::chrono::duration<double>(
-                                    std::chrono::steady_clock::now() - started)
-                                    .count());
+    if (result == CommitStatus::kIoError) {
+      // The removals of the failed batch are done again after the reopen (the ids are all that
+      // is needed); a lost update only brings a retry forward.
+      for (const MessageId& id : removals) {
+        SpoolOp again;
+        again.kind = SpoolOp::Kind::kRemove;
+        again.id = id;
+        Defer(std::move(again));
+      }
+    }
+    if (options_.on_batch) {
+      options_.on_batch(messages, std::chrono::duration<double>(
+                                      std::chrono::steady_clock::now() - started)
+                                      .count());
+    }
   }
   Complete(ops, begin, end, status);
 }
@@ -215,16 +346,16 @@ void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
   switch (op.kind) {
     case SpoolOp::Kind::kEnqueue:
       // Both families in one batch: one WAL record, atomic, one fsync (DESIGN.md §7).
-      s = batch.Put(meta_, KeySlice(key), op.meta);
-      if (s.ok()) s = batch.Put(body_, KeySlice(key), rocksdb::Slice(op.body_bytes()));
+      s = batch.Put(handles_.meta, KeySlice(key), op.meta);
+      if (s.ok()) s = batch.Put(handles_.body, KeySlice(key), rocksdb::Slice(op.body_bytes()));
       break;
     case SpoolOp::Kind::kRemove:
       // Delete, not SingleDelete: the API cannot prove a key was written exactly once.
-      s = batch.Delete(meta_, KeySlice(key));
-      if (s.ok()) s = batch.Delete(body_, KeySlice(key));
+      s = batch.Delete(handles_.meta, KeySlice(key));
+      if (s.ok()) s = batch.Delete(handles_.body, KeySlice(key));
       break;
     case SpoolOp::Kind::kUpdate:
-      s = batch.Put(meta_, KeySlice(key), op.meta);
+      s = batch.Put(handles_.meta, KeySlice(key), op.meta);
       break;
     case SpoolOp::Kind::kTransaction:
       SLUICE_BUG("nested spool transaction");
@@ -251,7 +382,7 @@ CommitStatus SpoolWriter::WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync
     if (options_.inject_stall && options_.inject_stall()) {
       s = rocksdb::Status::Incomplete("injected write stall");
     } else {
-      s = db_->Write(wo, &batch);
+      s = handles_.db->Write(wo, &batch);
     }
     if (s.ok()) return CommitStatus::kOk;
     if (s.IsIncomplete()) {
@@ -270,26 +401,24 @@ CommitStatus SpoolWriter::WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync
     }
     // EIO, ENOSPC, a failed fsync: RocksDB latches a background error and the DB turns
     // read-only. Retrying an fsync is never safe (the kernel may have dropped the dirty pages),
-    // so we latch too; the operator restarts and WAL replay decides what is durable. Requests of
-    // this batch get kIoError (451): if some of it did reach the disk, the client's retry makes a
-    // duplicate, never a loss.
-    spdlog::error("spool: write failed, spool is now unhealthy: {}", s.ToString());
+    // so we latch too, and close and reopen the DB once there is room (TryRecover): WAL replay
+    // decides what is durable. Requests of this batch get kIoError (451): if some of it did reach
+    // the disk, the client's retry makes a duplicate, never a loss.
+    spdlog::error("spool: write failed, spool is unhealthy until it is reopened: {}", s.ToString());
     unhealthy_.store(true, std::memory_order_release);
+    last_reopen_try_ = std::chrono::steady_clock::now();
     return CommitStatus::kIoError;
   }
 }
 
 void SpoolWriter::Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end,
-                           CommitStatus status) {
+                           const std::vector<CommitStatus>& status) {
   size_t messages = 0;
   size_t bytes = 0;
-  uint64_t updates = 0;
   for (size_t i = begin; i < end; ++i) {
     if (ops[i].kind == SpoolOp::Kind::kEnqueue) {
       ++messages;
       bytes += ops[i].admitted_bytes;
-    } else if (ops[i].kind != SpoolOp::Kind::kTransaction) {
-      ++updates;
     }
   }
   {
@@ -299,24 +428,35 @@ void SpoolWriter::Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end,
     pending_messages_ -= messages;
     pending_bytes_ -= bytes;
   }
-  switch (status) {
-    case CommitStatus::kOk:
-      committed_.fetch_add(messages, std::memory_order_relaxed);
-      break;
-    case CommitStatus::kTimedOut:
-    case CommitStatus::kShuttingDown:
-      timed_out_.fetch_add(messages, std::memory_order_relaxed);
-      dropped_updates_.fetch_add(updates, std::memory_order_relaxed);
-      break;
-    case CommitStatus::kIoError:
-      failed_.fetch_add(messages, std::memory_order_relaxed);
-      dropped_updates_.fetch_add(updates, std::memory_order_relaxed);
-      break;
+  for (size_t i = begin; i < end; ++i) {
+    const SpoolOp::Kind kind = ops[i].kind;
+    const CommitStatus st = status[i - begin];
+    if (kind == SpoolOp::Kind::kEnqueue) {
+      switch (st) {
+        case CommitStatus::kOk:
+          committed_.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case CommitStatus::kTimedOut:
+        case CommitStatus::kShuttingDown:
+          timed_out_.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case CommitStatus::kIoError:
+          failed_.fetch_add(1, std::memory_order_relaxed);
+          break;
+        case CommitStatus::kNoSpace:
+          no_space_.fetch_add(1, std::memory_order_relaxed);
+          break;
+      }
+    } else if (kind != SpoolOp::Kind::kTransaction && st != CommitStatus::kOk &&
+               st != CommitStatus::kIoError) {
+      // (Removals of a failed batch wait for the reopen; see CommitRange.)
+      dropped_updates_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   for (size_t i = begin; i < end; ++i) {
     const SpoolOp::Kind kind = ops[i].kind;
     if (kind == SpoolOp::Kind::kEnqueue || kind == SpoolOp::Kind::kTransaction) {
-      ops[i].sink->OnCommitted(ops[i].token, status);
+      ops[i].sink->OnCommitted(ops[i].token, status[i - begin]);
     }
   }
 }
@@ -328,6 +468,11 @@ void SpoolWriter::FillStats(SpoolStats& stats) const {
   stats.failed_messages = failed_.load(std::memory_order_relaxed);
   stats.stalls = stalls_.load(std::memory_order_relaxed);
   stats.dropped_updates = dropped_updates_.load(std::memory_order_relaxed);
+  stats.free_bytes = free_bytes_.load(std::memory_order_relaxed);
+  stats.disk_low = disk_low_.load(std::memory_order_relaxed);
+  stats.no_space_messages = no_space_.load(std::memory_order_relaxed);
+  stats.deferred_updates = deferred_count_.load(std::memory_order_relaxed);
+  stats.reopens = reopens_.load(std::memory_order_relaxed);
   std::lock_guard lock(mu_);
   stats.pending_messages = pending_messages_;
   stats.pending_bytes = pending_bytes_;

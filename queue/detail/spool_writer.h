@@ -6,6 +6,7 @@
 // While one batch syncs, the next accumulates, so the batch size adapts to the load by itself.
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -19,6 +20,8 @@
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 
+#include "base/result.h"
+#include "queue/envelope.h"
 #include "queue/message_id.h"
 #include "queue/spool.h"
 
@@ -44,11 +47,20 @@ struct SpoolOp {
   std::string_view body_bytes() const { return shared_body ? *shared_body : body; }
 };
 
+// What the writer writes to. Replaced by a reopen after a write error.
+struct SpoolHandles {
+  rocksdb::DB* db = nullptr;
+  rocksdb::ColumnFamilyHandle* meta = nullptr;
+  rocksdb::ColumnFamilyHandle* body = nullptr;
+};
+
 class SpoolWriter {
  public:
-  // db and the handles must outlive the writer (Stop() before closing the DB).
-  SpoolWriter(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* meta, rocksdb::ColumnFamilyHandle* body,
-              const SpoolOptions& options);
+  // Closes the DB after a write error and opens it again (Spool::Reopen); writer thread only.
+  using ReopenFn = std::function<Result<SpoolHandles>()>;
+
+  // The handles must stay valid until Stop() or a reopen (Stop() before closing the DB).
+  SpoolWriter(SpoolHandles handles, const SpoolOptions& options, ReopenFn reopen);
   ~SpoolWriter();  // Stop()
 
   SpoolWriter(const SpoolWriter&) = delete;
@@ -67,11 +79,26 @@ class SpoolWriter {
   void Stop();
 
   bool healthy() const { return !unhealthy_.load(std::memory_order_acquire); }
+  bool disk_low() const { return disk_low_.load(std::memory_order_acquire); }
+  void SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler);
   void SetPausedForTesting(bool paused);
   void FillStats(SpoolStats& stats) const;
 
+  // Most removals/updates kept while they cannot be written; past it they are dropped (a lost
+  // removal means a duplicate delivery after a restart, a lost update an earlier retry).
+  static constexpr size_t kMaxDeferred = 100000;
+  // A reopen is tried this often while unhealthy and enough space is free.
+  static constexpr std::chrono::seconds kReopenInterval{2};
+
  private:
   void Run();
+  // Samples the file system (statvfs); writer thread.
+  void RefreshDisk();
+  // Unhealthy: reopen once min_free_bytes are free, then write what waited and hand on the
+  // messages of failed batches that turned out durable. Writer thread.
+  void TryRecover();
+  // Keeps a removal/update for later (bounded by kMaxDeferred).
+  void Defer(SpoolOp&& op);
   // Fills in an enqueue whose body is already in op; moves meta only when accepted.
   Admit Enqueue(const MessageId& id, std::string&& meta, SpoolOp& op, CompletionSink* sink,
                 uint64_t token);
@@ -81,13 +108,21 @@ class SpoolWriter {
   void CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t end);
   void AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op);
   CommitStatus WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync);
-  void Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end, CommitStatus status);
+  // Completes ops[begin, end) with their statuses (status[i - begin]) and releases their
+  // admission budget.
+  void Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end,
+                const std::vector<CommitStatus>& status);
 
   // Immutable after construction.
-  rocksdb::DB* const db_;
-  rocksdb::ColumnFamilyHandle* const meta_;
-  rocksdb::ColumnFamilyHandle* const body_;
   const SpoolOptions options_;
+  const ReopenFn reopen_;
+
+  // Writer thread only (replaced by a reopen).
+  SpoolHandles handles_;
+  std::vector<SpoolOp> deferred_;       // removals/updates waiting for room or a reopen
+  std::vector<MessageId> uncertain_;    // enqueues of failed batches: durable or not?
+  std::chrono::steady_clock::time_point last_disk_check_{};
+  std::chrono::steady_clock::time_point last_reopen_try_{};
 
   // Written by producers and the writer, guarded by mu_.
   mutable std::mutex mu_;
@@ -102,6 +137,11 @@ class SpoolWriter {
   // Read lock-free by producers.
   std::atomic<bool> unhealthy_{false};
   std::atomic<bool> accepting_{true};
+  std::atomic<bool> disk_low_{false};
+  std::atomic<uint64_t> free_bytes_{0};
+
+  std::mutex recovered_mu_;
+  std::function<void(const MessageId&, Envelope)> recovered_;  // guarded by recovered_mu_
 
   // Written only by the writer thread; read by stats().
   std::atomic<uint64_t> batches_{0};
@@ -110,6 +150,9 @@ class SpoolWriter {
   std::atomic<uint64_t> failed_{0};
   std::atomic<uint64_t> stalls_{0};
   std::atomic<uint64_t> dropped_updates_{0};
+  std::atomic<uint64_t> no_space_{0};
+  std::atomic<uint64_t> deferred_count_{0};
+  std::atomic<uint64_t> reopens_{0};
 
   std::mutex stop_mu_;  // serializes Stop()
   std::thread thread_;

@@ -159,10 +159,14 @@ class Daemon:
         self.starts = 0
         self._log = None
         self.nofile = None  # (soft, hard) RLIMIT_NOFILE to start sluiced with; None: inherit
+        # argv prefix for sluiced and sluicectl (e.g. nsenter into a private mount namespace)
+        self.wrapper = []
         self.server = {"hostname": HOSTNAME, "shards": 2, "shutdown_grace": 5,
                        "log_level": "info"}
         self.server.update(server or {})
-        self.spool = {"path": str(self.spool_path)}
+        # A test spool is tiny: refuse mail only when the disk is nearly full, not below
+        # the production default (1 GiB), so the suite runs on machines short of space too.
+        self.spool = {"path": str(self.spool_path), "min_free_bytes": 16 << 20}
         self.spool.update(spool or {})
         # Delivery is off unless a test asks for it: ingest tests inspect the
         # spool, and nothing may try to reach the outside world.
@@ -217,7 +221,7 @@ class Daemon:
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
         self.proc = subprocess.Popen(
-            [str(sluiced_path()), "--config", str(self.config_path)],
+            [*self.wrapper, str(sluiced_path()), "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             cwd=self.workdir, preexec_fn=limits if nofile is not None else None)
         try:
@@ -299,7 +303,8 @@ class Daemon:
 
     def sluicectl(self, *args, check=True, timeout=60):
         require_sluicectl()
-        r = subprocess.run([str(sluicectl_path()), "--config", str(self.config_path), *args],
+        r = subprocess.run([*self.wrapper, str(sluicectl_path()), "--config",
+                            str(self.config_path), *args],
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                            cwd=self.workdir)
         if check and r.returncode != 0:
