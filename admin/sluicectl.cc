@@ -23,6 +23,7 @@
 
 #include "admin/json.h"
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/result.h"
 #include "queue/spool.h"
 
@@ -298,6 +299,8 @@ int QuarantineExport(queue::SpoolReader& reader, const std::string& dir) {
 }
 
 int Main(int argc, char** argv) {
+  // Messages and bodies go to stdout; anything logged (RocksDB's complaints included) to stderr.
+  InitLogging("warn");
   CLI::App app{"sluicectl: inspect the Sluice spool"};
   std::string config_path = kDefaultConfig;
   app.add_option("-c,--config", config_path, "sluiced config file (reads [spool] path)")

@@ -223,6 +223,8 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(const std::string& path, Mode mod
     s = rocksdb::DB::Open(options, path, MakeColumnFamilies(), &spool_db->handles_,
                           &spool_db->db_);
   } else {
+    // A reader has nothing to say about the primary's stalls and flushes.
+    options.info_log->SetInfoLogLevel(rocksdb::InfoLogLevel::ERROR_LEVEL);
     options.create_if_missing = false;
     options.create_missing_column_families = false;
     options.max_open_files = -1;  // required for secondary instances (db.h)
