@@ -24,9 +24,14 @@ void Connection::Start() { ArmRecv(); }
 void Connection::ArmRecv() {
   if (recv_armed_ || eof_ || error_ != 0 || closed_) return;
   io_uring_sqe* sqe = shard_.GetSqe();
-  // Multishot recv (kernel 6.0) selecting from the shard's buffer ring: no
-  // buffer is pinned to an idle connection.
-  io_uring_prep_recv_multishot(sqe, fd_, nullptr, 0, 0);
+  // Recv selecting from the shard's buffer ring: no buffer is pinned to an idle connection.
+  // Multishot (kernel 6.0) for streams; single-shot (len 0: the buffer's size) where one request
+  // may bring no more than one buffer past the high-water mark (SetMultishot).
+  if (multishot_) {
+    io_uring_prep_recv_multishot(sqe, fd_, nullptr, 0, 0);
+  } else {
+    io_uring_prep_recv(sqe, fd_, nullptr, 0, 0);
+  }
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = Shard::kRecvBufferGroup;
   recv_user_data_ = shard_.Arm(sqe, this);
@@ -82,6 +87,9 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     // waiting reader always gets a receive, or it could wait forever.
     recv_armed_ = false;
     OpDone();
+    // A single-shot recv that reached the mark is not renewed: the same pause as a cancelled
+    // multishot.
+    if (!recv_paused_ && inbox().size() >= high_water_) recv_paused_ = true;
     const bool behind = recv_paused_ && inbox().size() >= low_water_ && !reader_;
     if (!closed_ && !behind) ArmRecv();
   }
@@ -123,6 +131,14 @@ void Connection::SetInboxHighWater(size_t bytes) {
   } else if (recv_paused_ && !recv_armed_ && inbox().size() < low_water_) {
     ArmRecv();
   }
+}
+
+void Connection::SetMultishot(bool on) {
+  if (multishot_ == on) return;
+  multishot_ = on;
+  // An armed multishot would go on bringing data: end it, the completion re-arms single-shot.
+  // (An armed single-shot completes once and is then renewed as a multishot.)
+  if (!on && recv_armed_ && !closed_) shard_.Cancel(recv_user_data_);
 }
 
 void Connection::WakeReader() {

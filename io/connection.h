@@ -39,6 +39,11 @@ class Connection final : private CompletionHandler, private TimerHandler {
   // (an SMTP session whose client does not read its replies) sets a lower
   // mark so such a connection holds little memory.
   static constexpr size_t kInboxHighWater = 256 * 1024;
+  // Multishot recv (the default) keeps bringing data as it arrives: up to 32 buffers (512 KiB)
+  // per wakeup, so a cancel at the high-water mark lands well past it. An owner that may stop
+  // consuming (a session waiting for a client that does not read its replies) receives
+  // single-shot instead: one buffer per request, renewed while below the mark.
+  void SetMultishot(bool on);
   // An empty inbox keeps at most this much capacity while its owner waits for data.
   static constexpr size_t kIdleInboxCapacity = 64 * 1024;
   void SetInboxHighWater(size_t bytes);
@@ -121,6 +126,7 @@ class Connection final : private CompletionHandler, private TimerHandler {
   std::string inbox_;
   size_t inbox_pos_ = 0;
   size_t seen_ = 0;  // inbox().size() when the reader last looked
+  bool multishot_ = true;
   size_t high_water_ = kInboxHighWater;
   size_t low_water_ = kInboxHighWater / 4;
 
