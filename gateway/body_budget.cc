@@ -1,5 +1,7 @@
 #include "gateway/body_budget.h"
 
+#include <algorithm>
+
 #include "base/log.h"
 
 namespace sluice::gateway {
@@ -59,9 +61,10 @@ bool BodyBudget::Lease::GrowTo(int64_t bytes) {
   return true;
 }
 
-void BodyBudget::Lease::Reset() {
-  budget_.Give(client_, held_);
-  held_ = 0;
+void BodyBudget::Lease::ShrinkTo(int64_t bytes) {
+  if (bytes >= held_) return;
+  budget_.Give(client_, held_ - std::max<int64_t>(bytes, 0));
+  held_ = std::max<int64_t>(bytes, 0);
 }
 
 }  // namespace sluice::gateway

@@ -2,7 +2,8 @@
 
 // BodyBudget: the process-wide bound on message bytes held in memory while they are received
 // (server.max_body_memory), with a share per client network (server.max_body_memory_per_client)
-// so that one client cannot take all of it.
+// so that one client cannot take all of it. A transaction's recipients count too: a thousand
+// sessions of a thousand recipients each would otherwise hold 100 MB of envelopes.
 //
 // A session holds its message whole until the final dot; without this bound, 20 sessions from one
 // address each 45 MB into an unfinished DATA cost 900 MiB. Sessions take room in steps as their
@@ -48,7 +49,9 @@ class BodyBudget {
 
     // Holds at least `bytes` in all; false (holding what it held) when the budget has no room.
     bool GrowTo(int64_t bytes);
-    void Reset();
+    // Holds at most `bytes`, giving the rest back.
+    void ShrinkTo(int64_t bytes);
+    void Reset() { ShrinkTo(0); }
     int64_t held() const { return held_; }
 
    private:

@@ -44,6 +44,11 @@ TEST(BodyBudget, LeaseGrowsAndGivesBack) {
     BodyBudget::Lease other(b, "b");
     EXPECT_FALSE(other.GrowTo(401));  // the total
     EXPECT_TRUE(other.GrowTo(400));
+    other.ShrinkTo(100);
+    EXPECT_EQ(other.held(), 100);
+    EXPECT_EQ(b.used(), 700);
+    other.ShrinkTo(200);  // never grows
+    EXPECT_EQ(other.held(), 100);
     other.Reset();
     EXPECT_EQ(other.held(), 0);
     EXPECT_EQ(b.used(), 600);

@@ -38,10 +38,10 @@ std::string LowerAscii(std::string_view s) {
 // Replies not yet sent. A client that pipelines without reading its replies (RFC 2920 §3.1 lets
 // the server stop reading) gets no more of its input consumed past this: the session waits until
 // the client takes them, up to the command timeout, and closes the connection if it does not.
-constexpr size_t kMaxUnsentReplies = 16 * 1024;
+constexpr size_t kMaxUnsentReplies = 8 * 1024;
 // While a session is at the command level, the input it buffers: a pipelined group larger than
 // this waits in the kernel (TCP flow control) until the session has answered what it has.
-constexpr size_t kCommandInboxHighWater = 32 * 1024;
+constexpr size_t kCommandInboxHighWater = 16 * 1024;
 // The last reply of a session (221, 421) to a client that does not read it.
 constexpr auto kFinalReplyTimeout = std::chrono::seconds(10);
 // A message body's buffer grows by half of itself, never by less than this.
@@ -142,6 +142,7 @@ void Session::ResetTransaction() {
   body_.clear();
   body_.shrink_to_fit();
   body_lease_.Reset();
+  envelope_bytes_ = 0;
   body_no_room_ = false;
   header_len_ = 0;
   bdat_active_ = false;
@@ -150,6 +151,10 @@ void Session::ResetTransaction() {
 }
 
 io::Task<void> Session::Run() {
+  // At the command level the session may stop reading (replies unread, a commit waiting): take
+  // one buffer at a time and stop at 32 KiB, so a client that pipelines without reading holds
+  // little of our memory. A message body streams (multishot, 256 KiB).
+  conn_.SetMultishot(false);
   conn_.SetInboxHighWater(kCommandInboxHighWater);
   conn_.Start();
   const Config& cfg = ctx_.server().config();
@@ -652,6 +657,16 @@ Session::Outcome Session::OnRcpt(std::string_view arg) {
   r.address = rcpt->path.ToString();
   r.notify = rcpt->params.notify;
   r.orcpt = rcpt->params.orcpt;
+  // Recipients are held with the body until the message is queued, and take room in the same
+  // budget (the vector's growth included, roughly).
+  const uint64_t cost = 2 * sizeof(queue::Recipient) + r.address.size() + r.orcpt.size();
+  if (!body_lease_.GrowTo(static_cast<int64_t>(envelope_bytes_ + cost + body_.capacity()))) {
+    // RFC 5321 §4.5.3.1.10: 452 for a recipient there is no room for now.
+    Reply(452, "4.3.1", "Error: insufficient system resources, try again later");
+    Reject(Rejection::kBodyMemory, "rcpt", r.address);
+    return Outcome::kContinue;
+  }
+  envelope_bytes_ += cost;
   rcpts_.push_back(std::move(r));
   Reply(250, "2.1.5", "Ok");
   return Outcome::kContinue;
@@ -700,7 +715,9 @@ void Session::StartBody() {
 
 bool Session::ReserveBody(uint64_t capacity, bool over_budget_ok) {
   if (capacity <= body_.capacity()) return true;
-  if (!body_lease_.GrowTo(static_cast<int64_t>(capacity)) && !over_budget_ok) return false;
+  if (!body_lease_.GrowTo(static_cast<int64_t>(envelope_bytes_ + capacity)) && !over_budget_ok) {
+    return false;
+  }
   // Exactly `capacity`: std::string's own growth doubles, and a 45 MB body would take 64 MiB.
   std::string bigger;
   bigger.reserve(capacity);
@@ -788,7 +805,7 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
   if (!MakeRoomForBody(declared > 0 ? declared : conn_.inbox().size())) {
     body_.clear();
     body_.shrink_to_fit();
-    body_lease_.Reset();
+    body_lease_.ShrinkTo(static_cast<int64_t>(envelope_bytes_));
     NoRoomForBody("data");
     co_return Outcome::kContinue;
   }
@@ -800,6 +817,7 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
                                            listener_.max_data_line_length,
                                            listener_.bare_newline});
   // A body is consumed as it arrives: the inbox may take more than at the command level.
+  conn_.SetMultishot(true);
   conn_.SetInboxHighWater(io::Connection::kInboxHighWater);
   // Normalizing turns each bare LF into two octets.
   const uint64_t expansion = listener_.bare_newline == smtp::BareNewline::kNormalize ? 2 : 1;
@@ -812,7 +830,7 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
       reader.DropBody();
       body_.clear();
       body_.shrink_to_fit();
-      body_lease_.Reset();
+      body_lease_.ShrinkTo(static_cast<int64_t>(envelope_bytes_));
     }
     const size_t n = reader.Feed(input, &body_);
     conn_.Consume(n);
@@ -823,6 +841,7 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
     AbandonBody(st);
     co_return Outcome::kClose;
   }
+  conn_.SetMultishot(false);
   conn_.SetInboxHighWater(kCommandInboxHighWater);
   if (RejectBody(reader.bare_newline(), reader.too_big(), reader.line_too_long())) {
     co_return Outcome::kContinue;
@@ -882,6 +901,12 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     reader = sink_reader.get();
   }
   reader->StartChunk(size, last);
+  // A large chunk streams like a DATA body.
+  const bool stream = size > kCommandInboxHighWater;
+  if (stream) {
+    conn_.SetMultishot(true);
+    conn_.SetInboxHighWater(io::Connection::kInboxHighWater);
+  }
   for (;;) {
     std::string* target = failed ? &discard : &body_;
     const size_t n = reader->Feed(conn_.inbox(), target);
@@ -892,6 +917,10 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     if (st == ReadStatus::kData) continue;
     AbandonBody(st);
     co_return Outcome::kClose;
+  }
+  if (stream) {
+    conn_.SetMultishot(false);
+    conn_.SetInboxHighWater(kCommandInboxHighWater);
   }
   if (no_room) {
     NoRoomForBody("data");

@@ -134,7 +134,9 @@ class Session {
   queue::MessageId id_;
   std::string body_;       // Received header + message as it arrives
   size_t header_len_ = 0;  // length of our Received header in body_
-  BodyBudget::Lease body_lease_;  // body_.capacity(), taken from the process-wide budget
+  // envelope_bytes_ + body_.capacity(), taken from the process-wide budget.
+  BodyBudget::Lease body_lease_;
+  uint64_t envelope_bytes_ = 0;   // what rcpts_ holds, roughly
   bool body_no_room_ = false;     // the budget ran out mid-body: read to the end, then 452
   bool bdat_active_ = false;
   bool bdat_failed_ = false;
