@@ -6,11 +6,12 @@
 #   make interop tests against Postfix, Dovecot and dnsmasq (installs them)
 #   make bench-compare  Sluice vs a private Postfix vs the smtp-source -> smtp-sink ceiling (root)
 #   make profile        perf profile of sluiced relaying smtp-source -> smtp-sink (root)
+#   make bench-abuse    hostile clients (1,000 connections) against sluiced: memory and latency
 
 BUILD ?= build
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare profile asan clean
+.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare bench-abuse profile asan clean
 
 all: build
 
@@ -50,6 +51,9 @@ bench: build
 bench-compare: build
 	@scripts/install-deps --interop
 	bench/compare/run --build $(BUILD)
+
+bench-abuse: build
+	bench/abuse/run --build $(BUILD)
 
 profile: build
 	@scripts/install-deps --profile
