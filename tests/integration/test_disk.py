@@ -41,8 +41,21 @@ class MountNamespace:
         # else maps themselves to root in one, which lets them mount in their own namespace.
         self.user_ns = os.geteuid() != 0
         user = ["--user", "--map-root-user"] if self.user_ns else []
+        # "--propagation private" makes every mount of the new namespace private, so the tmpfs
+        # cannot appear in the host's namespace. In a chroot (as on CI) "/" is no mount point
+        # and that fails; there, only mounts that are already private are acceptable.
+        propagation = "private"
+        r = subprocess.run(["unshare", *user, "--mount", "--propagation", "private", "true"],
+                           capture_output=True, timeout=30)
+        if r.returncode != 0:
+            shared = [l for l in open("/proc/self/mountinfo") if " shared:" in l]
+            if shared:
+                raise AssertionError(
+                    "cannot mount privately: unshare --propagation private failed "
+                    f"({r.stderr.decode().strip()}) and mounts here propagate: {shared[0]}")
+            propagation = "unchanged"
         self.holder = subprocess.Popen(
-            ["unshare", *user, "--mount", "--propagation", "private", "sleep", "3600"],
+            ["unshare", *user, "--mount", "--propagation", propagation, "sleep", "3600"],
             stdin=subprocess.DEVNULL)
         tc.addCleanup(self.stop)
         ours = os.readlink("/proc/self/ns/mnt")
