@@ -729,7 +729,11 @@ bool Session::ReserveBody(uint64_t capacity, bool over_budget_ok) {
 bool Session::MakeRoomForBody(uint64_t incoming) {
   // The readers never store more than max_message_size octets (smtp::detail::BodySink).
   const uint64_t limit = header_len_ + listener_.max_message_size;
-  const uint64_t need = std::min<uint64_t>(body_.size() + incoming, limit);
+  const uint64_t size = body_.size();
+  const uint64_t room = limit > size ? limit - size : 0;
+  // Saturating (a BDAT size is the client's number), and two octets over: a CR the reader held
+  // back at the end of one input comes out with the next (one octet in, two stored).
+  const uint64_t need = size + (incoming >= room ? room : std::min(room, incoming + 2));
   if (need <= body_.capacity()) return true;
   // The first step is exact (most messages arrive whole, or with SIZE); later ones grow by half,
   // so a large message costs a few copies, not one per chunk.
@@ -885,7 +889,10 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
   }
   bool no_room = false;
   const uint64_t expansion = listener_.bare_newline == smtp::BareNewline::kNormalize ? 2 : 1;
-  if (!failed && !MakeRoomForBody(size * expansion)) {
+  // The chunk's size is the client's number: no more than the limit counts (the reader stores
+  // no more), and the multiplication cannot wrap.
+  const uint64_t counted = std::min<uint64_t>(size, listener_.max_message_size + 1) * expansion;
+  if (!failed && !MakeRoomForBody(counted)) {
     // The chunk's size is known before its octets: no room, no storing. The octets are still
     // read (the stream must stay in step) and the transaction fails with 452.
     failed = true;

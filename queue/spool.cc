@@ -192,7 +192,15 @@ Result<uint64_t> Spool::Recover(const std::function<void(const MessageId&, Envel
     std::shared_lock lock(db_mu_);
     if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
     Result<QuarantinedRecord> q = db_->Quarantine(b.key, b.value, b.why);
-    if (!q.ok()) return q.error();
+    if (!q.ok()) {
+      // (A full disk, say.) The record stays where it is, unread; the relay still starts.
+      QuarantinedRecord named;
+      named.key = b.key;
+      spdlog::error("spool: record {} cannot be read ({}) and could not be quarantined ({}); "
+                    "left in place, tried again at the next start",
+                    named.Name(), b.why, q.error().message);
+      continue;
+    }
     ++moved;
     quarantined_.fetch_add(1, std::memory_order_relaxed);
     spdlog::error(

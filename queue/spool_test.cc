@@ -584,6 +584,26 @@ TEST(SpoolTest, IoErrorReopensByItselfAndHandsOnWhatTurnedOutDurable) {
   EXPECT_EQ(spool->ReadBody({2, 1}).error().code, ENOENT);
 }
 
+TEST(SpoolTest, UpdateOfARemovedMessageDoesNotRecreateIt) {
+  TempDir dir;
+  TestSink sink;
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  ASSERT_EQ(spool->Enqueue({4, 1}, EncodeEnvelope(MakeEnvelope(1)), "one", &sink, 1),
+            Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(1));
+  spool->PauseWriterForTesting(true);  // both in one batch
+  spool->Remove({4, 1});
+  spool->UpdateEnvelope({4, 1}, EncodeEnvelope(MakeEnvelope(2)));
+  spool->PauseWriterForTesting(false);
+  // A synced enqueue after them: once it completes, both went through the writer.
+  ASSERT_EQ(spool->Enqueue({4, 2}, EncodeEnvelope(MakeEnvelope(3)), "two", &sink, 2),
+            Admit::kAccepted);
+  ASSERT_TRUE(sink.WaitFor(2));
+  EXPECT_EQ(spool->ReadEnvelope({4, 1}).error().code, ENOENT);  // no envelope without a body
+  EXPECT_EQ(spool->ReadBody({4, 1}).error().code, ENOENT);
+  EXPECT_EQ(spool->stats().dropped_updates, 1u);
+}
+
 TEST(SpoolTest, BelowMinFreeNewMailIsRefusedWithoutWriting) {
   TempDir dir;
   SpoolOptions options = Options(dir.spool());

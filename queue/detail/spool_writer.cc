@@ -164,13 +164,25 @@ void SpoolWriter::Run() {
         writer_waiting_ = false;
       }
       // Stopping: everything admitted before stopping_ was set is in queue_ and gets committed.
-      if (stopping_ && queue_.empty()) return;
+      if (stopping_ && queue_.empty()) {
+        if (!deferred_.empty()) {
+          // Not written before the DB closes: a lost removal means a duplicate after the
+          // restart, a lost update an earlier retry.
+          spdlog::warn("spool: {} removals/updates still waiting for room are dropped at "
+                       "shutdown",
+                       deferred_.size());
+          dropped_updates_.fetch_add(deferred_.size(), std::memory_order_relaxed);
+          deferred_.clear();
+        }
+        return;
+      }
       if (!paused_ || stopping_) ops.swap(queue_);
     }
     if (std::chrono::steady_clock::now() - last_disk_check_ >= std::chrono::seconds(1)) {
       RefreshDisk();
     }
     if (!healthy()) TryRecover();
+    deferring_ = false;
     if (healthy() && !deferred_.empty()) {
       // What waited for room or for the reopen, oldest first, before anything newer.
       std::vector<SpoolOp> waiting;
@@ -212,6 +224,15 @@ void SpoolWriter::RefreshDisk() {
                    options_.path);
     }
   }
+}
+
+bool SpoolWriter::Exists(const MessageId& id) {
+  const auto key = id.Key();
+  std::string ignored;
+  // The memtable or the block cache almost always: a few microseconds.
+  const rocksdb::Status s =
+      handles_.db->Get(rocksdb::ReadOptions(), handles_.meta, KeySlice(key), &ignored);
+  return !s.IsNotFound();  // a read error: write the update rather than lose it
 }
 
 void SpoolWriter::Defer(SpoolOp&& op) {
@@ -295,8 +316,19 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
         continue;
       }
       sync = options_.sync;
-    } else if (unhealthy || reserve_gone) {
+    } else if (unhealthy || reserve_gone || deferring_) {
+      // Once one waits, every later one waits behind it (until the next drain puts them all
+      // back in front): an update must never be written after a removal it preceded.
+      deferring_ = true;
       Defer(std::move(op));
+      continue;
+    } else if (op.kind == SpoolOp::Kind::kUpdate &&
+               (std::find(removals.begin(), removals.end(), op.id) != removals.end() ||
+                !Exists(op.id))) {
+      // Removed meanwhile (e.g. by a bounce transaction whose failure was reported, but which
+      // the reopened DB holds after all): writing the envelope alone would make a message
+      // without a body.
+      dropped_updates_.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
     if (op.kind == SpoolOp::Kind::kTransaction) {
@@ -319,6 +351,12 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
       if (ops[i].kind == SpoolOp::Kind::kEnqueue) {
         ++messages;
         if (result == CommitStatus::kIoError) uncertain_.push_back(ops[i].id);
+      } else if (ops[i].kind == SpoolOp::Kind::kTransaction && result == CommitStatus::kIoError) {
+        // A bounce whose commit was reported failed may be durable after all: then the reopen
+        // hands it on (and the update or removal of its original was written with it).
+        for (const SpoolOp& part : ops[i].parts) {
+          if (part.kind == SpoolOp::Kind::kEnqueue) uncertain_.push_back(part.id);
+        }
       }
     }
     if (result == CommitStatus::kIoError) {

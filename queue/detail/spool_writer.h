@@ -99,6 +99,8 @@ class SpoolWriter {
   void TryRecover();
   // Keeps a removal/update for later (bounded by kMaxDeferred).
   void Defer(SpoolOp&& op);
+  // The message's envelope is in the DB (a point read).
+  bool Exists(const MessageId& id);
   // Fills in an enqueue whose body is already in op; moves meta only when accepted.
   Admit Enqueue(const MessageId& id, std::string&& meta, SpoolOp& op, CompletionSink* sink,
                 uint64_t token);
@@ -121,6 +123,7 @@ class SpoolWriter {
   SpoolHandles handles_;
   std::vector<SpoolOp> deferred_;       // removals/updates waiting for room or a reopen
   std::vector<MessageId> uncertain_;    // enqueues of failed batches: durable or not?
+  bool deferring_ = false;              // this drain deferred a removal/update already
   std::chrono::steady_clock::time_point last_disk_check_{};
   std::chrono::steady_clock::time_point last_reopen_try_{};
 

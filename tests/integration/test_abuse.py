@@ -261,6 +261,39 @@ class BodyBudgetTest(DaemonTestCase):
 
         wait_until(fits, 20, "room for a 6 MB message after the attackers left")
 
+    def test_bdat_size_near_2_to_the_64_is_no_way_around_the_budget(self):
+        """A BDAT size is the client's number: 2^64 - 1 must not wrap the room
+        reckoning (before, it took no room at all and the body grew unbounded
+        by the budget)."""
+        from test_metrics import AdminDaemon
+        wd = self.workdir / "bdat-huge"
+        wd.mkdir()
+        d = AdminDaemon(wd, server={"max_body_memory": 48 * MIB,
+                                    "max_body_memory_per_client": 9 * MIB},
+                        listeners=[{"name": "relay", "max_message_size": 8 * MIB,
+                                    "max_connections_per_ip": 100}])
+        self.daemons.append(d)
+        d.start()
+        warm_up(d.port)
+        idle = quiet_rss(d.pid)
+        chunk = b"h" * (1 << 20)
+        sessions = []
+        for _ in range(3):
+            c = self.open_data(d.port, "127.0.0.40")
+            c.send(b"BDAT 18446744073709551615 LAST\r\n")
+            sessions.append(c)
+        for _ in range(7):
+            for c in sessions:
+                c.send(chunk)
+        # The first session holds its 8 MiB of room; the others found none and drop what
+        # they read.
+        wait_until(lambda: d.scrape().sum("sluice_smtpd_body_memory_bytes") > 7 * MIB, 20,
+                   "the first session's room taken")
+        held = d.scrape().sum("sluice_smtpd_body_memory_bytes")
+        self.assertLessEqual(held, 9 * MIB)
+        peak = settle_rss(d.pid, 1.0)
+        self.assertLess(peak - idle, 9 * MIB + 16 * MIB, f"idle {idle}, peak {peak}")
+
     def test_bdat_chunk_without_room_is_452(self):
         d = self.budget_daemon()
         # One network holds 7 MB in an unfinished DATA...
