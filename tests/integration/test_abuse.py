@@ -218,9 +218,9 @@ class BodyBudgetTest(DaemonTestCase):
         peak = settle_rss(d.pid, 1.5)
         print(f"\n[abuse] unfinished data: idle {idle / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB")
         # What the budget allows (9 MiB for each of 4 networks), the inboxes
-        # (up to 256 KiB a session in DATA) and allocator slack; without the
-        # budget this attack held 125 MB.
-        self.assertLess(peak - idle, 36 * MIB + 20 * MIB, f"idle {idle}, peak {peak}")
+        # (256 KiB a session in DATA, plus one multishot burst of up to 512 KiB)
+        # and allocator slack; without the budget this attack held 125 MB.
+        self.assertLess(peak - idle, 36 * MIB + 28 * MIB, f"idle {idle}, peak {peak}")
 
         # A client of another network is served at once: with a body, and
         # with SIZE.

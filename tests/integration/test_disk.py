@@ -77,7 +77,9 @@ class MountNamespace:
 
     def prefix(self):
         user = ["-U", "--preserve-credentials"] if self.user_ns else []
-        return ["nsenter", "-t", str(self.holder.pid), "-m", *user]
+        # --root/--wd: entering a mount namespace resets the root to that namespace's; inside a
+        # chroot (as on CI) that is the host's, so keep the holder's (the chroot's) instead.
+        return ["nsenter", "-t", str(self.holder.pid), "-m", *user, "--root", "--wd"]
 
     def run(self, argv):
         r = subprocess.run(self.prefix() + [str(a) for a in argv], stdin=subprocess.DEVNULL,
