@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -128,12 +129,6 @@ void RaiseFileLimit(const sluice::gateway::Config& config) {
 
 int Run(const std::string& config_path) {
   using namespace sluice;
-  // Message bodies are large, short-lived allocations. glibc's dynamic mmap threshold rises to
-  // the size of each large block freed, so after a few bodies they come from the heap, where the
-  // holes they leave stay resident: the process would keep the high-water mark of a burst (or
-  // an attack) long after it. A fixed threshold keeps every allocation of 128 KiB or more in a
-  // mapping of its own, returned to the kernel when freed.
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   auto config = gateway::LoadConfig(config_path);
   if (!config) {
     std::fprintf(stderr, "sluiced: %s\n", config.error().message.c_str());
@@ -243,8 +238,17 @@ int Run(const std::string& config_path) {
   spdlog::info("sluiced ready");
 
   for (;;) {
-    int sig = 0;
-    if (sigwait(&signals, &sig) != 0) continue;
+    // Every 30 s without a signal: give free heap pages back to the kernel. Message bodies are
+    // large, short-lived allocations that glibc serves from the heap once its dynamic mmap
+    // threshold has risen past them (fixing the threshold instead made every large buffer a
+    // fresh mapping: 5x the page faults, -30% throughput at 100 KiB). Without this the process
+    // would keep the high-water mark of a burst, or of an attack, resident long after it.
+    timespec period{30, 0};
+    const int sig = sigtimedwait(&signals, nullptr, &period);
+    if (sig < 0) {
+      if (errno == EAGAIN) malloc_trim(0);
+      continue;
+    }
     if (sig == SIGHUP) {
       // logrotate: reopen the event log by path (no copytruncate needed).
       if (events) events->Reopen();
