@@ -219,8 +219,9 @@ class BodyBudgetTest(DaemonTestCase):
         print(f"\n[abuse] unfinished data: idle {idle / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB")
         # What the budget allows (9 MiB for each of 4 networks), the inboxes
         # (256 KiB a session in DATA, plus one multishot burst of up to 512 KiB)
-        # and allocator slack; without the budget this attack held 125 MB.
-        self.assertLess(peak - idle, 36 * MIB + 28 * MIB, f"idle {idle}, peak {peak}")
+        # and the allocator's slack (the growth copies of 20 bodies in glibc's
+        # heap); without the budget this attack held 125 MB.
+        self.assertLess(peak - idle, 36 * MIB + 40 * MIB, f"idle {idle}, peak {peak}")
 
         # A client of another network is served at once: with a body, and
         # with SIZE.
