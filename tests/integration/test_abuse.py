@@ -14,6 +14,7 @@ magnitude below what the same attack cost without the bounds. bench/abuse
 runs the full-size version (1,000 connections) and reports the figures.
 """
 
+import os
 import socket
 import time
 import unittest
@@ -22,6 +23,19 @@ import harness
 from harness import DaemonTestCase, RawSmtp, make_message, wait_until
 
 MIB = 1 << 20
+
+# Under AddressSanitizer (make asan) the allocator keeps freed memory in quarantine and adds
+# shadow memory: the resident set then measures ASan, not sluiced. The attacks still run there
+# (every code path, every reply asserted); the RSS bounds are checked in the normal build.
+UNDER_ASAN = bool(os.environ.get("ASAN_OPTIONS"))
+
+
+def assert_rss_bound(tc, idle, peak, bound, what):
+    if UNDER_ASAN:
+        print(f"\n[abuse] {what}: RSS bound not checked under AddressSanitizer "
+              f"(idle {idle / MIB:.1f} MiB, peak {peak / MIB:.1f} MiB)")
+        return
+    tc.assertLess(peak - idle, bound, f"{what}: idle {idle}, peak {peak}")
 
 
 def rss_bytes(pid):
@@ -155,7 +169,7 @@ class UnreadRepliesTest(DaemonTestCase):
         # 40 sessions hold at most their 32 KiB inbox and 16 KiB of replies
         # each (plus what the kernel holds, which is not in our RSS); without
         # the bound the replies alone were 150 MB.
-        self.assertLess(peak - idle, 16 * MIB, f"idle {idle}, peak {peak}")
+        assert_rss_bound(self, idle, peak, 16 * MIB, "unread replies")
 
         # Another client is served meanwhile.
         c = self.client(d.port)
@@ -221,7 +235,7 @@ class BodyBudgetTest(DaemonTestCase):
         # (256 KiB a session in DATA, plus one multishot burst of up to 512 KiB)
         # and the allocator's slack (the growth copies of 20 bodies in glibc's
         # heap); without the budget this attack held 125 MB.
-        self.assertLess(peak - idle, 36 * MIB + 40 * MIB, f"idle {idle}, peak {peak}")
+        assert_rss_bound(self, idle, peak, 36 * MIB + 40 * MIB, "unfinished data")
 
         # A client of another network is served at once: with a body, and
         # with SIZE.
@@ -253,14 +267,22 @@ class BodyBudgetTest(DaemonTestCase):
         for a in attackers:
             a.close()
 
-        def fits():
-            c = self.open_data(d.port, "127.0.0.10", size=6 * MIB)
-            c.expect(354, "DATA")
-            body = b"Subject: after\r\n\r\n" + chunk * 5
-            c.send(body + b".\r\n")
-            return c.reply()[0] == 250
+        # The room is given back as each session sees its client's EOF, after it has read
+        # what the kernel still held for it: a SIZE that does not fit yet gets 452 at MAIL.
+        def room_back():
+            c = RawSmtp(connect_from(d.port, source="127.0.0.10"))
+            try:
+                c.greet()
+                code, _ = c.cmd(f"MAIL FROM:<a@client.test> SIZE={6 * MIB}")
+                return code == 250
+            finally:
+                c.close()
 
-        wait_until(fits, 20, "room for a 6 MB message after the attackers left")
+        wait_until(room_back, 60, "room for a 6 MB message after the attackers left")
+        c = self.open_data(d.port, "127.0.0.10", size=6 * MIB)
+        c.expect(354, "DATA")
+        c.send(b"Subject: after\r\n\r\n" + chunk * 5 + b".\r\n")
+        self.assertReply(c.reply(), 250)
 
     def test_bdat_size_near_2_to_the_64_is_no_way_around_the_budget(self):
         """A BDAT size is the client's number: 2^64 - 1 must not wrap the room
@@ -293,7 +315,7 @@ class BodyBudgetTest(DaemonTestCase):
         held = d.scrape().sum("sluice_smtpd_body_memory_bytes")
         self.assertLessEqual(held, 9 * MIB)
         peak = settle_rss(d.pid, 1.0)
-        self.assertLess(peak - idle, 9 * MIB + 16 * MIB, f"idle {idle}, peak {peak}")
+        assert_rss_bound(self, idle, peak, 9 * MIB + 16 * MIB, "BDAT of 2^64-1")
 
     def test_bdat_chunk_without_room_is_452(self):
         d = self.budget_daemon()
