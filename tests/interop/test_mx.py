@@ -45,9 +45,22 @@ class MxTest(InteropTestCase):
         records = [f"--mx-host={d},{x},{p}" for d, x, p in MX]
         records += [f"--host-record={h},{a},300" for h, a in HOSTS.items()]
         self.dns = Dnsmasq(self, records, probe_name="pref.test")
-        self.sink_port = free_port()
-        self.sinks = {a: SmtpSink(self, f"sink-{a}", address=a, port=self.sink_port)
-                      for a in SINK_ADDRESSES}
+        # One port on five addresses: a port free on 127.0.0.1 a moment ago may be taken on
+        # another of them by then (seen once on CI: "bind 127.0.0.12 port ...: Address already
+        # in use"). Take another port then, a bounded number of times.
+        for attempt in range(5):
+            self.sink_port = free_port()
+            self.sinks = {}
+            try:
+                for a in SINK_ADDRESSES:
+                    self.sinks[a] = SmtpSink(self, f"sink-{a}-{attempt}", address=a,
+                                             port=self.sink_port)
+                break
+            except AssertionError as e:
+                for sink in self.sinks.values():
+                    sink.proc.stop()
+                if "Address already in use" not in str(e) or attempt == 4:
+                    raise
         self.bounces = self.workdir / "bounces"
         self.sluice = self.daemon(
             delivery={"enabled": True, "retry_initial": 1, "idle_timeout": 1,
