@@ -114,30 +114,35 @@ Result<void> WriteFile(const std::filesystem::path& path, std::string_view data)
 
 // Records sluiced has not quarantined yet (it does so when it starts) are named on stderr.
 void Unreadable(const std::string& name, const std::string& why) {
-  std::fprintf(stderr, "sluicectl: record %s cannot be read (%s); sluiced quarantines it at start\n",
+  std::fprintf(stderr,
+               "sluicectl: record %s cannot be read (%s); sluiced quarantines it at start\n",
                name.c_str(), Printable(why).c_str());
 }
 
 int List(queue::SpoolReader& reader, bool json) {
   const uint64_t now = UnixMicros();
   if (!json) std::printf("%-26s %10s %8s  %s -> %s\n", "ID", "SIZE", "AGE", "SENDER", "RECIPIENTS");
-  Result<void> r = reader.ForEach([&](const queue::MessageId& id, const queue::Envelope& e) {
-    if (json) {
-      std::string line = ListEntryToJson(id, e, now);
-      line += '\n';
-      WriteAll(stdout, line);
-      return true;
-    }
-    std::string recipients;
-    for (const queue::Recipient& rcpt : e.recipients) {
-      if (!recipients.empty()) recipients += ", ";
-      recipients += "<" + Printable(rcpt.address) + ">";
-    }
-    std::printf("%-26s %10llu %8s  %s -> %s\n", id.ToString().c_str(),
-                static_cast<unsigned long long>(e.body_size), Age(e.received_at_us, now).c_str(),
-                Sender(e.sender).c_str(), recipients.c_str());
-    return true;
-  }, Unreadable);
+  Result<void> r = reader.ForEach(
+      [&](const queue::MessageId& id, const queue::Envelope& e) {
+        if (json) {
+          std::string line = ListEntryToJson(id, e, now);
+          line += '\n';
+          WriteAll(stdout, line);
+          return true;
+        }
+        std::string recipients;
+        for (const queue::Recipient& rcpt : e.recipients) {
+          if (!recipients.empty())
+            recipients += ", ";
+          recipients += "<" + Printable(rcpt.address) + ">";
+        }
+        std::printf("%-26s %10llu %8s  %s -> %s\n", id.ToString().c_str(),
+                    static_cast<unsigned long long>(e.body_size),
+                    Age(e.received_at_us, now).c_str(), Sender(e.sender).c_str(),
+                    recipients.c_str());
+        return true;
+      },
+      Unreadable);
   if (!r.ok()) return Fail(r.error().message);
   return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
 }
@@ -192,22 +197,26 @@ int Export(queue::SpoolReader& reader, const std::string& dir) {
   if (ec) return Fail("cannot create " + dir + ": " + ec.message());
   uint64_t count = 0;
   std::string error;
-  Result<void> r = reader.ForEach([&](const queue::MessageId& id, const queue::Envelope& e) {
-    Result<std::string> body = reader.ReadBody(id);
-    if (!body.ok()) {
-      error = body.error().message;
-      return false;
-    }
-    const std::string name = id.ToString();
-    Result<void> w = WriteFile(std::filesystem::path(dir) / (name + ".eml"), *body);
-    if (w.ok()) w = WriteFile(std::filesystem::path(dir) / (name + ".json"), EnvelopeToJson(id, e) + "\n");
-    if (!w.ok()) {
-      error = w.error().message;
-      return false;
-    }
-    ++count;
-    return true;
-  }, Unreadable);
+  Result<void> r = reader.ForEach(
+      [&](const queue::MessageId& id, const queue::Envelope& e) {
+        Result<std::string> body = reader.ReadBody(id);
+        if (!body.ok()) {
+          error = body.error().message;
+          return false;
+        }
+        const std::string name = id.ToString();
+        Result<void> w = WriteFile(std::filesystem::path(dir) / (name + ".eml"), *body);
+        if (w.ok())
+          w = WriteFile(std::filesystem::path(dir) / (name + ".json"),
+                        EnvelopeToJson(id, e) + "\n");
+        if (!w.ok()) {
+          error = w.error().message;
+          return false;
+        }
+        ++count;
+        return true;
+      },
+      Unreadable);
   if (!r.ok()) return Fail(r.error().message);
   if (!error.empty()) return Fail(error);
   std::fprintf(stderr, "exported %llu messages to %s\n", static_cast<unsigned long long>(count),
@@ -225,7 +234,8 @@ int QuarantineList(queue::SpoolReader& reader) {
                 Printable(q.reason).c_str());
     return true;
   });
-  if (!r.ok()) return Fail(r.error().message);
+  if (!r.ok())
+    return Fail(r.error().message);
   return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
 }
 
@@ -255,7 +265,8 @@ std::string HexDump(std::string_view data) {
 
 int QuarantineShow(queue::SpoolReader& reader, const std::string& name, bool body_only) {
   Result<queue::QuarantinedRecord> q = reader.ReadQuarantined(name);
-  if (!q.ok()) return Fail(q.error().message);
+  if (!q.ok())
+    return Fail(q.error().message);
   if (!body_only) {
     std::string text = "name: " + q->Name() + "\n";
     text += "quarantined_at: " + Timestamp(q->quarantined_at_us) + "\n";
@@ -264,22 +275,26 @@ int QuarantineShow(queue::SpoolReader& reader, const std::string& name, bool bod
     text += "envelope (" + std::to_string(q->meta.size()) + " bytes, as stored):\n";
     text += HexDump(q->meta);
     text += "\n";
-    if (!WriteAll(stdout, text)) return Fail("write to stdout failed");
+    if (!WriteAll(stdout, text))
+      return Fail("write to stdout failed");
   }
-  if (!WriteAll(stdout, q->body) || std::fflush(stdout) != 0) return Fail("write to stdout failed");
+  if (!WriteAll(stdout, q->body) || std::fflush(stdout) != 0)
+    return Fail("write to stdout failed");
   return 0;
 }
 
 int QuarantineExport(queue::SpoolReader& reader, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return Fail("cannot create " + dir + ": " + ec.message());
+  if (ec)
+    return Fail("cannot create " + dir + ": " + ec.message());
   uint64_t count = 0;
   std::string error;
   Result<void> r = reader.ForEachQuarantined([&](const queue::QuarantinedRecord& q) {
     const std::filesystem::path base = std::filesystem::path(dir) / q.Name();
     Result<void> w = WriteFile(base.string() + ".envelope", q.meta);
-    if (w.ok() && q.has_body) w = WriteFile(base.string() + ".eml", q.body);
+    if (w.ok() && q.has_body)
+      w = WriteFile(base.string() + ".eml", q.body);
     if (w.ok()) {
       w = WriteFile(base.string() + ".reason",
                     Timestamp(q.quarantined_at_us) + "\n" + q.reason + "\n");
@@ -291,8 +306,10 @@ int QuarantineExport(queue::SpoolReader& reader, const std::string& dir) {
     ++count;
     return true;
   });
-  if (!r.ok()) return Fail(r.error().message);
-  if (!error.empty()) return Fail(error);
+  if (!r.ok())
+    return Fail(r.error().message);
+  if (!error.empty())
+    return Fail(error);
   std::fprintf(stderr, "exported %llu quarantined records to %s\n",
                static_cast<unsigned long long>(count), dir.c_str());
   return 0;
@@ -349,9 +366,12 @@ int Main(int argc, char** argv) {
   Result<std::unique_ptr<queue::SpoolReader>> reader = queue::SpoolReader::Open(*spool_path);
   if (!reader.ok()) return Fail(reader.error().message);
 
-  if (q_list->parsed()) return QuarantineList(**reader);
-  if (q_show->parsed()) return QuarantineShow(**reader, q_name, q_body);
-  if (q_export->parsed()) return QuarantineExport(**reader, q_dir);
+  if (q_list->parsed())
+    return QuarantineList(**reader);
+  if (q_show->parsed())
+    return QuarantineShow(**reader, q_name, q_body);
+  if (q_export->parsed())
+    return QuarantineExport(**reader, q_dir);
   if (list->parsed()) return List(**reader, json);
   if (show->parsed()) return Show(**reader, show_id, body_only);
   if (export_cmd->parsed()) return Export(**reader, export_dir);

@@ -215,7 +215,7 @@ struct DeliveryShard::Destination {
   smtp::Reply failure;
   std::string failure_remote;
   std::vector<io::Connection*> connections;  // open, for Abort()
-  uint64_t last_used_us = 0;                  // a job queued or a worker ended (SweepIdle)
+  uint64_t last_used_us = 0;                 // a job queued or a worker ended (SweepIdle)
 };
 
 struct ParkAwaiter {
@@ -248,7 +248,9 @@ DeliveryShard::DeliveryShard(io::Shard& shard, unsigned index, const DeliveryCon
   client_options_.tls_timeout = config_.tls_timeout;
 }
 
-DeliveryShard::~DeliveryShard() { shard_.timers().Cancel(sweeper_.timer); }
+DeliveryShard::~DeliveryShard() {
+  shard_.timers().Cancel(sweeper_.timer);
+}
 
 Result<void> DeliveryShard::Start() {
   ResolverOptions ro;
@@ -256,23 +258,25 @@ Result<void> DeliveryShard::Start() {
   ro.self_names = {hostname_};
   ro.mx_address_limit = config_.mx_address_limit;
   resolver_ = std::make_unique<Resolver>(shard_, ro);
-  if (auto r = resolver_->Init(); !r) return r;
+  if (auto r = resolver_->Init(); !r)
+    return r;
   sweeper_.owner = this;
   sweeper_.Arm();
   return {};
 }
 
 void DeliveryShard::Sweeper::Arm() {
-  const auto interval = std::clamp<std::chrono::seconds>(
-      owner->config_.destination_idle_expiry / 2, std::chrono::seconds(1),
-      std::chrono::seconds(30));
+  const auto interval =
+      std::clamp<std::chrono::seconds>(owner->config_.destination_idle_expiry / 2,
+                                       std::chrono::seconds(1), std::chrono::seconds(30));
   timer = owner->shard_.timers().Add(owner->shard_.Now() + interval, this);
 }
 
 void DeliveryShard::Sweeper::OnTimer() {
   timer = {};
   owner->SweepIdle();
-  if (!owner->stopping_) Arm();
+  if (!owner->stopping_)
+    Arm();
 }
 
 void DeliveryShard::CrossPost(DeliveryShard& to, std::function<void()> fn) {
@@ -933,7 +937,8 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
       std::string host;
       const bool ok = co_await Connect(d, &next_address, &raw, &remote, &failure, &host);
       if (!ok) break;
-      if (!plain_retry) ++sessions;
+      if (!plain_retry)
+        ++sessions;
       plain_retry = false;
       conn.reset(raw);
       d->connections.push_back(conn.get());
@@ -987,15 +992,17 @@ io::Detached DeliveryShard::RunWorker(Destination* d) {
       conn.reset();
       if (retry_plain) {
         // RFC 7435: opportunistic TLS must not make mail undeliverable.
-        spdlog::info("destination {}: TLS with {} failed ({}); retrying in plaintext and "
-                     "skipping TLS with it for an hour",
-                     d->key, host, OneLine(failure));
+        spdlog::info(
+            "destination {}: TLS with {} failed ({}); retrying in plaintext and "
+            "skipping TLS with it for an hour",
+            d->key, host, OneLine(failure));
         broken_tls_[host] = now + 3600 * kMicros;
         --next_address;  // the same address again
         plain_retry = true;
         continue;
       }
-      if (sessions >= config_.mx_session_limit) break;
+      if (sessions >= config_.mx_session_limit)
+        break;
     }
     if (!connected) {
       ++stats_.connection_failures;
@@ -1100,7 +1107,8 @@ void DeliveryShard::SweepIdle() {
   std::erase_if(broken_tls_, [now](const auto& entry) { return entry.second <= now; });
   // Cached metric handles by destination label: past the registry's bound every new label
   // resolves to the shared "other" series, but the cache would still hold one entry per label.
-  if (series_.size() > kMaxCachedSeries) series_.clear();
+  if (series_.size() > kMaxCachedSeries)
+    series_.clear();
 }
 
 std::optional<std::string> DeliveryShard::ReadBodyBlocking(const queue::MessageId& id) {

@@ -35,15 +35,22 @@ class BodyBudget {
 
   int64_t used() const;
   size_t clients() const;  // client networks holding room now
-  int64_t total() const { return total_; }
-  int64_t per_client() const { return per_client_; }
+  int64_t total() const {
+    return total_;
+  }
+  int64_t per_client() const {
+    return per_client_;
+  }
 
   // The room one session holds; gives it all back when reset or destroyed. Not thread-safe
   // itself (one session, one shard), the budget behind it is.
   class Lease {
    public:
-    Lease(BodyBudget& budget, std::string client) : budget_(budget), client_(std::move(client)) {}
-    ~Lease() { Reset(); }
+    Lease(BodyBudget& budget, std::string client) : budget_(budget), client_(std::move(client)) {
+    }
+    ~Lease() {
+      Reset();
+    }
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
 
@@ -51,8 +58,12 @@ class BodyBudget {
     bool GrowTo(int64_t bytes);
     // Holds at most `bytes`, giving the rest back.
     void ShrinkTo(int64_t bytes);
-    void Reset() { ShrinkTo(0); }
-    int64_t held() const { return held_; }
+    void Reset() {
+      ShrinkTo(0);
+    }
+    int64_t held() const {
+      return held_;
+    }
 
    private:
     BodyBudget& budget_;
@@ -66,7 +77,7 @@ class BodyBudget {
   const int64_t per_client_;
 
   mutable std::mutex mu_;
-  int64_t used_ = 0;                                 // guarded by mu_
+  int64_t used_ = 0;                                    // guarded by mu_
   std::unordered_map<std::string, int64_t> by_client_;  // guarded by mu_; no zero entries
 };
 

@@ -66,12 +66,15 @@ TEST(BodyBudget, ConcurrentLeasesNeverPassTheBound) {
       BodyBudget::Lease lease(b, "client" + std::to_string(t % 3));
       for (int i = 0; i < 20000; ++i) {
         (void)lease.GrowTo(lease.held() + 4096);
-        if (b.used() > kTotal) over = true;
-        if (i % 16 == 0) lease.Reset();
+        if (b.used() > kTotal)
+          over = true;
+        if (i % 16 == 0)
+          lease.Reset();
       }
     });
   }
-  for (auto& th : threads) th.join();
+  for (auto& th : threads)
+    th.join();
   EXPECT_FALSE(over.load());
   EXPECT_EQ(b.used(), 0);
 }

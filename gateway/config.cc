@@ -159,9 +159,12 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   if (!r.Integer("max_connections_per_ip", &l->max_connections_per_ip, 1, 1000000, err)) {
     return false;
   }
-  if (!r.Integer("soft_error_limit", &l->soft_error_limit, 1, 100000, err)) return false;
-  if (!r.Integer("hard_error_limit", &l->hard_error_limit, 1, 100000, err)) return false;
-  if (!r.Secs("error_sleep", &l->error_sleep, 0, 60, err)) return false;
+  if (!r.Integer("soft_error_limit", &l->soft_error_limit, 1, 100000, err))
+    return false;
+  if (!r.Integer("hard_error_limit", &l->hard_error_limit, 1, 100000, err))
+    return false;
+  if (!r.Secs("error_sleep", &l->error_sleep, 0, 60, err))
+    return false;
   if (l->soft_error_limit > l->hard_error_limit) {
     *err = r.Where(t.get("soft_error_limit"), "soft_error_limit") +
            ": must not be above hard_error_limit (" + std::to_string(l->hard_error_limit) + ")";
@@ -439,11 +442,9 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
     const toml::table* t = n->as_table();
     if (!t) return MakeError(top.Where(n, "server") + ": expected a table", EINVAL);
     TableReader r(*t, name, "server.");
-    if (!r.String("hostname", &c.hostname, &err) ||
-        !r.Integer("shards", &c.shards, 0, 256, &err) ||
+    if (!r.String("hostname", &c.hostname, &err) || !r.Integer("shards", &c.shards, 0, 256, &err) ||
         !r.Integer("node_id", &c.node_id, 0, 65535, &err) ||
-        !r.String("log_level", &c.log_level, &err) ||
-        !r.String("event_log", &c.event_log, &err) ||
+        !r.String("log_level", &c.log_level, &err) || !r.String("event_log", &c.event_log, &err) ||
         !r.Integer("max_connections", &c.max_connections, 1, 10000000, &err) ||
         !r.Integer("client_ipv4_prefix", &c.client_ipv4_prefix, 8, 32, &err) ||
         !r.Integer("client_ipv6_prefix", &c.client_ipv6_prefix, 16, 128, &err) ||
@@ -541,7 +542,8 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   for (const auto& l : c.listeners) {
     // A message is held whole while it arrives (plus our Received header): a client must be
     // allowed to hold at least one message of the largest size it may send.
-    if (static_cast<int64_t>(l.max_message_size) + kBodyMemorySlack > c.max_body_memory_per_client) {
+    if (static_cast<int64_t>(l.max_message_size) + kBodyMemorySlack >
+        c.max_body_memory_per_client) {
       return MakeError(name + ": listener '" + l.name + "': max_message_size (" +
                            std::to_string(l.max_message_size) +
                            ") needs server.max_body_memory_per_client of at least " +

@@ -142,9 +142,8 @@ TEST(ConfigTest, HardeningDefaultsAndBounds) {
   EXPECT_NE(share_below_message.error().message.find("listener 'big': max_message_size"),
             std::string::npos)
       << share_below_message.error().message;
-  EXPECT_FALSE(ParseConfig("[server]\nclient_ipv6_prefix = 129\n[[listener]]\nport = 25\n",
-                           "p.toml")
-                   .ok());
+  EXPECT_FALSE(
+      ParseConfig("[server]\nclient_ipv6_prefix = 129\n[[listener]]\nport = 25\n", "p.toml").ok());
   EXPECT_FALSE(ParseConfig("[[listener]]\nport = 25\nmax_errors = 10\n", "old.toml").ok());
 }
 

@@ -4,8 +4,6 @@
 
 #include <malloc.h>
 #include <signal.h>
-#include <sys/resource.h>
-#include <sys/statvfs.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -13,6 +11,8 @@
 #include <string>
 
 #include <CLI/CLI.hpp>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 
 #include "base/log.h"
 #include "gateway/config.h"
@@ -246,7 +246,8 @@ int Run(const std::string& config_path) {
     timespec period{30, 0};
     const int sig = sigtimedwait(&signals, nullptr, &period);
     if (sig < 0) {
-      if (errno == EAGAIN) malloc_trim(0);
+      if (errno == EAGAIN)
+        malloc_trim(0);
       continue;
     }
     if (sig == SIGHUP) {

@@ -129,11 +129,11 @@ std::shared_ptr<const auth::UserDb> Server::Users(size_t listener) const {
 }
 
 void Server::AdoptRecovered(const queue::MessageId& id, queue::Envelope env) {
-  if (!running_.load() || shards_.empty()) return;  // the next start finds it in the spool
+  if (!running_.load() || shards_.empty())
+    return;  // the next start finds it in the spool
   ShardContext* owner = shards_[id.shard() % shards_.size()].get();
-  owner->shard().Post([owner, id, e = std::move(env)]() mutable {
-    owner->delivery().Adopt(id, std::move(e));
-  });
+  owner->shard().Post(
+      [owner, id, e = std::move(env)]() mutable { owner->delivery().Adopt(id, std::move(e)); });
 }
 
 bool Server::AllDrained() const {
@@ -150,8 +150,9 @@ std::pair<bool, std::string> Server::Ready() const {
     return {false, "not running (starting or shutting down)"};
   }
   if (!spool_.healthy()) {
-    return {false, "spool unhealthy after a write error (it reopens by itself once "
-                   "spool.min_free_bytes are free)"};
+    return {false,
+            "spool unhealthy after a write error (it reopens by itself once "
+            "spool.min_free_bytes are free)"};
   }
   if (spool_.disk_low()) {
     return {false, "spool file system below spool.min_free_bytes: new mail gets 452 4.3.1"};
@@ -329,7 +330,8 @@ std::string Server::ClientKey(const io::IpAddress& ip) const {
 
 std::string Server::ClientNetwork(const io::IpAddress& ip) const {
   const unsigned prefix = ip.is_v4() ? config_.client_ipv4_prefix : config_.client_ipv6_prefix;
-  if (prefix >= (ip.is_v4() ? 32u : 128u)) return ip.ToString();
+  if (prefix >= (ip.is_v4() ? 32u : 128u))
+    return ip.ToString();
   return ip.Network(prefix).ToString() + "/" + std::to_string(prefix);
 }
 

@@ -12,17 +12,17 @@
 #include <unordered_map>
 #include <vector>
 
-#include "base/result.h"
-#include "gateway/body_budget.h"
-#include "gateway/config.h"
-#include "delivery/delivery_telemetry.h"
-#include "gateway/telemetry.h"
 #include "auth/failure_throttle.h"
 #include "auth/user_db.h"
+#include "base/result.h"
+#include "delivery/delivery_telemetry.h"
+#include "gateway/body_budget.h"
+#include "gateway/config.h"
+#include "gateway/telemetry.h"
 #include "io/blocking_pool.h"
-#include "tls/context.h"
 #include "io/net.h"
 #include "queue/spool.h"
+#include "tls/context.h"
 
 namespace sluice::gateway {
 
@@ -93,7 +93,9 @@ class Server {
   void ReleaseConnection(size_t listener, const std::string& client);
 
   // Message bytes being received, process-wide (server.max_body_memory).
-  BodyBudget& body_budget() { return body_budget_; }
+  BodyBudget& body_budget() {
+    return body_budget_;
+  }
 
  private:
   void ShardMain(unsigned id);

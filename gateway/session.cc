@@ -60,12 +60,16 @@ Session::Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress
       peer_(peer),
       client_(std::move(client)),
       lines_(listener_.max_line_length),
-      body_lease_(ctx.server().body_budget(), client_) {}
+      body_lease_(ctx.server().body_budget(), client_) {
+}
 
-Session::~Session() { ReleaseSlot(); }
+Session::~Session() {
+  ReleaseSlot();
+}
 
 void Session::ReleaseSlot() {
-  if (slot_released_) return;
+  if (slot_released_)
+    return;
   slot_released_ = true;
   ctx_.server().ReleaseConnection(listener_index_, client_);
 }
@@ -196,13 +200,15 @@ io::Task<void> Session::Converse() {
       }
       // Input consumed: answer the whole pipelined group at once.
       const bool sent = co_await Flush();
-      if (!sent) co_return;
+      if (!sent)
+        co_return;
       if (conn_.interrupted()) {
         Reply(421, "4.3.2", host + " Service shutting down");
         co_return;
       }
       const ReadStatus st = co_await conn_.WaitForData(listener_.command_timeout, true);
-      if (st == ReadStatus::kData) continue;
+      if (st == ReadStatus::kData)
+        continue;
       if (st == ReadStatus::kTimeout) {
         Reply(421, "4.4.2", host + " Error: timeout exceeded");
         tel_.Reject(shard_index_, Rejection::kTimeout);
@@ -218,7 +224,8 @@ io::Task<void> Session::Converse() {
       Reply(500, "5.5.2", "Error: line too long");
       tel_.Reject(shard_index_, Rejection::kCommandTooLong);
       const bool go_on = co_await AfterCommand();
-      if (!go_on) co_return;
+      if (!go_on)
+        co_return;
       continue;
     }
     std::string line;
@@ -230,7 +237,8 @@ io::Task<void> Session::Converse() {
       // RFC 5321 §2.3.8: lines end with CRLF only. A client that sends a
       // bare LF may be trying to desynchronise a downstream parser.
       const bool ends_lf = !raw.empty() && raw.back() == '\n';
-      while (!raw.empty() && (raw.back() == '\n' || raw.back() == '\r')) raw.remove_suffix(1);
+      while (!raw.empty() && (raw.back() == '\n' || raw.back() == '\r'))
+        raw.remove_suffix(1);
       if (listener_.bare_newline == smtp::BareNewline::kNormalize && ends_lf &&
           raw.find('\r') == std::string_view::npos) {
         line.assign(raw);
@@ -239,7 +247,8 @@ io::Task<void> Session::Converse() {
         Reply(500, "5.5.2", "Error: bare CR or LF in command (RFC 5321 section 2.3.8)");
         tel_.Reject(shard_index_, Rejection::kBareNewline);
         const bool go_on = co_await AfterCommand();
-        if (!go_on) co_return;
+        if (!go_on)
+          co_return;
         continue;
       }
     } else {
@@ -247,9 +256,11 @@ io::Task<void> Session::Converse() {
       conn_.Consume(next.consumed);
     }
     const Outcome outcome = co_await Handle(std::move(line));
-    if (outcome == Outcome::kClose) co_return;
+    if (outcome == Outcome::kClose)
+      co_return;
     const bool go_on = co_await AfterCommand();
-    if (!go_on) co_return;
+    if (!go_on)
+      co_return;
   }
 }
 
@@ -587,7 +598,8 @@ Session::Outcome Session::OnMail(std::string_view arg) {
 }
 
 bool Session::Trusted() const {
-  if (!auth_user_.empty()) return true;
+  if (!auth_user_.empty())
+    return true;
   for (const io::Cidr& net : listener_.mynetworks) {
     if (net.Contains(peer_)) return true;
   }
@@ -595,7 +607,8 @@ bool Session::Trusted() const {
 }
 
 bool Session::UntrustedRouting(const smtp::Path& rcpt) const {
-  if (listener_.allow_untrusted_routing || Trusted()) return false;
+  if (listener_.allow_untrusted_routing || Trusted())
+    return false;
   // "user%other@here", "other!user@here" and "\"user@other\"@here" ask the next hop to route
   // on (RFC 5321 §3.6.1 treats the local part as opaque, but old MTAs still honour these).
   // The local part is kept as written, so an escaped or quoted character is found too.
@@ -603,7 +616,8 @@ bool Session::UntrustedRouting(const smtp::Path& rcpt) const {
 }
 
 bool Session::RelayAllowed(const smtp::Path& rcpt) const {
-  if (Trusted()) return true;  // mynetworks or authenticated: relay anywhere
+  if (Trusted())
+    return true;  // mynetworks or authenticated: relay anywhere
   const std::string& domain = rcpt.mailbox.domain;
   if (domain.empty() || domain.front() == '[') return false;  // literals only from mynetworks
   std::string d = LowerAscii(domain);
@@ -648,8 +662,8 @@ Session::Outcome Session::OnRcpt(std::string_view arg) {
     return Outcome::kContinue;
   }
   if (UntrustedRouting(rcpt->path)) {
-    Reply(550, "5.7.1", "<" + rcpt->path.ToString() +
-                            ">: Relay access denied (sender-specified routing)");
+    Reply(550, "5.7.1",
+          "<" + rcpt->path.ToString() + ">: Relay access denied (sender-specified routing)");
     Reject(Rejection::kUntrustedRouting, "rcpt", rcpt->path.ToString());
     return Outcome::kContinue;
   }
@@ -714,7 +728,8 @@ void Session::StartBody() {
 }
 
 bool Session::ReserveBody(uint64_t capacity, bool over_budget_ok) {
-  if (capacity <= body_.capacity()) return true;
+  if (capacity <= body_.capacity())
+    return true;
   if (!body_lease_.GrowTo(static_cast<int64_t>(envelope_bytes_ + capacity)) && !over_budget_ok) {
     return false;
   }
@@ -734,15 +749,18 @@ bool Session::MakeRoomForBody(uint64_t incoming) {
   // Saturating (a BDAT size is the client's number), and two octets over: a CR the reader held
   // back at the end of one input comes out with the next (one octet in, two stored).
   const uint64_t need = size + (incoming >= room ? room : std::min(room, incoming + 2));
-  if (need <= body_.capacity()) return true;
+  if (need <= body_.capacity())
+    return true;
   // The first step is exact (most messages arrive whole, or with SIZE); later ones grow by half,
   // so a large message costs a few copies, not one per chunk.
   uint64_t want = need;
   if (body_.size() > header_len_) {
     const uint64_t cap = body_.capacity();
-    want = std::min(limit, std::max<uint64_t>(need, cap + std::max<uint64_t>(cap / 2, kMinBodyGrowth)));
+    want = std::min(limit,
+                    std::max<uint64_t>(need, cap + std::max<uint64_t>(cap / 2, kMinBodyGrowth)));
   }
-  if (ReserveBody(want)) return true;
+  if (ReserveBody(want))
+    return true;
   return want != need && ReserveBody(need);
 }
 

@@ -32,8 +32,7 @@ class Session {
  public:
   // `client`: the peer's key for per-client accounting (Server::ClientKey); the session holds
   // one connection slot for it (Server::AdmitConnection) until ReleaseSlot().
-  Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress peer,
-          std::string client);
+  Session(ShardContext& ctx, size_t listener_index, int fd, io::IpAddress peer, std::string client);
   ~Session();
 
   io::Task<void> Run();
@@ -85,11 +84,15 @@ class Session {
   // Sends the replies queued so far; false if the client did not take them within `timeout`
   // or is gone.
   io::Task<bool> Flush(Duration timeout);
-  io::Task<bool> Flush() { return Flush(listener_.command_timeout); }
+  io::Task<bool> Flush() {
+    return Flush(listener_.command_timeout);
+  }
   // After every command: the hard error and junk limits (false: 421 queued, close), the soft
   // error limit's slowdown, and the bound on replies the client has not read yet.
   io::Task<bool> AfterCommand();
-  bool TooManyErrors() const { return errors_ >= listener_.hard_error_limit; }
+  bool TooManyErrors() const {
+    return errors_ >= listener_.hard_error_limit;
+  }
   // Room in body_ (and in the process-wide body budget) for `incoming` more octets of the
   // message, up to its size limit; false when the budget has none.
   bool MakeRoomForBody(uint64_t incoming);
@@ -136,8 +139,8 @@ class Session {
   size_t header_len_ = 0;  // length of our Received header in body_
   // envelope_bytes_ + body_.capacity(), taken from the process-wide budget.
   BodyBudget::Lease body_lease_;
-  uint64_t envelope_bytes_ = 0;   // what rcpts_ holds, roughly
-  bool body_no_room_ = false;     // the budget ran out mid-body: read to the end, then 452
+  uint64_t envelope_bytes_ = 0;  // what rcpts_ holds, roughly
+  bool body_no_room_ = false;    // the budget ran out mid-body: read to the end, then 452
   bool bdat_active_ = false;
   bool bdat_failed_ = false;
   smtp::Reply bdat_error_;

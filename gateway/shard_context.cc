@@ -131,7 +131,8 @@ io::Detached ShardContext::JudgeAccepts() {
   std::vector<std::pair<size_t, int>> batch;
   batch.swap(accepted_);
   judging_ = false;
-  for (const auto& [listener_index, fd] : batch) Judge(listener_index, fd);
+  for (const auto& [listener_index, fd] : batch)
+    Judge(listener_index, fd);
 }
 
 void ShardContext::Judge(size_t listener_index, int fd) {
@@ -162,9 +163,11 @@ io::Detached ShardContext::JudgeAgain(size_t listener_index, int fd, io::IpAddre
   Server::Admission admission = Server::Admission::kOk;
   for (int i = 0; i < kAdmissionRetries; ++i) {
     co_await io::Sleep(shard_, kAdmissionRetryDelay);
-    if (stopping_) break;
+    if (stopping_)
+      break;
     admission = server_.AdmitConnection(listener_index, client);
-    if (admission == Server::Admission::kOk) break;
+    if (admission == Server::Admission::kOk)
+      break;
   }
   --waiting_admission_;
   if (stopping_) {
@@ -187,8 +190,7 @@ void ShardContext::Refuse(size_t listener_index, int fd, Server::Admission admis
   const ConnectRefusal why = admission == Server::Admission::kTooManyFromIp
                                  ? ConnectRefusal::kMaxPerIp
                                  : ConnectRefusal::kMaxConnections;
-  server_.telemetry().listener(listener_index).refused[static_cast<size_t>(why)]->Inc(
-      shard_.id());
+  server_.telemetry().listener(listener_index).refused[static_cast<size_t>(why)]->Inc(shard_.id());
   // RFC 5321 §3.1: a server may answer 421 at connect time. Best effort,
   // non-blocking: the socket buffer of a fresh connection has room.
   const std::string host = server_.config().hostname;
@@ -228,8 +230,8 @@ io::Detached ShardContext::DrainAndQuit() {
   for (;;) {
     bool listeners_done = true;
     for (auto& l : listeners_) listeners_done = listeners_done && l->stopped();
-    const bool drained = listeners_done && sessions_.empty() && accepted_.empty() &&
-                         !judging_ && waiting_admission_ == 0 && delivery_->quiescent();
+    const bool drained = listeners_done && sessions_.empty() && accepted_.empty() && !judging_ &&
+                         waiting_admission_ == 0 && delivery_->quiescent();
     server_.SetDrained(shard_.id(), drained);
     if (drained && server_.AllDrained()) {
       if (!resolver_stopping) delivery_->StopResolver();

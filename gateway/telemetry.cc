@@ -7,10 +7,14 @@ namespace sluice::gateway {
 namespace {
 
 constexpr const char* kRejectionNames[] = {
-    "relay_denied",   "too_many_recipients", "message_too_big", "line_too_long",
-    "bare_newline",   "loop",                "command_too_long", "syntax",
-    "too_many_errors", "too_many_junk",      "timeout",         "spool_busy",
-    "untrusted_routing", "body_memory",      "unread_replies",  "insufficient_storage",
+    "relay_denied",      "too_many_recipients",
+    "message_too_big",   "line_too_long",
+    "bare_newline",      "loop",
+    "command_too_long",  "syntax",
+    "too_many_errors",   "too_many_junk",
+    "timeout",           "spool_busy",
+    "untrusted_routing", "body_memory",
+    "unread_replies",    "insufficient_storage",
 };
 static_assert(std::size(kRejectionNames) == static_cast<size_t>(Rejection::kCount));
 

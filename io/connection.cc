@@ -1,12 +1,13 @@
 #include "io/connection.h"
 
-#include <netinet/tcp.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include "base/log.h"
 
@@ -89,7 +90,8 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     OpDone();
     // A single-shot recv that reached the mark is not renewed: the same pause as a cancelled
     // multishot.
-    if (!recv_paused_ && inbox().size() >= high_water_) recv_paused_ = true;
+    if (!recv_paused_ && inbox().size() >= high_water_)
+      recv_paused_ = true;
     const bool behind = recv_paused_ && inbox().size() >= low_water_ && !reader_;
     if (!closed_ && !behind) ArmRecv();
   }
@@ -119,7 +121,8 @@ void Connection::Consume(size_t n) {
     inbox_pos_ = 0;
   }
   seen_ = std::min(seen_ > n ? seen_ - n : 0, inbox().size());
-  if (recv_paused_ && !recv_armed_ && inbox().size() < low_water_) ArmRecv();
+  if (recv_paused_ && !recv_armed_ && inbox().size() < low_water_)
+    ArmRecv();
 }
 
 void Connection::SetInboxHighWater(size_t bytes) {
@@ -134,11 +137,13 @@ void Connection::SetInboxHighWater(size_t bytes) {
 }
 
 void Connection::SetMultishot(bool on) {
-  if (multishot_ == on) return;
+  if (multishot_ == on)
+    return;
   multishot_ = on;
   // An armed multishot would go on bringing data: end it, the completion re-arms single-shot.
   // (An armed single-shot completes once and is then renewed as a multishot.)
-  if (!on && recv_armed_ && !closed_) shard_.Cancel(recv_user_data_);
+  if (!on && recv_armed_ && !closed_)
+    shard_.Cancel(recv_user_data_);
 }
 
 void Connection::WakeReader() {

@@ -77,7 +77,8 @@ std::optional<Cidr> Cidr::Parse(std::string_view text) {
 IpAddress IpAddress::Network(unsigned prefix) const {
   IpAddress out = *this;
   const unsigned width = v4_ ? 32 : 128;
-  if (prefix >= width) return out;
+  if (prefix >= width)
+    return out;
   for (unsigned bit = prefix; bit < width; ++bit) {
     out.bytes_[bit / 8] = static_cast<uint8_t>(out.bytes_[bit / 8] & ~(0x80u >> (bit % 8)));
   }
@@ -142,7 +143,8 @@ Result<int> ListenTcp(const SocketAddress& addr, int backlog, int send_buffer) {
   // adds delay: it holds a write's last partial segment until the previous ones are acked, and
   // with the peer's delayed ACK that can be 40 ms.
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  if (send_buffer > 0) ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof(send_buffer));
+  if (send_buffer > 0)
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &send_buffer, sizeof(send_buffer));
   if (::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
     const int err = errno;
     ::close(fd);

@@ -184,10 +184,16 @@ class UringOp final : public CompletionHandler {
 // already scheduled.
 class Yield {
  public:
-  explicit Yield(Shard& shard) : shard_(shard) {}
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) { shard_.Schedule(h); }
-  void await_resume() const noexcept {}
+  explicit Yield(Shard& shard) : shard_(shard) {
+  }
+  bool await_ready() const noexcept {
+    return false;
+  }
+  void await_suspend(std::coroutine_handle<> h) {
+    shard_.Schedule(h);
+  }
+  void await_resume() const noexcept {
+  }
 
  private:
   Shard& shard_;

@@ -9,43 +9,54 @@ constexpr uint8_t kVersion = 1;
 constexpr char kHex[] = "0123456789abcdef";
 
 void PutU32(std::string* out, uint32_t v) {
-  for (int i = 3; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  for (int i = 3; i >= 0; --i)
+    out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
 void PutU64(std::string* out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  for (int i = 7; i >= 0; --i)
+    out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
 bool GetU64(std::string_view* in, uint64_t* v) {
-  if (in->size() < 8) return false;
+  if (in->size() < 8)
+    return false;
   *v = 0;
-  for (int i = 0; i < 8; ++i) *v = *v << 8 | static_cast<unsigned char>((*in)[i]);
+  for (int i = 0; i < 8; ++i)
+    *v = *v << 8 | static_cast<unsigned char>((*in)[i]);
   in->remove_prefix(8);
   return true;
 }
 
 bool GetString(std::string_view* in, std::string* s) {
-  if (in->size() < 4) return false;
+  if (in->size() < 4)
+    return false;
   uint32_t n = 0;
-  for (int i = 0; i < 4; ++i) n = n << 8 | static_cast<unsigned char>((*in)[i]);
+  for (int i = 0; i < 4; ++i)
+    n = n << 8 | static_cast<unsigned char>((*in)[i]);
   in->remove_prefix(4);
-  if (in->size() < n) return false;
+  if (in->size() < n)
+    return false;
   s->assign(in->substr(0, n));
   in->remove_prefix(n);
   return true;
 }
 
 int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
   return -1;
 }
 
 }  // namespace
 
 std::string QuarantinedRecord::Name() const {
-  if (std::optional<MessageId> mid = id()) return mid->ToString();
+  if (std::optional<MessageId> mid = id())
+    return mid->ToString();
   std::string out = "x";
   for (char ch : key) {
     const auto c = static_cast<unsigned char>(ch);
@@ -60,12 +71,14 @@ std::optional<std::string> QuarantineKeyFromName(std::string_view name) {
     const auto key = id->Key();
     return std::string(key.data(), key.size());
   }
-  if (name.size() < 3 || name.front() != 'x' || name.size() % 2 != 1) return std::nullopt;
+  if (name.size() < 3 || name.front() != 'x' || name.size() % 2 != 1)
+    return std::nullopt;
   std::string key;
   for (size_t i = 1; i < name.size(); i += 2) {
     const int hi = HexValue(name[i]);
     const int lo = HexValue(name[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
+    if (hi < 0 || lo < 0)
+      return std::nullopt;
     key.push_back(static_cast<char>(hi << 4 | lo));
   }
   return key;

@@ -24,7 +24,9 @@ struct QuarantinedRecord {
   std::string body;  // the stored body, if there was one under the key
 
   // The message id when the key is one.
-  std::optional<MessageId> id() const { return MessageId::FromKey(key); }
+  std::optional<MessageId> id() const {
+    return MessageId::FromKey(key);
+  }
   // The id as printed in "queued as", or "x" and the key in hex for a key that is not an id.
   std::string Name() const;
 };

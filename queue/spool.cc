@@ -1,6 +1,5 @@
 #include "queue/spool.h"
 
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+
+#include <sys/statvfs.h>
 
 #include "base/log.h"
 #include "queue/detail/spool_db.h"
@@ -80,7 +81,8 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   Result<std::unique_ptr<detail::SpoolDb>> db = detail::SpoolDb::Open(
       options.path, detail::SpoolDb::Mode::kReadWrite, options.file_system, "");
   if (!db.ok()) {
-    if (db.error().code == ENOSPC) return NoSpaceToOpen(options.path, db.error());
+    if (db.error().code == ENOSPC)
+      return NoSpaceToOpen(options.path, db.error());
     return db.error();
   }
 
@@ -93,7 +95,8 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   if (!count.ok()) return count.error();
   spool->recovered_messages_ = *count;
   Result<uint64_t> quarantined = spool->db_->CountQuarantined();
-  if (!quarantined.ok()) return quarantined.error();
+  if (!quarantined.ok())
+    return quarantined.error();
   spool->quarantined_ = *quarantined;
   if (*quarantined > 0) {
     spdlog::warn("spool: {} record(s) in quarantine (sluicectl quarantine list)", *quarantined);
@@ -120,7 +123,9 @@ Admit Spool::Enqueue(const MessageId& id, std::string&& meta,
 
 bool Spool::healthy() const { return writer_->healthy(); }
 
-bool Spool::disk_low() const { return writer_->disk_low(); }
+bool Spool::disk_low() const {
+  return writer_->disk_low();
+}
 
 void Spool::SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler) {
   writer_->SetRecoveredHandler(std::move(handler));
@@ -135,7 +140,8 @@ Result<detail::SpoolHandles> Spool::Reopen() {
   }
   Result<std::unique_ptr<detail::SpoolDb>> db = detail::SpoolDb::Open(
       options_.path, detail::SpoolDb::Mode::kReadWrite, options_.file_system, "");
-  if (!db.ok()) return db.error();  // readers get "spool is shut down" until the next try
+  if (!db.ok())
+    return db.error();  // readers get "spool is shut down" until the next try
   db_ = std::move(*db);
   return detail::SpoolHandles{db_->db(), db_->meta(), db_->body()};
 }
@@ -176,7 +182,8 @@ Result<uint64_t> Spool::Recover(const std::function<void(const MessageId&, Envel
   std::vector<Bad> bad;
   {
     std::shared_lock lock(db_mu_);
-    if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+    if (db_ == nullptr)
+      return MakeError("spool is shut down", ESHUTDOWN);
     Result<void> scanned = db_->ForEach(
         [&fn](const MessageId& id, const Envelope& env) {
           fn(id, env);
@@ -185,20 +192,23 @@ Result<uint64_t> Spool::Recover(const std::function<void(const MessageId&, Envel
         [&bad](std::string_view key, std::string_view value, const std::string& why) {
           bad.push_back({std::string(key), std::string(value), why});
         });
-    if (!scanned.ok()) return scanned.error();
+    if (!scanned.ok())
+      return scanned.error();
   }
   uint64_t moved = 0;
   for (const Bad& b : bad) {
     std::shared_lock lock(db_mu_);
-    if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+    if (db_ == nullptr)
+      return MakeError("spool is shut down", ESHUTDOWN);
     Result<QuarantinedRecord> q = db_->Quarantine(b.key, b.value, b.why);
     if (!q.ok()) {
       // (A full disk, say.) The record stays where it is, unread; the relay still starts.
       QuarantinedRecord named;
       named.key = b.key;
-      spdlog::error("spool: record {} cannot be read ({}) and could not be quarantined ({}); "
-                    "left in place, tried again at the next start",
-                    named.Name(), b.why, q.error().message);
+      spdlog::error(
+          "spool: record {} cannot be read ({}) and could not be quarantined ({}); "
+          "left in place, tried again at the next start",
+          named.Name(), b.why, q.error().message);
       continue;
     }
     ++moved;
@@ -318,13 +328,14 @@ Result<std::string> SpoolReader::ReadBody(const MessageId& id) { return db_->Rea
 Result<void> SpoolReader::ForEach(
     const std::function<bool(const MessageId&, const Envelope&)>& fn,
     const std::function<void(const std::string& name, const std::string& why)>& on_unreadable) {
-  if (!on_unreadable) return db_->ForEach(fn);
-  return db_->ForEach(fn, [&on_unreadable](std::string_view key, std::string_view,
-                                           const std::string& why) {
-    QuarantinedRecord named;
-    named.key.assign(key);
-    on_unreadable(named.Name(), why);
-  });
+  if (!on_unreadable)
+    return db_->ForEach(fn);
+  return db_->ForEach(
+      fn, [&on_unreadable](std::string_view key, std::string_view, const std::string& why) {
+        QuarantinedRecord named;
+        named.key.assign(key);
+        on_unreadable(named.Name(), why);
+      });
 }
 
 Result<void> SpoolReader::ForEachQuarantined(
@@ -334,7 +345,8 @@ Result<void> SpoolReader::ForEachQuarantined(
 
 Result<QuarantinedRecord> SpoolReader::ReadQuarantined(std::string_view name) {
   std::optional<std::string> key = QuarantineKeyFromName(name);
-  if (!key) return MakeError("'" + std::string(name) + "' is not a quarantined record's name", EINVAL);
+  if (!key)
+    return MakeError("'" + std::string(name) + "' is not a quarantined record's name", EINVAL);
   return db_->ReadQuarantined(*key);
 }
 

@@ -102,11 +102,11 @@ struct SpoolStats {
   uint64_t memtable_bytes = 0;                      // rocksdb.cur-size-all-mem-tables
   uint64_t background_errors = 0;                   // rocksdb.background-errors
   // Disk space (sampled by the writer at least once a second).
-  uint64_t free_bytes = 0;          // available to us on the spool's file system
-  bool disk_low = false;            // free_bytes < min_free_bytes
-  uint64_t no_space_messages = 0;   // enqueues completed kNoSpace
-  uint64_t deferred_updates = 0;    // removals/updates waiting for room or for a reopen
-  uint64_t reopens = 0;             // the DB closed and reopened after a write error
+  uint64_t free_bytes = 0;         // available to us on the spool's file system
+  bool disk_low = false;           // free_bytes < min_free_bytes
+  uint64_t no_space_messages = 0;  // enqueues completed kNoSpace
+  uint64_t deferred_updates = 0;   // removals/updates waiting for room or for a reopen
+  uint64_t reopens = 0;            // the DB closed and reopened after a write error
 };
 
 class Spool {
@@ -164,7 +164,9 @@ class Spool {
   // many records were quarantined by this call.
   Result<uint64_t> Recover(const std::function<void(const MessageId&, Envelope)>& fn);
   // Records in the quarantine family now (sluice_spool_quarantined_messages).
-  uint64_t quarantined_messages() const { return quarantined_.load(std::memory_order_relaxed); }
+  uint64_t quarantined_messages() const {
+    return quarantined_.load(std::memory_order_relaxed);
+  }
 
   // Unsynced, batched through the same writer (they ride on the next group fsync). A lost update
   // after a crash causes a retry or a duplicate, never a loss. Ignored after Shutdown or once

@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -21,6 +20,7 @@
 
 #include <gtest/gtest.h>
 #include <rocksdb/file_system.h>
+#include <sys/wait.h>
 
 #include "base/log.h"
 #include "base/temp_dir.h"
@@ -203,8 +203,10 @@ TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
     auto db = detail::SpoolDb::Open(dir.spool(), detail::SpoolDb::Mode::kReadWrite, nullptr, "");
     ASSERT_TRUE(db.ok()) << db.error().message;
     const auto key = MessageId{20, 2}.Key();
-    ASSERT_TRUE((*db)->db()->Put({}, (*db)->meta(), rocksdb::Slice(key.data(), key.size()),
-                                 "\xff garbage").ok());
+    ASSERT_TRUE((*db)
+                    ->db()
+                    ->Put({}, (*db)->meta(), rocksdb::Slice(key.data(), key.size()), "\xff garbage")
+                    .ok());
     ASSERT_TRUE((*db)->db()->Put({}, (*db)->meta(), "short", "x").ok());
   }
   std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
@@ -225,10 +227,12 @@ TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
   Result<std::unique_ptr<SpoolReader>> reader = SpoolReader::Open(dir.spool());
   ASSERT_TRUE(reader.ok());
   std::vector<QuarantinedRecord> set_aside;
-  ASSERT_TRUE((*reader)->ForEachQuarantined([&](const QuarantinedRecord& r) {
-    set_aside.push_back(r);
-    return true;
-  }).ok());
+  ASSERT_TRUE((*reader)
+                  ->ForEachQuarantined([&](const QuarantinedRecord& r) {
+                    set_aside.push_back(r);
+                    return true;
+                  })
+                  .ok());
   ASSERT_EQ(set_aside.size(), 2u);
   const QuarantinedRecord& bad = set_aside[0].id() ? set_aside[0] : set_aside[1];
   EXPECT_EQ(bad.Name(), MessageId(20, 2).ToString());

@@ -40,7 +40,9 @@ class BdatReader {
   bool too_big() const { return sink_.too_big(); }
   // Reads on to the end without storing anything more (the caller ran out of room): the body
   // is left as it is, every other finding is still made.
-  void DropBody() { sink_.Drop(); }
+  void DropBody() {
+    sink_.Drop();
+  }
   uint64_t size() const { return sink_.size(); }
 
  private:

@@ -47,7 +47,9 @@ class DataReader {
   bool too_big() const { return sink_.too_big(); }
   // Reads on to the end without storing anything more (the caller ran out of room): the body
   // is left as it is, every other finding is still made.
-  void DropBody() { sink_.Drop(); }
+  void DropBody() {
+    sink_.Drop();
+  }
   // Octets of the stored (unstuffed, normalized) message so far, counted even
   // past max_size. Equals body->size() as long as !too_big().
   uint64_t size() const { return sink_.size(); }

@@ -84,8 +84,10 @@ std::string SiteKey(std::vector<std::string> hosts) {
   std::sort(hosts.begin(), hosts.end());
   hosts.erase(std::unique(hosts.begin(), hosts.end()), hosts.end());
   std::string key = "mx:";
-  for (const std::string& h : hosts) key += h + ",";
-  if (key.size() <= kMaxSiteKey) return key;
+  for (const std::string& h : hosts)
+    key += h + ",";
+  if (key.size() <= kMaxSiteKey)
+    return key;
   // FNV-1a over the full key: stable across processes and restarts (std::hash is not promised
   // to be), so the same MX set always gives the same destination.
   uint64_t hash = 1469598103934665603ull;
@@ -101,7 +103,8 @@ std::string SiteKey(std::vector<std::string> hosts) {
 }
 
 std::optional<io::IpAddress> AddressLiteralIp(std::string_view domain) {
-  if (domain.size() < 3 || domain.front() != '[' || domain.back() != ']') return std::nullopt;
+  if (domain.size() < 3 || domain.front() != '[' || domain.back() != ']')
+    return std::nullopt;
   std::string_view inner = domain.substr(1, domain.size() - 2);
   constexpr std::string_view kTag = "ipv6:";
   bool v6 = false;
@@ -109,13 +112,16 @@ std::optional<io::IpAddress> AddressLiteralIp(std::string_view domain) {
     v6 = true;
     for (size_t i = 0; i < kTag.size(); ++i) {
       const char c = inner[i];
-      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kTag[i]) v6 = false;
+      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kTag[i])
+        v6 = false;
     }
   }
-  if (v6) inner.remove_prefix(kTag.size());
+  if (v6)
+    inner.remove_prefix(kTag.size());
   std::optional<io::IpAddress> ip = io::IpAddress::Parse(inner);
   // "[::1]" without the tag is not an address literal, nor is "[IPv6:192.0.2.1]".
-  if (!ip || v6 != (inner.find(':') != std::string_view::npos)) return std::nullopt;
+  if (!ip || v6 != (inner.find(':') != std::string_view::npos))
+    return std::nullopt;
   return ip;
 }
 

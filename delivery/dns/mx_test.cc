@@ -2,13 +2,12 @@
 
 #include "delivery/dns/mx.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <set>
 #include <string>
 #include <vector>
-
-#include <algorithm>
 
 #include <gtest/gtest.h>
 
@@ -299,7 +298,8 @@ TEST(AddressLiteral, Ipv4AndIpv6) {
 TEST(SiteKey, SortedUniqueAndBounded) {
   EXPECT_EQ(SiteKey({"b.test", "a.test", "b.test"}), "mx:a.test,b.test,");
   std::vector<std::string> many;
-  for (int i = 0; i < 2900; ++i) many.push_back("mx" + std::to_string(i) + ".example.test");
+  for (int i = 0; i < 2900; ++i)
+    many.push_back("mx" + std::to_string(i) + ".example.test");
   const std::string key = SiteKey(many);
   EXPECT_LE(key.size(), kMaxSiteKey);
   EXPECT_NE(key.find("(2900 hosts)#"), std::string::npos) << key;

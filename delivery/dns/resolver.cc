@@ -601,7 +601,8 @@ io::Task<MxLookup> Resolver::LookupMx(std::string domain) {
   // equal preferences, so a truncated list would name a different site each time).
   std::vector<std::string> all_hosts;
   all_hosts.reserve(records.size());
-  for (const MxTarget& r : records) all_hosts.push_back(r.host);
+  for (const MxTarget& r : records)
+    all_hosts.push_back(r.host);
   std::string site = SiteKey(std::move(all_hosts));
 
   // Best first, a batch at a time, until mx_address_limit addresses are known (Postfix's
@@ -619,7 +620,8 @@ io::Task<MxLookup> Resolver::LookupMx(std::string domain) {
     const size_t count = std::min(limit - have, max_targets - next);
     std::vector<std::string> names;
     names.reserve(count);
-    for (size_t i = next; i < next + count; ++i) names.push_back(records[i].host);
+    for (size_t i = next; i < next + count; ++i)
+      names.push_back(records[i].host);
     std::vector<AddressAnswer> addresses = co_await ResolveAll(std::move(names));
     if (shut_down_) {
       co_return MxFailure(Status::kTempFail, "DNS resolver is shut down");
@@ -639,11 +641,13 @@ io::Task<MxLookup> Resolver::LookupMx(std::string domain) {
                                                     : std::string("no A/AAAA records")));
         continue;
       }
-      if (have >= limit) continue;
+      if (have >= limit)
+        continue;
       if (a.ttl >= 0) {
         ttl = ttl < 0 ? a.ttl : std::min(ttl, a.ttl);
       }
-      if (a.addresses.size() > limit - have) a.addresses.resize(limit - have);
+      if (a.addresses.size() > limit - have)
+        a.addresses.resize(limit - have);
       have += a.addresses.size();
       target.addresses = std::move(a.addresses);
       result.targets.push_back(std::move(target));

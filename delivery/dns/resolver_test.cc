@@ -425,7 +425,8 @@ TEST_F(ResolverTest, ManyMxAreBoundedInAddressesQueriesAndKey) {
   MxLookup r = LookupMx("many.test");
   ASSERT_EQ(r.status, MxLookup::Status::kOk) << r.error;
   size_t addresses = 0;
-  for (const MxTarget& t : r.targets) addresses += t.addresses.size();
+  for (const MxTarget& t : r.targets)
+    addresses += t.addresses.size();
   EXPECT_EQ(addresses, 5u);
   EXPECT_EQ(r.targets.size(), 5u);
   EXPECT_EQ(Stats().queries, 1u + 5u * 2u);  // MX, then A and AAAA for five targets
@@ -454,10 +455,12 @@ TEST_F(ResolverTest, AddressLimitCountsAddressesNotHosts) {
     MxLookup r = LookupMx("multi.test");
     ASSERT_EQ(r.status, MxLookup::Status::kOk) << r.error;
     size_t addresses = 0;
-    for (const MxTarget& t : r.targets) addresses += t.addresses.size();
+    for (const MxTarget& t : r.targets)
+      addresses += t.addresses.size();
     EXPECT_EQ(addresses, 2u);
     // Never the preference-20 host while the two at 10 give enough.
-    for (const MxTarget& t : r.targets) EXPECT_NE(t.host, "mx3.multi.test");
+    for (const MxTarget& t : r.targets)
+      EXPECT_NE(t.host, "mx3.multi.test");
   }
 }
 

@@ -7,8 +7,8 @@
 #include <mutex>
 
 #include <rocksdb/convenience.h>
-#include <rocksdb/listener.h>
 #include <rocksdb/file_system.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/table_properties_collectors.h>
 #include <rocksdb/write_batch.h>
@@ -86,16 +86,19 @@ rocksdb::ColumnFamilyOptions BodyFamilyOptions() {
 // compiled in). Its chatter (flush and compaction reports) goes to debug.
 class SpdlogLogger final : public rocksdb::Logger {
  public:
-  SpdlogLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {}
+  SpdlogLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL) {
+  }
   using rocksdb::Logger::Logv;
   void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
-    if (level < GetInfoLogLevel()) return;
+    if (level < GetInfoLogLevel())
+      return;
     char buf[1024];
     va_list copy;
     va_copy(copy, ap);
     const int n = std::vsnprintf(buf, sizeof buf, format, copy);
     va_end(copy);
-    if (n < 0) return;
+    if (n < 0)
+      return;
     const std::string_view line(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf - 1));
     switch (level) {
       case rocksdb::InfoLogLevel::DEBUG_LEVEL:
@@ -124,7 +127,8 @@ class ErrorListener final : public rocksdb::EventListener {
   void OnBackgroundError(rocksdb::BackgroundErrorReason /*reason*/,
                          rocksdb::Status* bg_error) override {
     std::lock_guard lock(mu_);
-    if (error_.empty()) error_ = bg_error->ToString();
+    if (error_.empty())
+      error_ = bg_error->ToString();
     spdlog::error("spool: RocksDB background error: {}", bg_error->ToString());
   }
   void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status /*error*/,
@@ -232,7 +236,8 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(const std::string& path, Mode mod
     // appears the first time a current sluiced opens it).
     std::vector<std::string> existing;
     s = rocksdb::DB::ListColumnFamilies(options, path, &existing);
-    if (!s.ok()) return StatusError("open spool " + path, s);
+    if (!s.ok())
+      return StatusError("open spool " + path, s);
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
     for (rocksdb::ColumnFamilyDescriptor& f : MakeColumnFamilies()) {
       if (std::find(existing.begin(), existing.end(), f.name) != existing.end()) {
@@ -241,8 +246,8 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(const std::string& path, Mode mod
         return MakeError("open spool " + path + ": no column family '" + f.name + "'", EINVAL);
       }
     }
-    s = rocksdb::DB::OpenAsSecondary(options, path, secondary_path, families,
-                                     &spool_db->handles_, &spool_db->db_);
+    s = rocksdb::DB::OpenAsSecondary(options, path, secondary_path, families, &spool_db->handles_,
+                                     &spool_db->db_);
   }
   if (!s.ok()) return StatusError("open spool " + path, s);
   return spool_db;
@@ -306,14 +311,17 @@ Result<void> SpoolDb::ForEach(const std::function<bool(const MessageId&, const E
     const std::string_view value_view(value.data(), value.size());
     std::optional<MessageId> id = MessageId::FromKey(key_view);
     if (!id) {
-      const std::string why = "meta key of " + std::to_string(key.size()) + " bytes is not a message id";
-      if (!on_bad) return MakeError("spool: " + why, EINVAL);
+      const std::string why =
+          "meta key of " + std::to_string(key.size()) + " bytes is not a message id";
+      if (!on_bad)
+        return MakeError("spool: " + why, EINVAL);
       on_bad(key_view, value_view, why);
       continue;
     }
     Result<Envelope> envelope = DecodeEnvelope(value_view);
     if (!envelope.ok()) {
-      if (!on_bad) return MakeError(id->ToString() + ": " + envelope.error().message, EINVAL);
+      if (!on_bad)
+        return MakeError(id->ToString() + ": " + envelope.error().message, EINVAL);
       on_bad(key_view, value_view, "envelope does not decode: " + envelope.error().message);
       continue;
     }
@@ -342,46 +350,59 @@ Result<QuarantinedRecord> SpoolDb::Quarantine(std::string_view key, std::string_
   }
   rocksdb::WriteBatch batch;
   s = batch.Put(quarantine(), k, EncodeQuarantined(record));
-  if (s.ok()) s = batch.Delete(meta(), k);
-  if (s.ok()) s = batch.Delete(body(), k);
+  if (s.ok())
+    s = batch.Delete(meta(), k);
+  if (s.ok())
+    s = batch.Delete(body(), k);
   // Synced: the record must never be in neither place after a crash (the batch is atomic).
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  if (s.ok()) s = db_->Write(wo, &batch);
-  if (!s.ok()) return StatusError("spool: quarantine", s);
+  if (s.ok())
+    s = db_->Write(wo, &batch);
+  if (!s.ok())
+    return StatusError("spool: quarantine", s);
   return record;
 }
 
-Result<void> SpoolDb::ForEachQuarantined(
-    const std::function<bool(const QuarantinedRecord&)>& fn) {
-  if (quarantine() == nullptr) return {};
+Result<void> SpoolDb::ForEachQuarantined(const std::function<bool(const QuarantinedRecord&)>& fn) {
+  if (quarantine() == nullptr)
+    return {};
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), quarantine()));
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     Result<QuarantinedRecord> r =
         DecodeQuarantined(std::string_view(it->key().data(), it->key().size()),
                           std::string_view(it->value().data(), it->value().size()));
-    if (!r.ok()) return MakeError("spool quarantine: " + r.error().message, EINVAL);
-    if (!fn(*r)) return {};
+    if (!r.ok())
+      return MakeError("spool quarantine: " + r.error().message, EINVAL);
+    if (!fn(*r))
+      return {};
   }
-  if (!it->status().ok()) return StatusError("spool quarantine scan", it->status());
+  if (!it->status().ok())
+    return StatusError("spool quarantine scan", it->status());
   return {};
 }
 
 Result<QuarantinedRecord> SpoolDb::ReadQuarantined(const std::string& key) {
-  if (quarantine() == nullptr) return MakeError("nothing is quarantined", ENOENT);
+  if (quarantine() == nullptr)
+    return MakeError("nothing is quarantined", ENOENT);
   std::string value;
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), quarantine(), key, &value);
-  if (s.IsNotFound()) return MakeError("no such quarantined record", ENOENT);
-  if (!s.ok()) return StatusError("spool quarantine read", s);
+  if (s.IsNotFound())
+    return MakeError("no such quarantined record", ENOENT);
+  if (!s.ok())
+    return StatusError("spool quarantine read", s);
   return DecodeQuarantined(key, value);
 }
 
 Result<uint64_t> SpoolDb::CountQuarantined() {
-  if (quarantine() == nullptr) return uint64_t{0};
+  if (quarantine() == nullptr)
+    return uint64_t{0};
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), quarantine()));
   uint64_t n = 0;
-  for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
-  if (!it->status().ok()) return StatusError("spool quarantine scan", it->status());
+  for (it->SeekToFirst(); it->Valid(); it->Next())
+    ++n;
+  if (!it->status().ok())
+    return StatusError("spool quarantine scan", it->status());
   return n;
 }
 
@@ -396,7 +417,9 @@ Result<uint64_t> SpoolDb::Count() {
   return n;
 }
 
-std::string SpoolDb::background_error() const { return errors_ ? errors_->error() : ""; }
+std::string SpoolDb::background_error() const {
+  return errors_ ? errors_->error() : "";
+}
 
 uint64_t SpoolDb::IntProperty(const char* name) {
   uint64_t value = 0;

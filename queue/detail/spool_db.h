@@ -51,7 +51,9 @@ class SpoolDb {
   rocksdb::ColumnFamilyHandle* meta() { return handles_[1]; }
   rocksdb::ColumnFamilyHandle* body() { return handles_[2]; }
   // Null for a secondary instance of a spool that has never had one (made by an older sluiced).
-  rocksdb::ColumnFamilyHandle* quarantine() { return handles_.size() > 3 ? handles_[3] : nullptr; }
+  rocksdb::ColumnFamilyHandle* quarantine() {
+    return handles_.size() > 3 ? handles_[3] : nullptr;
+  }
 
   Result<Envelope> ReadEnvelope(const MessageId& id);
   Result<std::string> ReadBody(const MessageId& id);

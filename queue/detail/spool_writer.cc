@@ -1,10 +1,11 @@
 #include "queue/detail/spool_writer.h"
 
 #include <pthread.h>
-#include <sys/statvfs.h>
 
 #include <algorithm>
 #include <utility>
+
+#include <sys/statvfs.h>
 
 #include "base/log.h"
 
@@ -29,7 +30,8 @@ void Release(std::string& s) { std::string().swap(s); }
 }  // namespace
 
 SpoolWriter::SpoolWriter(SpoolHandles handles, const SpoolOptions& options, ReopenFn reopen)
-    : options_(options), reopen_(std::move(reopen)), handles_(handles) {}
+    : options_(options), reopen_(std::move(reopen)), handles_(handles) {
+}
 
 SpoolWriter::~SpoolWriter() { Stop(); }
 
@@ -168,20 +170,23 @@ void SpoolWriter::Run() {
         if (!deferred_.empty()) {
           // Not written before the DB closes: a lost removal means a duplicate after the
           // restart, a lost update an earlier retry.
-          spdlog::warn("spool: {} removals/updates still waiting for room are dropped at "
-                       "shutdown",
-                       deferred_.size());
+          spdlog::warn(
+              "spool: {} removals/updates still waiting for room are dropped at "
+              "shutdown",
+              deferred_.size());
           dropped_updates_.fetch_add(deferred_.size(), std::memory_order_relaxed);
           deferred_.clear();
         }
         return;
       }
-      if (!paused_ || stopping_) ops.swap(queue_);
+      if (!paused_ || stopping_)
+        ops.swap(queue_);
     }
     if (std::chrono::steady_clock::now() - last_disk_check_ >= std::chrono::seconds(1)) {
       RefreshDisk();
     }
-    if (!healthy()) TryRecover();
+    if (!healthy())
+      TryRecover();
     deferring_ = false;
     if (healthy() && !deferred_.empty()) {
       // What waited for room or for the reopen, oldest first, before anything newer.
@@ -210,15 +215,17 @@ void SpoolWriter::Run() {
 void SpoolWriter::RefreshDisk() {
   last_disk_check_ = std::chrono::steady_clock::now();
   struct statvfs vfs {};
-  if (statvfs(options_.path.c_str(), &vfs) != 0) return;
+  if (statvfs(options_.path.c_str(), &vfs) != 0)
+    return;
   const uint64_t free = static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
   free_bytes_.store(free, std::memory_order_relaxed);
   const bool low = options_.min_free_bytes > 0 && free < options_.min_free_bytes;
   if (low != disk_low_.exchange(low, std::memory_order_acq_rel)) {
     if (low) {
-      spdlog::warn("spool: {} MiB free on {}'s file system, below spool.min_free_bytes ({} MiB): "
-                   "new mail gets 452 4.3.1 until there is room",
-                   free >> 20, options_.path, options_.min_free_bytes >> 20);
+      spdlog::warn(
+          "spool: {} MiB free on {}'s file system, below spool.min_free_bytes ({} MiB): "
+          "new mail gets 452 4.3.1 until there is room",
+          free >> 20, options_.path, options_.min_free_bytes >> 20);
     } else {
       spdlog::info("spool: {} MiB free on {}'s file system again: taking mail", free >> 20,
                    options_.path);
@@ -246,7 +253,8 @@ void SpoolWriter::Defer(SpoolOp&& op) {
 
 void SpoolWriter::TryRecover() {
   const auto now = std::chrono::steady_clock::now();
-  if (now - last_reopen_try_ < kReopenInterval) return;
+  if (now - last_reopen_try_ < kReopenInterval)
+    return;
   last_reopen_try_ = now;
   RefreshDisk();
   // The reopen itself needs little (the WAL is replayed without a flush); new mail then needs
@@ -254,7 +262,8 @@ void SpoolWriter::TryRecover() {
   constexpr uint64_t kMinReopenFree = 8ull << 20;
   const uint64_t need = std::max(options_.min_free_bytes, kMinReopenFree);
   const uint64_t free = free_bytes_.load(std::memory_order_relaxed);
-  if (free < need) return;
+  if (free < need)
+    return;
   Result<SpoolHandles> handles = reopen_();
   if (!handles.ok()) {
     spdlog::warn("spool: reopening after the write error failed ({}); trying again in {} s",
@@ -276,11 +285,13 @@ void SpoolWriter::TryRecover() {
   for (const MessageId& id : uncertain_) {
     const auto key = id.Key();
     std::string value;
-    rocksdb::Status st = handles_.db->Get(rocksdb::ReadOptions(), handles_.meta,
-                                          KeySlice(key), &value);
-    if (!st.ok()) continue;
+    rocksdb::Status st =
+        handles_.db->Get(rocksdb::ReadOptions(), handles_.meta, KeySlice(key), &value);
+    if (!st.ok())
+      continue;
     Result<Envelope> env = DecodeEnvelope(value);
-    if (!env.ok() || !handler) continue;
+    if (!env.ok() || !handler)
+      continue;
     spdlog::warn("spool: message {} of a failed write is in the spool after all; delivering it",
                  id.ToString());
     handler(id, std::move(*env));
@@ -304,7 +315,8 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
   std::vector<MessageId> removals;
   for (size_t i = begin; i < end; ++i) {
     SpoolOp& op = ops[i];
-    const bool new_mail = op.kind == SpoolOp::Kind::kEnqueue || op.kind == SpoolOp::Kind::kTransaction;
+    const bool new_mail =
+        op.kind == SpoolOp::Kind::kEnqueue || op.kind == SpoolOp::Kind::kTransaction;
     if (new_mail) {
       if (unhealthy) {
         // The DB went read-only with its error; writing again cannot succeed before a reopen.
@@ -336,7 +348,8 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
       // (DESIGN.md §7), so a crash can neither lose the bounce nor send it twice.
       for (SpoolOp& part : op.parts) AddToBatch(batch, part);
     } else {
-      if (op.kind == SpoolOp::Kind::kRemove) removals.push_back(op.id);
+      if (op.kind == SpoolOp::Kind::kRemove)
+        removals.push_back(op.id);
       AddToBatch(batch, op);
     }
     written.push_back(i);
@@ -350,12 +363,14 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
       status[i - begin] = result;
       if (ops[i].kind == SpoolOp::Kind::kEnqueue) {
         ++messages;
-        if (result == CommitStatus::kIoError) uncertain_.push_back(ops[i].id);
+        if (result == CommitStatus::kIoError)
+          uncertain_.push_back(ops[i].id);
       } else if (ops[i].kind == SpoolOp::Kind::kTransaction && result == CommitStatus::kIoError) {
         // A bounce whose commit was reported failed may be durable after all: then the reopen
         // hands it on (and the update or removal of its original was written with it).
         for (const SpoolOp& part : ops[i].parts) {
-          if (part.kind == SpoolOp::Kind::kEnqueue) uncertain_.push_back(part.id);
+          if (part.kind == SpoolOp::Kind::kEnqueue)
+            uncertain_.push_back(part.id);
         }
       }
     }
@@ -370,9 +385,9 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
       }
     }
     if (options_.on_batch) {
-      options_.on_batch(messages, std::chrono::duration<double>(
-                                      std::chrono::steady_clock::now() - started)
-                                      .count());
+      options_.on_batch(
+          messages,
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     }
   }
   Complete(ops, begin, end, status);
@@ -385,12 +400,14 @@ void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
     case SpoolOp::Kind::kEnqueue:
       // Both families in one batch: one WAL record, atomic, one fsync (DESIGN.md §7).
       s = batch.Put(handles_.meta, KeySlice(key), op.meta);
-      if (s.ok()) s = batch.Put(handles_.body, KeySlice(key), rocksdb::Slice(op.body_bytes()));
+      if (s.ok())
+        s = batch.Put(handles_.body, KeySlice(key), rocksdb::Slice(op.body_bytes()));
       break;
     case SpoolOp::Kind::kRemove:
       // Delete, not SingleDelete: the API cannot prove a key was written exactly once.
       s = batch.Delete(handles_.meta, KeySlice(key));
-      if (s.ok()) s = batch.Delete(handles_.body, KeySlice(key));
+      if (s.ok())
+        s = batch.Delete(handles_.body, KeySlice(key));
       break;
     case SpoolOp::Kind::kUpdate:
       s = batch.Put(handles_.meta, KeySlice(key), op.meta);

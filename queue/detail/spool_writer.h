@@ -6,10 +6,10 @@
 // While one batch syncs, the next accumulates, so the batch size adapts to the load by itself.
 
 #include <atomic>
-#include <functional>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -79,7 +79,9 @@ class SpoolWriter {
   void Stop();
 
   bool healthy() const { return !unhealthy_.load(std::memory_order_acquire); }
-  bool disk_low() const { return disk_low_.load(std::memory_order_acquire); }
+  bool disk_low() const {
+    return disk_low_.load(std::memory_order_acquire);
+  }
   void SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler);
   void SetPausedForTesting(bool paused);
   void FillStats(SpoolStats& stats) const;
@@ -121,9 +123,9 @@ class SpoolWriter {
 
   // Writer thread only (replaced by a reopen).
   SpoolHandles handles_;
-  std::vector<SpoolOp> deferred_;       // removals/updates waiting for room or a reopen
-  std::vector<MessageId> uncertain_;    // enqueues of failed batches: durable or not?
-  bool deferring_ = false;              // this drain deferred a removal/update already
+  std::vector<SpoolOp> deferred_;     // removals/updates waiting for room or a reopen
+  std::vector<MessageId> uncertain_;  // enqueues of failed batches: durable or not?
+  bool deferring_ = false;            // this drain deferred a removal/update already
   std::chrono::steady_clock::time_point last_disk_check_{};
   std::chrono::steady_clock::time_point last_reopen_try_{};
 

@@ -34,7 +34,9 @@ class BodySink {
   uint64_t size() const { return size_; }
   bool too_big() const { return too_big_; }
   // From now on nothing is stored (the owner has no room for it); octets are still counted.
-  void Drop() { dropping_ = true; }
+  void Drop() {
+    dropping_ = true;
+  }
 
  private:
   uint64_t max_size_;
