@@ -24,6 +24,7 @@
 
 #include "base/log.h"
 #include "base/temp_dir.h"
+#include "base/wait_for.h"
 #include "queue/detail/spool_db.h"
 #include "queue/testing/test_messages.h"
 
@@ -569,11 +570,7 @@ TEST(SpoolTest, IoErrorReopensByItselfAndHandsOnWhatTurnedOutDurable) {
   spool->Remove({2, 1});  // kept until the reopen
   fs->Arm(false);
   // No restart: the writer reopens the DB by itself (every kReopenInterval).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!spool->healthy() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  ASSERT_TRUE(spool->healthy());
+  ASSERT_TRUE(WaitFor([&] { return spool->healthy(); }, std::chrono::seconds(20)));
   EXPECT_EQ(spool->stats().reopens, 1u);
   {
     std::lock_guard lock(mu);
