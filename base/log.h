@@ -2,7 +2,7 @@
 
 // Logging: spdlog, human-readable, to stderr. SLUICE_BUG marks a broken
 // invariant of our own code: abort in debug builds, log and count in release.
-// Never use it for network input (STYLE.md "Errors and lifetimes").
+// Never use it for network input: bad input gets an SMTP error, not a bug report.
 
 #include <atomic>
 #include <cstdint>
@@ -14,7 +14,7 @@ namespace sluice {
 // Sets up the default logger ("info", "debug", ...). Safe to call twice.
 void InitLogging(const char* level);
 
-// Count of SLUICE_BUG hits in this process (exported as a metric later).
+// Count of SLUICE_BUG hits in this process (release builds), exported as sluice_bugs_total.
 extern std::atomic<uint64_t> g_bug_count;
 
 [[noreturn]] void BugAbort(const char* file, int line, const char* what);

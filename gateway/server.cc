@@ -192,6 +192,11 @@ void Server::CollectShards(metrics::Exposition& out) {
       out.Sample(f.name, {{"shard", std::to_string(s->shard().id())}}, f.get(s->shard().stats()));
     }
   }
+  out.Family("sluice_bugs_total",
+             "Broken invariants of Sluice's own code seen and survived (logged as BUG; a debug "
+             "build aborts instead). Anything above 0 is worth a bug report.",
+             MetricType::kCounter);
+  out.Sample("sluice_bugs_total", {}, static_cast<double>(g_bug_count.load(std::memory_order_relaxed)));
   out.Family("sluice_smtpd_body_memory_bytes",
              "Message bytes held in memory while they are received (bounded by "
              "server.max_body_memory).",

@@ -439,7 +439,7 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
   auth::FailureThrottle& throttle = ctx_.server().auth_throttle();
   // Keyed by the client's network (an IPv6 /64 by default), not its address.
   const std::string& ip = client_;
-  if (throttle.Blocked(ip, std::chrono::steady_clock::now())) {
+  if (throttle.Blocked(ip, ctx_.shard().Now())) {
     Reply(421, "4.7.0", host + " Error: too many failed authentications, try later");
     co_return Outcome::kClose;
   }
@@ -483,7 +483,7 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
     Reply(235, "2.7.0", "Authentication successful");
     co_return Outcome::kContinue;
   }
-  const auto now = std::chrono::steady_clock::now();
+  const MonoTime now = ctx_.shard().Now();
   throttle.RecordFailure(ip, now);
   const auto delay = throttle.DelayFor(ip, now);
   if (delay.count() > 0) co_await io::Sleep(ctx_.shard(), delay);
@@ -781,7 +781,6 @@ void Session::AbandonBody(io::ReadStatus status) {
 
 bool Session::RejectBody(bool bare_newline, bool too_big, bool line_too_long) {
   if (bare_newline) {
-    ++ctx_.stats().smuggling_rejected;
     Reply(550, "5.6.0", "Error: bare CR or LF in message (RFC 5321 section 2.3.8); not queued");
     Reject(Rejection::kBareNewline, "data", "");
   } else if (too_big) {
@@ -1004,7 +1003,7 @@ io::Task<Session::Outcome> Session::Commit() {
   env.envid = mail_.params.envid;
   env.auth_param = mail_.params.auth;
   env.recipients = rcpts_;
-  env.received_at_us = UnixMicros();
+  env.received_at_us = ctx_.shard().clock().WallMicros();
   env.next_due_us = env.received_at_us;
   env.expires_at_us = env.received_at_us +
                       static_cast<uint64_t>(cfg.delivery.max_age.count()) * 1000000;
@@ -1026,15 +1025,16 @@ io::Task<Session::Outcome> Session::Commit() {
   // Shared with delivery, which sends the first attempt from memory.
   auto body = std::make_shared<const std::string>(std::move(body_));
   for (;;) {
-    const uint64_t token = ctx_.NewCommitToken();
-    const queue::Admit admit = spool.Enqueue(id_, std::move(meta), body, &ctx_, token);
+    queue::CommitWaiter& commits = ctx_.commits();
+    const uint64_t token = commits.Reserve();
+    const queue::Admit admit = spool.Enqueue(id_, std::move(meta), body, &commits, token);
     if (admit == queue::Admit::kAccepted) {
       // The spool's admission bound (max_pending_bytes) covers the body from here on.
       body_lease_.Reset();
-      status = co_await ctx_.AwaitCommit(token);
+      status = co_await commits.Wait(token);
       break;
     }
-    ctx_.DropCommitToken(token);
+    commits.Cancel(token);
     if (admit == queue::Admit::kFull) tel_.backpressure().Inc(shard_index_);
     if (admit == queue::Admit::kUnhealthy || ctx_.shard().Now() >= deadline) {
       status = admit == queue::Admit::kUnhealthy ? queue::CommitStatus::kIoError
@@ -1069,8 +1069,6 @@ io::Task<Session::Outcome> Session::Commit() {
         log->Write(std::move(e));
       }
       ctx_.delivery().Adopt(id_, std::move(env), std::move(body));
-      ++ctx_.stats().messages_queued;
-      ctx_.stats().bytes_queued += body_size;
       // A delivered message clears the counts, as Postfix's limits count "without delivering
       // mail": a bulk client's occasional bad recipient never adds up over a long session.
       junk_ = 0;

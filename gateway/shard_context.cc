@@ -15,84 +15,11 @@ constexpr int kSessionSendBuffer = 32 * 1024;  // the kernel makes it 64 KiB
 ShardContext::ShardContext(Server& server, unsigned id)
     : server_(server),
       shard_(id, io::ShardOptions{}),
+      commits_(shard_),
       ids_(server.config().node_id, static_cast<uint16_t>(id)),
       delivery_(std::make_unique<delivery::DeliveryShard>(
           shard_, id, server.config().delivery, server.config().hostname, server.spool(),
-          server.pool(), ids_, server.delivery_telemetry())) {}
-
-uint64_t ShardContext::NewCommitToken() {
-  uint32_t index;
-  if (!free_pending_.empty()) {
-    index = free_pending_.back();
-    free_pending_.pop_back();
-  } else {
-    index = static_cast<uint32_t>(pending_.size());
-    pending_.emplace_back();
-  }
-  Pending& p = pending_[index];
-  p.in_use = true;
-  p.done = false;
-  p.waiter = nullptr;
-  return (uint64_t{p.generation} << 32) | index;
-}
-
-void ShardContext::DropCommitToken(uint64_t token) {
-  const uint32_t index = static_cast<uint32_t>(token);
-  Pending& p = pending_[index];
-  p.in_use = false;
-  if (++p.generation == 0) p.generation = 1;
-  free_pending_.push_back(index);
-}
-
-void ShardContext::CommitAwaiter::await_suspend(std::coroutine_handle<> h) {
-  Pending& p = ctx_.pending_[static_cast<uint32_t>(token_)];
-  if (p.done) {
-    ctx_.shard_.Schedule(h);  // completed before we suspended
-  } else {
-    p.waiter = h;
-  }
-}
-
-queue::CommitStatus ShardContext::CommitAwaiter::await_resume() {
-  const queue::CommitStatus status = ctx_.pending_[static_cast<uint32_t>(token_)].status;
-  ctx_.DropCommitToken(token_);
-  return status;
-}
-
-void ShardContext::OnCommitted(uint64_t token, queue::CommitStatus status) {
-  // Writer thread: hand over and wake the shard once per batch.
-  bool was_empty;
-  {
-    std::lock_guard lock(done_mu_);
-    was_empty = done_.empty();
-    done_.emplace_back(token, status);
-  }
-  if (was_empty) shard_.Post([this] { DrainCommits(); });
-}
-
-void ShardContext::DrainCommits() {
-  {
-    std::lock_guard lock(done_mu_);
-    done_work_.swap(done_);
-  }
-  for (const auto& [token, status] : done_work_) {
-    const uint32_t index = static_cast<uint32_t>(token);
-    const uint32_t generation = static_cast<uint32_t>(token >> 32);
-    if (index >= pending_.size() || !pending_[index].in_use ||
-        pending_[index].generation != generation) {
-      SLUICE_BUG("spool completion for an unknown token");
-      continue;
-    }
-    Pending& p = pending_[index];
-    p.status = status;
-    p.done = true;
-    if (p.waiter) {
-      shard_.Schedule(p.waiter);
-      p.waiter = nullptr;
-    }
-  }
-  done_work_.clear();
-}
+          server.pool(), commits_, ids_, server.delivery_telemetry())) {}
 
 Result<void> ShardContext::Start(
     std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
@@ -181,12 +108,10 @@ io::Detached ShardContext::JudgeAgain(size_t listener_index, int fd, io::IpAddre
 
 void ShardContext::Admit(size_t listener_index, int fd, const io::IpAddress& ip,
                          std::string client) {
-  ++stats_.connections_accepted;
   RunSession(std::make_unique<Session>(*this, listener_index, fd, ip, std::move(client)));
 }
 
 void ShardContext::Refuse(size_t listener_index, int fd, Server::Admission admission) {
-  ++stats_.connections_rejected;
   const ConnectRefusal why = admission == Server::Admission::kTooManyFromIp
                                  ? ConnectRefusal::kMaxPerIp
                                  : ConnectRefusal::kMaxConnections;

@@ -19,6 +19,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -41,21 +42,21 @@ class BlockingPool {
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {
       pool_.Submit([this, h] {
-        result_ = fn_();
+        result_.emplace(fn_());
         shard_.Post([this, h] { shard_.Schedule(h); });
       });
     }
-    auto await_resume() { return std::move(result_); }
+    auto await_resume() { return std::move(*result_); }
 
    private:
     BlockingPool& pool_;
     Shard& shard_;
     Fn fn_;
-    std::invoke_result_t<Fn> result_{};
+    std::optional<std::invoke_result_t<Fn>> result_;
   };
 
   // Runs fn() on a pool thread; the awaiting coroutine resumes on `shard`
-  // with fn's result. fn must return a default-constructible value.
+  // with fn's result.
   template <typename Fn>
   Awaiter<Fn> Run(Shard& shard, Fn fn) {
     return Awaiter<Fn>(*this, shard, std::move(fn));

@@ -55,7 +55,10 @@ class Shard::WakeReader final : public CompletionHandler {
 };
 
 Shard::Shard(unsigned id, ShardOptions options)
-    : id_(id), options_(options), timers_(SystemClock::Instance().Now()) {}
+    : id_(id),
+      options_(options),
+      clock_(options.clock != nullptr ? options.clock : &SystemClock::Instance()),
+      timers_(clock_->Now()) {}
 
 Shard::~Shard() {
   if (ring_ready_) {

@@ -46,6 +46,9 @@ struct ShardOptions {
   // shard, so idle connections hold no receive buffers.
   unsigned recv_buffers = 1024;  // power of two, <= 32768
   unsigned recv_buffer_size = 16384;
+  // Time for the shard's timers and for the code on it (tests: a ManualClock). Null: the system
+  // clocks. Must outlive the shard.
+  const Clock* clock = nullptr;
 };
 
 // Counters owned by the shard thread, read by other threads with relaxed loads.
@@ -79,7 +82,7 @@ class Shard {
   unsigned id() const { return id_; }
   const char* ring_features() const { return ring_features_; }
   const ShardStats& stats() const { return stats_; }
-  Clock& clock() { return *clock_; }
+  const Clock& clock() const { return *clock_; }
   MonoTime Now() const { return clock_->Now(); }
 
   // ---- Shard-thread API ----
@@ -119,7 +122,7 @@ class Shard {
 
   const unsigned id_;
   const ShardOptions options_;
-  Clock* clock_ = &SystemClock::Instance();
+  const Clock* clock_;
   const char* ring_features_ = "";
   io_uring ring_{};
   bool ring_ready_ = false;

@@ -23,20 +23,6 @@ bool IsDigit(char c) {
   return c >= '0' && c <= '9';
 }
 
-std::string_view ActionName(DsnAction action) {
-  switch (action) {
-    case DsnAction::kFailed:
-      return "failed";
-    case DsnAction::kDelayed:
-      return "delayed";
-    case DsnAction::kDelivered:
-      return "delivered";
-    case DsnAction::kRelayed:
-      return "relayed";
-  }
-  return "failed";
-}
-
 std::string Date(uint64_t us) {
   return smtp::FormatRfc5322Date(static_cast<std::time_t>(us / 1000000));
 }
@@ -290,7 +276,7 @@ std::string DeliveryStatus(const DsnInput& in, const std::string& host) {
       AppendFoldedField(&out, "Original-Recipient",
                         OriginalRecipientField(r.original_recipient, utf8));
     }
-    AppendFoldedField(&out, "Action", ActionName(r.action));
+    AppendFoldedField(&out, "Action", ToString(r.action));
     AppendFoldedField(&out, "Status", EffectiveStatus(r));
     if (!r.remote_mta.empty()) {
       AppendFoldedField(&out, "Remote-MTA", "dns; " + SanitizeFieldText(r.remote_mta, utf8));
@@ -343,6 +329,20 @@ std::string TransferEncoding(std::string_view body) {
 }
 
 }  // namespace
+
+const char* ToString(DsnAction action) {
+  switch (action) {
+    case DsnAction::kFailed:
+      return "failed";
+    case DsnAction::kDelayed:
+      return "delayed";
+    case DsnAction::kDelivered:
+      return "delivered";
+    case DsnAction::kRelayed:
+      return "relayed";
+  }
+  return "failed";
+}
 
 Dsn BuildDsn(const DsnInput& in, uint64_t now_us) {
   static std::atomic<uint64_t> counter{0};

@@ -1,0 +1,410 @@
+#include "delivery/message_owner.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "base/log.h"
+#include "delivery/delivery_events.h"
+#include "delivery/delivery_shard.h"
+#include "delivery/dsn/dsn.h"
+
+namespace sluice::delivery {
+
+namespace {
+
+// A body held in memory for a message's first attempt, counted against the process-wide
+// delivery.body_cache_bytes until released.
+class CachedBody {
+ public:
+  CachedBody() = default;
+  CachedBody(std::shared_ptr<const std::string> body, std::atomic<int64_t>* used)
+      : body_(std::move(body)), used_(used) {}
+  ~CachedBody() { Release(); }
+  CachedBody(CachedBody&& o) noexcept
+      : body_(std::move(o.body_)), used_(std::exchange(o.used_, nullptr)) {}
+  CachedBody& operator=(CachedBody&& o) noexcept {
+    if (this != &o) {
+      Release();
+      body_ = std::move(o.body_);
+      used_ = std::exchange(o.used_, nullptr);
+    }
+    return *this;
+  }
+
+  const std::shared_ptr<const std::string>& get() const { return body_; }
+  // Jobs may still hold the bytes for a moment; the budget is given back now.
+  void Release() {
+    if (used_ != nullptr && body_) {
+      used_->fetch_sub(static_cast<int64_t>(body_->capacity()), std::memory_order_relaxed);
+    }
+    used_ = nullptr;
+    body_.reset();
+  }
+
+ private:
+  std::shared_ptr<const std::string> body_;
+  std::atomic<int64_t>* used_ = nullptr;
+};
+
+}  // namespace
+
+struct MessageOwner::Message final : public io::TimerHandler {
+  Message(MessageOwner* o, const queue::MessageId& id, queue::Envelope env)
+      : owner(o), state(id, std::move(env)) {}
+
+  MessageOwner* owner;
+  MessageState state;
+  CachedBody body;  // until the first round ends; empty: read from the spool
+  io::TimerWheel::Id timer;
+  unsigned jobs_out = 0;  // jobs (and the routing itself) not yet answered this round
+
+  void OnTimer() override {
+    timer = {};
+    MessageOwner* o = owner;
+    const queue::MessageId mid = state.id();
+    // Never start work from inside the wheel's walk: go through the mailbox.
+    o->ctx_.shard.Post([o, mid] {
+      auto it = o->messages_.find(mid);
+      if (it != o->messages_.end()) o->Dispatch(*it->second);
+    });
+  }
+};
+
+MessageOwner::MessageOwner(DeliveryContext& ctx, DeliveryShard& shard)
+    : ctx_(ctx), shard_(shard), rng_(std::random_device{}()) {}
+
+MessageOwner::~MessageOwner() {
+  for (auto& [id, m] : messages_) ctx_.shard.timers().Cancel(m->timer);
+}
+
+uint64_t MessageOwner::RetryDelay(uint32_t attempts) {
+  std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
+  return RetryDelayMicros(ctx_.config, attempts, jitter(rng_));
+}
+
+void MessageOwner::Adopt(const queue::MessageId& id, queue::Envelope envelope,
+                         std::shared_ptr<const std::string> body) {
+  auto m = std::make_unique<Message>(this, id, std::move(envelope));
+  if (!m->state.HasPending()) {
+    ctx_.spool.Remove(id);  // finished before a crash, removal lost: finish it now
+    return;
+  }
+  if (body && body_cache_ != nullptr && !ctx_.stopping) {
+    // The allocation, not the length: the session's buffer grew by doubling.
+    const auto size = static_cast<int64_t>(body->capacity());
+    if (body_cache_->fetch_add(size, std::memory_order_relaxed) + size <=
+        ctx_.config.body_cache_bytes) {
+      m->body = CachedBody(std::move(body), body_cache_);
+    } else {
+      body_cache_->fetch_sub(size, std::memory_order_relaxed);
+    }
+  }
+  Message& ref = *m;
+  messages_[id] = std::move(m);
+  if (ctx_.stopping) return;
+  Schedule(ref);
+}
+
+void MessageOwner::Schedule(Message& m) {
+  // The due time is stored as wall-clock time (it survives a restart); the wheel runs on the
+  // monotonic clock.
+  ctx_.shard.timers().Cancel(m.timer);
+  const uint64_t delay_us = m.state.DelayUntilDue(ctx_.WallMicros());
+  m.timer =
+      ctx_.shard.timers().Add(ctx_.shard.Now() + std::chrono::microseconds(delay_us), &m);
+}
+
+void MessageOwner::Dispatch(Message& m) {
+  if (ctx_.stopping || m.state.in_round()) return;
+  std::vector<size_t> pending = m.state.PendingRecipients();
+  if (pending.empty()) return;
+  ++rounds_in_flight_;
+  const uint64_t now = ctx_.WallMicros();
+  if (m.state.Expired(now)) {
+    // RFC 3463 4.4.7: delivery time expired. Bounce what is left.
+    for (size_t i : m.state.Expire(now)) {
+      const queue::Recipient& r = m.state.envelope().recipients[i];
+      spdlog::info("expired id={} to=<{}> last=\"{}\"", m.state.id().ToString(), r.address,
+                   r.last_reply);
+      LogExpired(ctx_.tel.events(), m.state, i, now);
+    }
+    FinishRound(m.state.id());
+    return;
+  }
+  m.state.Begin();
+  Route(m.state.id(), std::move(pending));
+}
+
+io::Detached MessageOwner::Route(queue::MessageId id, std::vector<size_t> recipients) {
+  Message* m = messages_.at(id).get();
+  // The routing itself holds the round open: results posted while a DNS lookup below is
+  // pending must not finish the round early.
+  ++m->jobs_out;
+  const DeliveryConfig& config = ctx_.config;
+  JobGrouper grouper(id, ctx_.index, m->state.envelope(), m->body.get());
+  std::unordered_map<std::string, MxLookup> mx_cache;  // per round, by domain
+  for (size_t i : recipients) {
+    const queue::Recipient& r = m->state.envelope().recipients[i];
+    std::string domain = DomainOf(r.address);
+    if (domain.empty()) domain = ctx_.hostname;  // <postmaster>
+    const RouteConfig* route = config.routes.empty() ? nullptr : FindRoute(config.routes, domain);
+    if (!config.routes.empty() && route == nullptr) {
+      // No route for this domain: a configuration gap, not a remote answer.
+      PostResult(id, {i}, smtp::MakeReply(554, "5.4.4", "no route to domain " + domain));
+      continue;
+    }
+    std::string key;
+    std::vector<MxTarget> targets;
+    const RouteType type = route ? route->type : RouteType::kMx;
+    switch (type) {
+      case RouteType::kMx: {
+        if (!domain.empty() && domain.front() == '[') {
+          // RFC 5321 §5.1: an address literal is delivered to that address, without DNS.
+          // (Only trusted clients could relay to one: gateway RelayAllowed.)
+          const std::optional<io::IpAddress> ip = AddressLiteralIp(domain);
+          if (!ip) {
+            PostResult(id, {i},
+                       smtp::MakeReply(550, "5.1.2", "cannot deliver to address literal " + domain));
+            continue;
+          }
+          key = "literal:" + ip->ToString();
+          targets.push_back(MxTarget{ip->ToString(), 0, {*ip}});
+          break;
+        }
+        // Domains that share MX hosts share one destination (KumoMTA's "site"): the key is the
+        // set of MX host names.
+        auto found = mx_cache.find(domain);
+        if (found == mx_cache.end()) {
+          const MonoTime started = ctx_.shard.Now();
+          MxLookup looked = co_await ctx_.resolver->LookupMx(domain);
+          ctx_.tel.Dns(ctx_.index, DeliveryTelemetry::DnsType::kMx, looked.status,
+                       std::chrono::duration<double>(ctx_.shard.Now() - started).count());
+          found = mx_cache.emplace(domain, std::move(looked)).first;
+          m = messages_.at(id).get();
+        }
+        const MxLookup& mx = found->second;
+        if (mx.status != MxLookup::Status::kOk) {
+          PostResult(id, {i}, MxFailureReply(domain, mx));
+          continue;
+        }
+        key = mx.site;
+        targets = mx.targets;
+        break;
+      }
+      case RouteType::kSmarthost:
+      case RouteType::kLmtp:
+      case RouteType::kMaildir:
+        key = RouteKey(*route);
+        break;
+    }
+    grouper.Add(i, key, route, domain, std::move(targets));
+  }
+  for (Job& job : grouper.Take()) {
+    ++m->jobs_out;
+    shard_.SendJob(std::move(job));
+  }
+  if (--m->jobs_out == 0) FinishRound(id);
+}
+
+void MessageOwner::PostResult(const queue::MessageId& id, std::vector<size_t> rcpts,
+                              const smtp::Reply& reply) {
+  Message& m = *messages_.at(id);
+  JobResult r;
+  r.id = id;
+  const std::string domain = DomainOf(m.state.envelope().recipients[rcpts.front()].address);
+  r.destination = ctx_.DestinationLabel(domain.empty() ? ctx_.hostname : domain);
+  r.replies.assign(rcpts.size(), reply);
+  r.rcpts = std::move(rcpts);
+  ++m.jobs_out;
+  shard_.SendResult(ctx_.index, std::move(r));
+}
+
+void MessageOwner::OnJobResult(JobResult result) {
+  auto it = messages_.find(result.id);
+  if (it == messages_.end()) {
+    SLUICE_BUG("delivery result for an unknown message");
+    return;
+  }
+  Message& m = *it->second;
+  DeliveryTelemetry::DestinationSeries& series = ctx_.SeriesFor(result.destination);
+  const uint64_t now_us = ctx_.WallMicros();
+  const MessageState::Attempt attempt{result.remote, result.final_delivery, result.peer_dsn};
+  const char* relay = result.remote.empty() ? "-" : result.remote.c_str();
+  for (size_t k = 0; k < result.rcpts.size() && k < result.replies.size(); ++k) {
+    const size_t rcpt = result.rcpts[k];
+    const smtp::Reply& reply = result.replies[k];
+    const Outcome outcome = m.state.Record(rcpt, reply, attempt, result.destination);
+    const queue::Recipient& r = m.state.envelope().recipients[rcpt];
+    if (outcome != Outcome::kDeferred) {
+      LogFinalOutcome(ctx_.tel.events(), outcome, m.state, rcpt, result, reply.code, now_us);
+    }
+    switch (outcome) {
+      case Outcome::kDelivered:
+        series.delivered->Inc(ctx_.index);
+        ctx_.tel.delivery_seconds().Observe(
+            ctx_.index, static_cast<double>(now_us - m.state.envelope().received_at_us) / 1e6);
+        break;
+      case Outcome::kBounced:
+        series.bounced->Inc(ctx_.index);
+        break;
+      case Outcome::kDeferred:
+        series.deferred->Inc(ctx_.index);
+        break;
+    }
+    spdlog::info("{} id={} to=<{}> relay={} reply=\"{}\"", ToString(outcome),
+                 m.state.id().ToString(), r.address, relay, r.last_reply);
+  }
+  if (m.jobs_out > 0 && --m.jobs_out == 0) FinishRound(m.state.id());
+}
+
+io::Detached MessageOwner::FinishRound(queue::MessageId id) {
+  auto it = messages_.find(id);
+  if (it == messages_.end()) co_return;
+  ++finishing_;
+  Message* m = it->second.get();
+  const uint64_t now = ctx_.WallMicros();
+  MessageState::RoundEnd end = m->state.End();
+  bool pending = end.pending;
+  if (end.double_bounce) {
+    spdlog::warn("double bounce id={}: the null-sender message failed; dropped", id.ToString());
+  }
+
+  bool committed = false;
+  if (!end.notices.empty()) {
+    // Named awaiters, trivially-destructible captures: g++ 12 mis-destroys lambda temporaries
+    // inside co_await expressions (GCC PR 95599 family).
+    std::shared_ptr<const std::string> original = m->body.get();
+    if (!original) {
+      queue::Spool* spool = &ctx_.spool;
+      auto read = ctx_.pool.Run(ctx_.shard, [spool, id] { return spool->ReadBody(id); });
+      Result<std::string> stored = co_await read;
+      if (stored.ok()) {
+        original = std::make_shared<const std::string>(std::move(*stored));
+      } else {
+        // The report still goes out, without the original message.
+        spdlog::warn("cannot read the body of {} for its report: {}", id.ToString(),
+                     stored.error().message);
+      }
+    }
+    const queue::Envelope& env = m->state.envelope();
+    DsnInput in;
+    in.reporting_mta = ctx_.hostname;
+    in.original_sender = env.sender;
+    in.envid = env.envid;
+    in.ret = static_cast<smtp::Ret>(env.ret);
+    in.arrival_us = env.received_at_us;
+    in.smtputf8 = env.smtputf8;
+    const std::string empty;
+    in.original_message = original ? *original : empty;
+    for (const MessageState::Notice& n : end.notices) {
+      const queue::Recipient& r = env.recipients[n.rcpt];
+      DsnRecipient dr;
+      dr.final_recipient = r.address;
+      dr.original_recipient = r.orcpt;
+      dr.action = n.action;
+      dr.status = n.status;
+      dr.remote_mta = n.remote;
+      dr.diagnostic = n.diagnostic;
+      dr.last_attempt_us = now;
+      in.recipients.push_back(std::move(dr));
+    }
+    Dsn dsn = BuildDsn(in, now);
+    queue::Envelope bounce =
+        MakeBounceEnvelope(env, dsn.message.size(), ctx_.hostname, ctx_.config, now);
+    const queue::MessageId bounce_id = ctx_.ids.Next();
+
+    if (pending) m->state.Retry(now, RetryDelay(env.attempts));
+    // The report and the failure it reports are one synced batch: both or neither.
+    std::vector<queue::Spool::Change> changes(2);
+    changes[0].kind = queue::Spool::Change::Kind::kPut;
+    changes[0].id = bounce_id;
+    changes[0].meta = queue::EncodeEnvelope(bounce);
+    changes[0].body = dsn.message;
+    changes[1].id = id;
+    if (pending) {
+      changes[1].kind = queue::Spool::Change::Kind::kUpdateEnvelope;
+      changes[1].meta = queue::EncodeEnvelope(m->state.envelope());
+    } else {
+      changes[1].kind = queue::Spool::Change::Kind::kRemove;
+    }
+    const uint64_t token = ctx_.commits.Reserve();
+    queue::CommitStatus status = queue::CommitStatus::kIoError;
+    if (ctx_.spool.Commit(std::move(changes), &ctx_.commits, token) == queue::Admit::kAccepted) {
+      status = co_await ctx_.commits.Wait(token);
+    } else {
+      ctx_.commits.Cancel(token);
+    }
+    if (status == queue::CommitStatus::kOk) {
+      committed = true;
+      for (const MessageState::Notice& n : end.notices) ctx_.tel.Dsn(ctx_.index, n.action);
+      LogDsn(ctx_.tel.events(), bounce_id, m->state, end.notices.front().action,
+             end.notices.size());
+      spdlog::info("bounce id={} for={} to=<{}>", bounce_id.ToString(), id.ToString(),
+                   m->state.envelope().sender);
+      Adopt(bounce_id, std::move(bounce));
+    } else {
+      // Not recorded: these recipients are tried again later and bounce then.
+      spdlog::warn("could not queue the bounce for {}: {}; will retry", id.ToString(),
+                   queue::ToString(status));
+      m->state.Unreport(end.notices);
+      pending = true;
+    }
+  }
+  m->body.Release();  // only the first attempt is served from memory
+  --rounds_in_flight_;
+  --finishing_;
+
+  if (!pending) {
+    if (!committed) ctx_.spool.Remove(id);  // unsynced: a lost removal means a duplicate, never a loss
+    messages_.erase(id);
+    co_return;
+  }
+  if (!committed) {
+    m->state.Retry(now, RetryDelay(m->state.envelope().attempts));
+    ctx_.spool.UpdateEnvelope(id, queue::EncodeEnvelope(m->state.envelope()));
+  }
+  LogDeferrals(ctx_.tel.events(), m->state, now);
+  m->state.Finish();
+  if (!ctx_.stopping) Schedule(*m);
+}
+
+void MessageOwner::BeginShutdown() {
+  for (auto& [id, m] : messages_) {
+    ctx_.shard.timers().Cancel(m->timer);
+    m->timer = {};
+  }
+}
+
+MessageOwner::Counts MessageOwner::Count() const {
+  Counts counts;
+  for (const auto& [id, m] : messages_) {
+    const queue::Envelope& env = m->state.envelope();
+    const uint64_t received = env.received_at_us;
+    if (m->state.in_round()) {
+      ++counts.in_flight;
+    } else if (env.attempts > 0) {
+      ++counts.deferred;
+    } else {
+      ++counts.scheduled;
+    }
+    if (counts.oldest_received_us == 0 || received < counts.oldest_received_us) {
+      counts.oldest_received_us = received;
+    }
+    std::string last;
+    for (const queue::Recipient& r : env.recipients) {
+      if (r.state != queue::RecipientState::kPending) continue;
+      const std::string domain = DomainOf(r.address);
+      std::string label = ctx_.DestinationLabel(domain.empty() ? ctx_.hostname : domain);
+      if (label == last) continue;  // count a message once per destination (mostly)
+      last = label;
+      Counts::PerDestination& d = counts.destinations[label];
+      ++d.messages;
+      if (d.oldest_received_us == 0 || received < d.oldest_received_us) {
+        d.oldest_received_us = received;
+      }
+    }
+  }
+  return counts;
+}
+
+}  // namespace sluice::delivery
