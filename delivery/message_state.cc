@@ -25,6 +25,7 @@ std::vector<size_t> MessageState::Expire(uint64_t now_us) {
   for (size_t i : expired) {
     queue::Recipient& r = env_.recipients[i];
     r.state = queue::RecipientState::kBounced;
+    if (!WantsFailureDsn(r.notify)) continue;  // RFC 3461 §4.1, as for any other failure
     notices_.push_back({i, "4.4.7",
                         "message expired after " + AgeText(age) +
                             " in the queue; last error: " +

@@ -100,6 +100,17 @@ TEST_F(MessageStateTest, ExpiresAtMaxAgeWithTheLastErrorInTheReport) {
   EXPECT_EQ(m.envelope().recipients[1].state, queue::RecipientState::kBounced);
 }
 
+TEST_F(MessageStateTest, ExpiryIsNotReportedToWhoeverAskedForNoReport) {
+  queue::Envelope env = Queued({"b@example.net", "c@example.net"});
+  env.recipients[0].notify = smtp::kNotifyNever;
+  MessageState m({1, 1}, std::move(env));
+  clock_.Advance(seconds(5 * 86400));
+  EXPECT_EQ(m.Expire(Now()).size(), 2u);  // both expire
+  const MessageState::RoundEnd end = m.End();
+  ASSERT_EQ(end.notices.size(), 1u);  // only one is reported
+  EXPECT_EQ(end.notices[0].rcpt, 1u);
+}
+
 TEST_F(MessageStateTest, MixedRepliesSettleEachRecipient) {
   MessageState m({1, 1}, Queued({"ok@x.example", "nouser@x.example", "busy@x.example"}));
   m.Begin();
