@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/clock.h"
+
 namespace sluice::delivery {
 namespace {
 
@@ -127,6 +129,54 @@ TEST(DestinationTest, OneConnectionPerJobBeyondTheRunningWorkersUpToTheLimit) {
   m.ready.push_back(JobFor(&maildir));
   m.workers = 1;
   EXPECT_TRUE(m.WantsWorker());  // maildir writes are independent: one worker per job
+}
+
+// A parked connection (IdleWaiter) on a shard whose clock is virtual: the timer wheel is advanced
+// by hand, nothing sleeps, the event loop never runs.
+class IdleWaiterTest : public ::testing::Test {
+ protected:
+  IdleWaiterTest() : shard_(0, Options(&clock_)) {}
+  static io::ShardOptions Options(const Clock* clock) {
+    io::ShardOptions o;
+    o.clock = clock;
+    return o;
+  }
+  void Park(IdleWaiter& w, std::chrono::milliseconds timeout) {
+    w.shard = &shard_;
+    w.timer = shard_.timers().Add(shard_.Now() + timeout, &w);
+  }
+  void Advance(std::chrono::milliseconds d) {
+    clock_.Advance(d);
+    shard_.timers().Advance(shard_.Now());
+  }
+
+  ManualClock clock_;
+  io::Shard shard_;
+};
+
+TEST_F(IdleWaiterTest, IdleConnectionIsClosedAfterTheIdleTimeout) {
+  IdleWaiter w;
+  Park(w, std::chrono::milliseconds(5000));
+  Advance(std::chrono::milliseconds(4900));
+  EXPECT_FALSE(w.scheduled);  // still parked
+  Advance(std::chrono::milliseconds(200));
+  EXPECT_TRUE(w.scheduled);
+  EXPECT_FALSE(w.woken);  // "no job": the worker says QUIT and closes
+  // Exactly one resumption: a job arriving now goes to another connection.
+  EXPECT_FALSE(w.Resume(true));
+  EXPECT_EQ(shard_.timers().size(), 0u);
+}
+
+TEST_F(IdleWaiterTest, AJobWakesTheParkedConnectionAndItsTimerIsGone) {
+  IdleWaiter w;
+  Park(w, std::chrono::milliseconds(5000));
+  Advance(std::chrono::milliseconds(1000));
+  EXPECT_TRUE(w.Resume(true));
+  EXPECT_TRUE(w.woken);
+  EXPECT_EQ(shard_.timers().size(), 0u);
+  Advance(std::chrono::milliseconds(10000));  // the idle timeout never fires for it
+  EXPECT_TRUE(w.woken);
+  EXPECT_FALSE(w.Resume(false));
 }
 
 }  // namespace
