@@ -11,7 +11,6 @@ Timings are shrunk (retry_initial 1 s, retry_max 2 s, destination_backoff
 import collections
 import email
 import email.policy
-import os
 import re
 import smtplib
 import threading
@@ -19,19 +18,10 @@ import time
 from pathlib import Path
 
 import harness
-from harness import (DaemonTestCase, RawSmtp, dot_stuff, make_message, queued_id,
+from harness import (SENDER_DOMAIN, DaemonTestCase, RawSmtp, make_message, queued_id,
                      split_received, wait_until)
-from sink import Sink
-
-# The harness starts sluiced with cwd = the test's temp dir: a relative
-# $SLUICED / $SLUICECTL (as in "SLUICED=../../build/gateway/sluiced") must be
-# made absolute first.
-for _var in ("SLUICED", "SLUICECTL"):
-    if os.environ.get(_var):
-        os.environ[_var] = os.path.abspath(os.environ[_var])
 
 CRLF = b"\r\n"
-SENDER_DOMAIN = "sender.test"
 
 FAST = {
     "enabled": True,
@@ -57,39 +47,11 @@ class DeliveryTestCase(DaemonTestCase):
 
     # -- set-up helpers -------------------------------------------------------
 
-    def sink(self, **kw):
-        s = Sink(**kw).start()
-        self.addCleanup(s.stop)
-        return s
-
-    def relay(self, sink_port, route=None, delivery=None, server=None, lmtp=False,
-              extra_routes=()):
-        """A sluiced whose sender.test mail goes to a maildir (for the DSNs),
-        `extra_routes` next, and every other domain to the sink."""
-        conf = dict(FAST)
-        conf.update(delivery or {})
-        last = {"name": "sink", "domains": ["*"], "type": "lmtp" if lmtp else "smarthost",
-                "host": harness.LOOPBACK, "port": sink_port}
-        last.update(route or {})
-        routes = [{"name": "senders", "domains": [SENDER_DOMAIN], "type": "maildir",
-                   "path": str(self.maildir)}, *extra_routes, last]
-        return self.daemon(delivery=conf, routes=routes, server=server)
+    def relay(self, sink_port, **kw):
+        """harness relay() with the FAST timings."""
+        return super().relay(sink_port, timings=FAST, **kw)
 
     # -- sending --------------------------------------------------------------
-
-    def send(self, port, sender, recipients, message, rcpt_params=""):
-        """One transaction on a new connection; returns the queued id."""
-        with RawSmtp.connect(port) as c:
-            c.greet()
-            c.expect(250, f"MAIL FROM:<{sender}>")
-            for r in recipients:
-                c.expect(250, f"RCPT TO:<{r}>" + (f" {rcpt_params}" if rcpt_params else ""))
-            c.expect(354, "DATA")
-            c.send(dot_stuff(message) + b".\r\n")
-            code, text = c.reply()
-            self.assertEqual(code, 250, text)
-            c.expect(221, "QUIT")
-            return queued_id(text)
 
     def send_many(self, port, messages, connections, sender="sender@client.test",
                   recipient="rcpt@dest.test"):

@@ -25,73 +25,24 @@ missing program fails the test, it never skips.
     cd tests/integration && python3 -m unittest -v test_outbound_tls
 """
 
-import os
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 
 import harness
-from harness import (DaemonTestCase, RawSmtp, make_message, queued_id, send_message,
-                     wait_until)
-from test_metrics import AdminDaemon
-
-# The harness starts sluiced with cwd = the test's temp dir: a relative
-# $SLUICED / $SLUICECTL must be made absolute first.
-for _var in ("SLUICED", "SLUICECTL"):
-    if os.environ.get(_var):
-        os.environ[_var] = os.path.abspath(os.environ[_var])
+from harness import (RECEIVED_TLS_RE, SLOW_RETRY_DELIVERY, DaemonTestCase, make_dev_certs,
+                     make_message, require_program, wait_until)
+from harness import run_program as run
 
 DEST = "dest.test"
 SENDER = "alice@sender.test"
 
-DELIVERY = {
-    "enabled": True,
-    "retry_initial": 60,     # one attempt per test unless it says otherwise
-    "retry_max": 120,
-    "destination_backoff": 1,
-    "idle_timeout": 1,
-    "connect_timeout": 2,
-    "command_timeout": 10,
-    "data_timeout": 10,
-    "tls_timeout": 5,
-}
+# One attempt per test unless it says otherwise.
+DELIVERY = dict(SLOW_RETRY_DELIVERY, tls_timeout=5)
 
 RELAY_USER = "relayuser"
 RELAY_PASSWORD = "s3cret relay pass"
-
-RECEIVED_TLS_RE = re.compile(rb"\(using (TLSv1\.[23]) with cipher ([A-Za-z0-9_-]+)\)")
-PROGRAMS = {"openssl": "openssl", "mkpasswd": "whois"}
-
-
-def require_program(name):
-    path = shutil.which(name)
-    if not path:
-        raise AssertionError(f"{name} not found on PATH; install the Debian package "
-                             f"{PROGRAMS[name]}")
-    return path
-
-
-def run(args, timeout=60, input=None):
-    try:
-        r = subprocess.run([str(a) for a in args], input=input, capture_output=True,
-                           timeout=timeout,
-                           stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{args[0]} did not finish within {timeout} s: {e.output!r}")
-    return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
-
-
-def make_certs(tc, directory):
-    """scripts/dev-cert DIR: ecdsa.{key,crt}, rsa.{key,crt} for localhost/127.0.0.1."""
-    require_program("openssl")
-    rc, out = run([harness.REPO_ROOT / "scripts" / "dev-cert", directory])
-    tc.assertEqual(rc, 0, f"scripts/dev-cert failed: {out}")
-    for f in ("ecdsa.key", "ecdsa.crt", "rsa.key", "rsa.crt"):
-        tc.assertTrue((directory / f).is_file(), f"dev-cert did not write {f}")
-    return directory
 
 
 # ---------------------------------------------------------------------------
@@ -297,7 +248,7 @@ class OutboundTlsTestCase(DaemonTestCase):
     def setUp(self):
         super().setUp()
         harness.require_sluicectl()
-        self.certs = make_certs(self, self.workdir / "certs")
+        self.certs = make_dev_certs(self.workdir / "certs")
 
     def tls_listener(self, **extra):
         spec = {"name": "in", "tls": "starttls",
@@ -308,14 +259,6 @@ class OutboundTlsTestCase(DaemonTestCase):
         spec.update(extra)
         return spec
 
-    def admin_daemon(self, **kw):
-        wd = self.workdir / f"d{len(self.daemons)}"
-        wd.mkdir()
-        d = AdminDaemon(wd, admin=True, **kw)
-        self.daemons.append(d)
-        d.start()
-        return d
-
     def relay(self, port, delivery=None, **route):
         """The sluiced under test: dest.test goes to 127.0.0.1:port."""
         conf = dict(DELIVERY)
@@ -323,7 +266,7 @@ class OutboundTlsTestCase(DaemonTestCase):
         r = {"name": "smarthost", "domains": [DEST], "type": "smarthost",
              "host": harness.LOOPBACK, "port": port}
         r.update(route)
-        return self.admin_daemon(delivery=conf, routes=[r])
+        return self.daemon(admin=True, delivery=conf, routes=[r])
 
     def receiver(self, **listener):
         """A second sluiced with a STARTTLS listener, delivery off: its spool is
@@ -332,12 +275,7 @@ class OutboundTlsTestCase(DaemonTestCase):
 
     def submit(self, d, token, rcpt=f"bob@{DEST}"):
         msg = make_message(token)
-        with RawSmtp.connect(d.port) as c:
-            c.greet()
-            code, text = send_message(c, SENDER, [rcpt], msg)
-            self.assertEqual(code, 250, text)
-            c.cmd("QUIT")
-        return queued_id(text), msg
+        return self.send(d.port, SENDER, [rcpt], msg), msg
 
     def tls_count(self, d, result):
         return d.scrape().sum("sluice_delivery_tls_total", result=result)

@@ -6,12 +6,9 @@ import shutil
 import signal
 import subprocess
 import unittest
-from pathlib import Path
 
 import harness
 from harness import DaemonTestCase
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def server_key_bits(port, servername=None):
@@ -34,13 +31,8 @@ def server_key_bits(port, servername=None):
 class SniTest(DaemonTestCase):
     def setUp(self):
         super().setUp()
-        if shutil.which("openssl") is None:
-            self.fail("openssl not found: install the Debian package openssl")
-        self.certs = self.workdir / "certs"
-        self.other = self.workdir / "other"
-        for d in (self.certs, self.other):
-            subprocess.run([str(REPO / "scripts" / "dev-cert"), str(d)], check=True,
-                           capture_output=True, timeout=60)
+        self.certs = harness.make_dev_certs(self.workdir / "certs")
+        self.other = harness.make_dev_certs(self.workdir / "other")
 
     def listeners(self):
         # A plaintext listener first: the harness waits for its 220 greeting.
