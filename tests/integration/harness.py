@@ -310,12 +310,39 @@ class Daemon:
         return self.workdir / f"sluiced.{self.starts}.log"
 
     def log_text(self):
+        """The human log (stderr) of every start. Tests learn outcomes from the
+        event log (events()), not from this text."""
         out = []
         for i in range(1, self.starts + 1):
             p = self.workdir / f"sluiced.{i}.log"
             if p.exists():
                 out.append(f"--- sluiced start #{i} ---\n" + p.read_text(errors="replace"))
         return "\n".join(out)
+
+    @property
+    def event_log_path(self):
+        """The [server] event_log file, or None when this daemon writes none to a file."""
+        path = self.server.get("event_log")
+        return Path(path) if path and path != "-" else None
+
+    def events(self, kind=None, **fields):
+        """The JSON event log so far: every event, or those of one kind whose
+        fields have the given values. The writer flushes within 200 ms, so a
+        test polls for the events it waits for (wait_events)."""
+        if self.event_log_path is None:
+            raise AssertionError("this daemon writes no event log (daemon(event_log=True))")
+        events = read_events(self.event_log_path)
+        return events if kind is None else find_events(events, kind, **fields)
+
+    def wait_events(self, kind, count=1, timeout=20, **fields):
+        """Polls until at least `count` events of `kind` with these field values
+        are in the event log; returns them."""
+        def enough():
+            got = self.events(kind, **fields)
+            return got if len(got) >= count else None
+
+        return wait_until(enough, timeout, f"{count} {kind} event(s) {fields} in the event log",
+                          interval=0.05)
 
     def start(self, timeout=20):
         """Starts sluiced and waits until every listener answers 220."""
@@ -893,6 +920,10 @@ class DaemonTestCase(unittest.TestCase):
                 text = d.log_text()
                 if text:
                     print(f"\n===== sluiced log ({d.workdir}) =====\n{text[-20000:]}")
+                path = d.event_log_path
+                if path is not None and path.exists():
+                    events = path.read_text(errors="replace")
+                    print(f"\n===== event log ({path}) =====\n{events[-20000:]}")
         if bad_exits:
             for d in self.daemons:
                 print(f"\n===== sluiced log ({d.workdir}) =====\n{d.log_text()[-20000:]}")
