@@ -145,10 +145,11 @@ class EventLogTest(DaemonTestCase):
         log.rename(rotated)
         before = read_events(rotated)
         d.signal(signal.SIGHUP)
-        # Events written after Reopen() go to the new file; sluiced logs this line
-        # right after Reopen(), so waiting for it makes the next event's file certain.
-        wait_until(lambda: "SIGHUP: event log reopened" in d.log_text(), 10,
-                   "sluiced to take the SIGHUP", interval=0.05)
+        # The writer opens the path anew (creating the file) before its next batch,
+        # within its flush interval, whether or not there is an event to write; every
+        # event queued after that goes to the new file. Once the file is there, the
+        # next event's file is certain.
+        wait_until(log.exists, 10, "the event log reopened at its path", interval=0.05)
         id_after = self.send(d.port, sender, ["ok-2@dest.test"], make_message("ev-after"))
         after = wait_until(lambda: find(read_events(log), "delivered", id=id_after)
                            and read_events(log), 20, "events in a fresh file at the path",
