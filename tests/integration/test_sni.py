@@ -61,8 +61,10 @@ class SniTest(DaemonTestCase):
         shutil.copy(self.other / "rsa.crt", self.certs / "ecdsa.crt")
         shutil.copy(self.other / "rsa.key", self.certs / "ecdsa.key")
         d.signal(signal.SIGHUP)
-        harness.wait_until(lambda: "TLS certificates and users files reloaded" in d.log_text(),
-                           10, "the reload log line")
+        # New connections get the RSA key once sluiced has taken the signal.
+        harness.wait_until(lambda: server_key_bits(d.port_of("tls")) == 2048, 10,
+                           "a 2048-bit key on a new connection after SIGHUP", interval=0.1)
+        self.assertTrue(d.running(), "sluiced died on SIGHUP")
         self.assertEqual(server_key_bits(d.port_of("tls")), 2048)
 
 
