@@ -15,7 +15,7 @@ smtpd_tls_loglevel = 1, delivering dest.test into a maildir.
 
 Needs postfix and openssl (for scripts/dev-cert): a missing program fails.
 
-    cd tests/interop && python3 -m unittest -v test_outbound_tls
+    cd tests/interop && python3 -m unittest -v test_postfix_tls
 """
 
 import re
