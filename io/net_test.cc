@@ -1,9 +1,19 @@
 #include "io/net.h"
 
+#include <unistd.h>
+
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "io/testing/loopback.h"
 
 namespace sluice::io {
 namespace {
+
+using testing::ConnectTo;
+using testing::PortOf;
 
 TEST(CidrTest, V4Prefixes) {
   auto c = Cidr::Parse("127.0.0.0/8");
@@ -73,6 +83,24 @@ TEST(SocketAddressTest, ParsesBothFamilies) {
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->ToString(), "[::1]:25");
   EXPECT_FALSE(SocketAddress::Parse("example.com", 25).ok());
+}
+
+TEST(ListenTcpTest, AcceptedSocketsHaveNoDelay) {
+  auto any = SocketAddress::Parse("127.0.0.1", 0);
+  ASSERT_TRUE(any.ok());
+  auto lfd = ListenTcp(*any, 4);
+  ASSERT_TRUE(lfd.ok());
+  const int c = ConnectTo(PortOf(*lfd));
+  ASSERT_GE(c, 0);
+  const int a = accept(*lfd, nullptr, nullptr);
+  ASSERT_GE(a, 0);
+  int on = 0;
+  socklen_t len = sizeof(on);
+  ASSERT_EQ(getsockopt(a, IPPROTO_TCP, TCP_NODELAY, &on, &len), 0);
+  EXPECT_EQ(on, 1) << "replies go out without Nagle delay";
+  close(a);
+  close(c);
+  close(*lfd);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Test setup for metrics_unit: the human log goes to stderr, where death tests look for
+// Test setup for metrics_test: the human log goes to stderr, where death tests look for
 // SLUICE_BUG/SLUICE_CHECK messages.
 
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // Throughput of the sans-I/O SMTP codec (smtp/): command lines of a realistic
 // pipelined transaction, and the DATA and BDAT body readers. Run with
-// `meson test --benchmark codec` or the binary directly.
+// `meson test --benchmark codec_bench` or the binary directly.
 
 #include <string>
 

@@ -7,6 +7,11 @@ process it started by PID, also when the test fails.
 Binaries: $SLUICED / $SLUICECTL (set by tests/meson.build), else
 build/gateway/sluiced and build/admin/sluicectl under the repository root.
 
+Every helper that more than one test module uses lives here: the daemon (with
+its admin port and its JSON event log), SMTP over a raw socket, the scrape
+parser, and the programs the TLS tests need. A test module keeps only what it
+alone uses, and no test module imports another.
+
 Nothing here sleeps to wait for a condition: every wait polls with a
 deadline, and every loop is bounded in iterations and time.
 """
@@ -22,16 +27,33 @@ import subprocess
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+from sink import Sink
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
 HOSTNAME = "test.sluice"
 
+# The domain of the senders whose DSNs relay() delivers to a maildir.
+SENDER_DOMAIN = "sender.test"
+
 # The id in "250 2.0.0 Ok: queued as <ID>": Crockford base32, 26 characters.
 QUEUED_RE = re.compile(rb"queued as ([0-9A-Z]{26})\b")
+# The TLS clause of a Received header: "(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)".
+RECEIVED_TLS_RE = re.compile(rb"\(using (TLSv1\.[23]) with cipher ([A-Za-z0-9_-]+)\)")
 
 POLL_INTERVAL = 0.02  # between polls of a condition that has a deadline
+
+
+# sluiced and sluicectl run with cwd = the test's temp dir: a relative $SLUICED
+# (as in "SLUICED=../../build/gateway/sluiced") is made absolute while the cwd
+# is still the one it is relative to.
+for _var in ("SLUICED", "SLUICECTL", "SLUICE_BLAST"):
+    if os.environ.get(_var):
+        os.environ[_var] = os.path.abspath(os.environ[_var])
 
 
 def _binary(env_name, relative):
@@ -106,6 +128,91 @@ def wait_until(predicate, timeout, what, interval=POLL_INTERVAL):
             break
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+# ---------------------------------------------------------------------------
+# Programs the tests run
+
+# program → the Debian package that installs it
+PROGRAMS = {"swaks": "swaks", "curl": "curl", "openssl": "openssl", "mkpasswd": "whois",
+            "htpasswd": "apache2-utils"}
+
+
+def require_program(name):
+    """A needed program that is missing is a failure, never a skip."""
+    path = shutil.which(name)
+    if not path:
+        pkg = PROGRAMS[name]
+        raise AssertionError(f"{name} not found on PATH; install the Debian package {pkg} "
+                             f"(apt-get install {pkg})")
+    return path
+
+
+def run_program(args, timeout=60, input=None):
+    """A client program with a bounded run time: (exit status, stdout+stderr as text)."""
+    try:
+        r = subprocess.run([str(a) for a in args], input=input, capture_output=True,
+                           timeout=timeout, stdin=None if input is not None else
+                           subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:  # run() has killed and reaped it
+        raise AssertionError(f"{args[0]} did not finish within {timeout} s: {e.output!r}")
+    return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
+
+
+def make_dev_certs(directory):
+    """scripts/dev-cert DIR: ecdsa.{key,crt} (P-256) and rsa.{key,crt} (2048 bits) for
+    localhost and 127.0.0.1, self-signed. Returns the directory."""
+    require_program("openssl")
+    directory = Path(directory)
+    rc, out = run_program([REPO_ROOT / "scripts" / "dev-cert", directory])
+    if rc != 0:
+        raise AssertionError(f"scripts/dev-cert failed: {out}")
+    for f in ("ecdsa.key", "ecdsa.crt", "rsa.key", "rsa.crt"):
+        if not (directory / f).is_file():
+            raise AssertionError(f"dev-cert did not write {f}")
+    return directory
+
+
+class Proc:
+    """A program we started (a child): output to a log file, stopped by PID."""
+
+    def __init__(self, name, argv, workdir, env=None):
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = Path(workdir) / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=workdir, env=env)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def check_running(self):
+        if not self.running():
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                 + self.log_text())
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self, timeout=10):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        if self._log:
+            self._log.close()
+            self._log = None
 
 
 # ---------------------------------------------------------------------------
@@ -203,12 +310,39 @@ class Daemon:
         return self.workdir / f"sluiced.{self.starts}.log"
 
     def log_text(self):
+        """The human log (stderr) of every start. Tests learn outcomes from the
+        event log (events()), not from this text."""
         out = []
         for i in range(1, self.starts + 1):
             p = self.workdir / f"sluiced.{i}.log"
             if p.exists():
                 out.append(f"--- sluiced start #{i} ---\n" + p.read_text(errors="replace"))
         return "\n".join(out)
+
+    @property
+    def event_log_path(self):
+        """The [server] event_log file, or None when this daemon writes none to a file."""
+        path = self.server.get("event_log")
+        return Path(path) if path and path != "-" else None
+
+    def events(self, kind=None, **fields):
+        """The JSON event log so far: every event, or those of one kind whose
+        fields have the given values. The writer flushes within 200 ms, so a
+        test polls for the events it waits for (wait_events)."""
+        if self.event_log_path is None:
+            raise AssertionError("this daemon writes no event log (daemon(event_log=True))")
+        events = read_events(self.event_log_path)
+        return events if kind is None else find_events(events, kind, **fields)
+
+    def wait_events(self, kind, count=1, timeout=20, **fields):
+        """Polls until at least `count` events of `kind` with these field values
+        are in the event log; returns them."""
+        def enough():
+            got = self.events(kind, **fields)
+            return got if len(got) >= count else None
+
+        return wait_until(enough, timeout, f"{count} {kind} event(s) {fields} in the event log",
+                          interval=0.05)
 
     def start(self, timeout=20):
         """Starts sluiced and waits until every listener answers 220."""
@@ -388,6 +522,182 @@ def split_received(body):
 
 
 # ---------------------------------------------------------------------------
+# The admin port: /metrics, /healthz, /readyz
+
+
+class AdminDaemon(Daemon):
+    """A Daemon plus an [admin] table on a free loopback port."""
+
+    def __init__(self, workdir, admin=True, **kw):
+        self.admin = None
+        if admin:
+            used = {l.get("port") for l in kw.get("listeners") or [] if l.get("port")}
+            self.admin = {"address": LOOPBACK, "port": free_port(used)}
+        super().__init__(workdir, **kw)
+
+    @property
+    def admin_port(self):
+        return self.admin["port"]
+
+    def write_config(self):
+        text = render_config(self.server, self.spool, self.listeners, self.delivery,
+                             self.routes)
+        if self.admin:
+            text += "\n[admin]\n" + "".join(
+                f"{k} = {_toml_value(v)}\n" for k, v in self.admin.items())
+        self.config_path.write_text(text)
+
+    def start(self, timeout=20):
+        super().start(timeout)
+        if self.admin:
+            try:
+                wait_until(lambda: self._healthz_ok(), timeout, "the admin port's /healthz",
+                           interval=0.05)
+            except BaseException:
+                self.kill()
+                raise
+        return self
+
+    def _healthz_ok(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"sluiced exited with {self.proc.returncode}:\n"
+                                 + self.log_text())
+        try:
+            return http_get(self.admin_port, "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def get(self, path):
+        return http_get(self.admin_port, path)
+
+    def scrape(self):
+        status, headers, body = self.get("/metrics")
+        if status != 200:
+            raise AssertionError(f"GET /metrics: {status} {body[:200]!r}")
+        return Scrape(body.decode("utf-8"), headers)
+
+
+def http_get(port, path, timeout=10.0):
+    """(status, headers, body) of GET http://127.0.0.1:port/path."""
+    url = f"http://{LOOPBACK}:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+# The Prometheus text format (what /metrics serves), parsed strictly enough to find our samples.
+_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?$")
+_LABEL_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*,?')
+
+
+def _unescape(v):
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
+
+
+class Scrape:
+    def __init__(self, text, headers=None):
+        self.text = text
+        self.headers = headers or {}
+        self.samples = []   # (name, {label: value}, float)
+        self.types = {}     # family name → counter|gauge|histogram|summary|untyped
+        for line in text.split("\n"):
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 4 and parts[1] == "TYPE":
+                    self.types[parts[2]] = parts[3].strip()
+                continue
+            m = _SAMPLE_RE.match(line)
+            if not m:
+                raise AssertionError(f"unparsable sample line {line!r}")
+            labels = {}
+            body = m.group(2) or ""
+            pos = 0
+            for _ in range(len(body) + 1):
+                if pos >= len(body):
+                    break
+                lm = _LABEL_RE.match(body, pos)
+                if not lm:
+                    raise AssertionError(f"unparsable labels in {line!r}")
+                labels[lm.group(1)] = _unescape(lm.group(2))
+                pos = lm.end()
+            self.samples.append((m.group(1), labels, float(m.group(3))))
+
+    @property
+    def names(self):
+        return {name for name, _, _ in self.samples}
+
+    def series(self, name, **match):
+        return [(labels, v) for n, labels, v in self.samples
+                if n == name and all(labels.get(k) == val for k, val in match.items())]
+
+    def has(self, name, **match):
+        return bool(self.series(name, **match))
+
+    def sum(self, name, **match):
+        """Sum over the matching series; 0 when there is none."""
+        return sum(v for _, v in self.series(name, **match))
+
+    def by(self, name, *keys, **match):
+        """{(label values...): value} for the matching series."""
+        out = {}
+        for labels, v in self.series(name, **match):
+            k = tuple(labels.get(key, "") for key in keys)
+            out[k] = out.get(k, 0) + v
+        return out
+
+
+def scrape_excerpt(scrape, limit=200):
+    """The samples of a scrape without comments and buckets, for a failure message."""
+    if scrape is None:
+        return "(none)"
+    lines = [l for l in scrape.text.split("\n") if l and not l.startswith("#")
+             and "_bucket{" not in l]
+    return "\n".join(lines[:limit])
+
+
+# ---------------------------------------------------------------------------
+# The JSON event log ([server] event_log; metrics/event_log.h)
+
+EVENT_TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def read_events(path):
+    """[event dict] of a JSON-lines file; every line must be a whole JSON
+    object (the last line too: the writer writes whole lines)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        raise AssertionError(f"{path}: last line is incomplete: {text[-200:]!r}")
+    out = []
+    for n, line in enumerate(text.split("\n")[:-1], 1):
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise AssertionError(f"{path}:{n}: not JSON ({e}): {line!r}") from None
+        if not isinstance(obj, dict):
+            raise AssertionError(f"{path}:{n}: not an object: {line!r}")
+        keys = list(obj)
+        if keys[:2] != ["ts", "event"]:
+            raise AssertionError(f"{path}:{n}: first fields are {keys[:2]}, not ts, event")
+        if not EVENT_TS_RE.match(obj["ts"]):
+            raise AssertionError(f"{path}:{n}: ts {obj['ts']!r} is not RFC 3339 UTC with µs")
+        out.append(obj)
+    return out
+
+
+def find_events(events, kind, **fields):
+    """The events of one kind whose fields have the given values."""
+    return [e for e in events if e["event"] == kind
+            and all(e.get(k) == v for k, v in fields.items())]
+
+
+# ---------------------------------------------------------------------------
 # SMTP over a raw socket
 
 
@@ -538,11 +848,12 @@ def dot_stuff(message):
     return b"\r\n".join((b"." + l if l.startswith(b".") else l) for l in lines)
 
 
-def send_message(client, sender, recipients, message):
-    """A whole transaction on an open, greeted RawSmtp; returns the final reply."""
+def send_message(client, sender, recipients, message, rcpt_params=""):
+    """A whole transaction on an open, greeted RawSmtp; returns the final reply.
+    rcpt_params: ESMTP parameters for every RCPT (e.g. "NOTIFY=NEVER")."""
     client.expect(250, f"MAIL FROM:<{sender}>")
     for r in recipients:
-        client.expect(250, f"RCPT TO:<{r}>")
+        client.expect(250, f"RCPT TO:<{r}>" + (f" {rcpt_params}" if rcpt_params else ""))
     client.expect(354, "DATA")
     client.send(dot_stuff(message) + b".\r\n")
     return client.reply()
@@ -560,6 +871,20 @@ def make_message(token, extra_headers=(), body_lines=None, subject=None):
 
 # ---------------------------------------------------------------------------
 # Test case base
+
+# Shrunk delivery timings, except that a deferred message waits a minute before
+# its next attempt: a test looks at it while it waits, and exact counts do not
+# move under it.
+SLOW_RETRY_DELIVERY = {
+    "enabled": True,
+    "retry_initial": 60,
+    "retry_max": 120,
+    "destination_backoff": 1,
+    "idle_timeout": 1,
+    "connect_timeout": 2,
+    "command_timeout": 10,
+    "data_timeout": 10,
+}
 
 
 class DaemonTestCase(unittest.TestCase):
@@ -595,6 +920,10 @@ class DaemonTestCase(unittest.TestCase):
                 text = d.log_text()
                 if text:
                     print(f"\n===== sluiced log ({d.workdir}) =====\n{text[-20000:]}")
+                path = d.event_log_path
+                if path is not None and path.exists():
+                    events = path.read_text(errors="replace")
+                    print(f"\n===== event log ({path}) =====\n{events[-20000:]}")
         if bad_exits:
             for d in self.daemons:
                 print(f"\n===== sluiced log ({d.workdir}) =====\n{d.log_text()[-20000:]}")
@@ -616,15 +945,68 @@ class DaemonTestCase(unittest.TestCase):
         return bool(mine) or not outcome.success
 
     def daemon(self, listeners=None, server=None, spool=None, start=True, subdir=None,
-               delivery=None, routes=None):
+               delivery=None, routes=None, admin=False, event_log=False):
+        """A daemon in its own directory under the test's. admin: with an admin
+        port (an AdminDaemon). event_log: writing the JSON event log to
+        events.jsonl there (unless `server` names another event_log)."""
         wd = self.workdir / (subdir or f"d{len(self.daemons)}")
         wd.mkdir()
-        d = Daemon(wd, listeners=listeners, server=server, spool=spool, delivery=delivery,
-                   routes=routes)
+        server = dict(server or {})
+        if event_log:
+            server.setdefault("event_log", str(wd / "events.jsonl"))
+        kind = AdminDaemon if admin else Daemon
+        d = kind(wd, listeners=listeners, server=server, spool=spool, delivery=delivery,
+                 routes=routes)
         self.daemons.append(d)
         if start:
             d.start()
         return d
+
+    def sink(self, **kw):
+        """A scriptable SMTP/LMTP sink (sink.py), stopped at cleanup."""
+        s = Sink(**kw).start()
+        self.addCleanup(s.stop)
+        return s
+
+    def relay(self, sink_port, delivery=None, timings=SLOW_RETRY_DELIVERY, route=None,
+              extra_routes=(), lmtp=False, **daemon_kw):
+        """A daemon with delivery on: SENDER_DOMAIN mail (the DSNs) goes to the
+        maildir self.maildir, `extra_routes` next, and every other domain to the
+        sink (route "sink", SMTP or LMTP, updated with `route`). The [delivery]
+        table is `timings` updated with `delivery`."""
+        conf = dict(timings)
+        conf.update(delivery or {})
+        self.maildir = self.workdir / "senders-maildir"
+        last = {"name": "sink", "domains": ["*"], "type": "lmtp" if lmtp else "smarthost",
+                "host": LOOPBACK, "port": sink_port}
+        last.update(route or {})
+        routes = [{"name": "senders", "domains": [SENDER_DOMAIN], "type": "maildir",
+                   "path": str(self.maildir)}, *extra_routes, last]
+        return self.daemon(delivery=conf, routes=routes, **daemon_kw)
+
+    def send(self, port, sender, recipients, message, rcpt_params=""):
+        """One transaction on a new connection, which must be accepted; returns the queued id."""
+        with RawSmtp.connect(port) as c:
+            c.greet()
+            code, text = send_message(c, sender, recipients, message, rcpt_params)
+            self.assertEqual(code, 250, text)
+            c.expect(221, "QUIT")
+            return queued_id(text)
+
+    def wait_scrape(self, d, predicate, timeout, what):
+        """Scrapes an AdminDaemon until predicate(scrape) is true; returns that
+        scrape. On a timeout the last scrape's samples are in the message."""
+        last = [None]
+
+        def check():
+            last[0] = d.scrape()
+            return predicate(last[0])
+
+        try:
+            wait_until(check, timeout, what, interval=0.1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; last scrape:\n{scrape_excerpt(last[0])}") from None
+        return last[0]
 
     def client(self, port, greet=True, helo="client.test", source=None):
         c = RawSmtp.connect(port, source=source)

@@ -288,15 +288,11 @@ class BodyBudgetTest(DaemonTestCase):
         """A BDAT size is the client's number: 2^64 - 1 must not wrap the room
         reckoning (before, it took no room at all and the body grew unbounded
         by the budget)."""
-        from test_metrics import AdminDaemon
-        wd = self.workdir / "bdat-huge"
-        wd.mkdir()
-        d = AdminDaemon(wd, server={"max_body_memory": 48 * MIB,
-                                    "max_body_memory_per_client": 9 * MIB},
+        d = self.daemon(subdir="bdat-huge", admin=True,
+                        server={"max_body_memory": 48 * MIB,
+                                "max_body_memory_per_client": 9 * MIB},
                         listeners=[{"name": "relay", "max_message_size": 8 * MIB,
                                     "max_connections_per_ip": 100}])
-        self.daemons.append(d)
-        d.start()
         warm_up(d.port)
         idle = quiet_rss(d.pid)
         chunk = b"h" * (1 << 20)

@@ -185,12 +185,7 @@ class QuarantineTest(DaemonTestCase):
     never silently dropped, and the relay runs on with the other messages."""
 
     def test_undecodable_record_is_quarantined_not_fatal(self):
-        from test_metrics import AdminDaemon  # the admin port, for the gauge
-        wd = self.workdir / "q"
-        wd.mkdir()
-        d = AdminDaemon(wd)
-        self.daemons.append(d)
-        d.start()
+        d = self.daemon(subdir="q", admin=True)  # the admin port, for the gauge
         ids = []
         c = self.client(d.port)
         for i in range(3):
@@ -229,7 +224,7 @@ class QuarantineTest(DaemonTestCase):
         self.assertIn(b"X-Test-Token: q1", shown)  # the body is kept
         body = d.sluicectl("quarantine", "show", bad, "--body").stdout
         self.assertEqual(harness.split_received(body)[1], make_message("q1"))
-        out = wd / "quarantine-export"
+        out = d.workdir / "quarantine-export"
         d.sluicectl("quarantine", "export", str(out))
         self.assertEqual(sorted(p.name for p in out.iterdir()),
                          sorted([f"{bad}.envelope", f"{bad}.eml", f"{bad}.reason",

@@ -2,7 +2,8 @@
 over a smarthost or LMTP route, or writes a maildir. What the sink receives
 is what the spool held, byte for byte; retries, bounces (RFC 3464 DSNs),
 expiry, destination back-off, connection limits, crashes and shutdowns are
-checked by what arrives where, and by the spool draining.
+checked by what arrives where, by the spool draining, and by the outcomes
+sluiced records in its JSON event log.
 
 Timings are shrunk (retry_initial 1 s, retry_max 2 s, destination_backoff
 1 s) so that every scenario takes seconds; every wait polls with a deadline.
@@ -11,7 +12,6 @@ Timings are shrunk (retry_initial 1 s, retry_max 2 s, destination_backoff
 import collections
 import email
 import email.policy
-import os
 import re
 import smtplib
 import threading
@@ -19,19 +19,10 @@ import time
 from pathlib import Path
 
 import harness
-from harness import (DaemonTestCase, RawSmtp, dot_stuff, make_message, queued_id,
+from harness import (SENDER_DOMAIN, DaemonTestCase, RawSmtp, make_message, queued_id,
                      split_received, wait_until)
-from sink import Sink
-
-# The harness starts sluiced with cwd = the test's temp dir: a relative
-# $SLUICED / $SLUICECTL (as in "SLUICED=../../build/gateway/sluiced") must be
-# made absolute first.
-for _var in ("SLUICED", "SLUICECTL"):
-    if os.environ.get(_var):
-        os.environ[_var] = os.path.abspath(os.environ[_var])
 
 CRLF = b"\r\n"
-SENDER_DOMAIN = "sender.test"
 
 FAST = {
     "enabled": True,
@@ -44,8 +35,8 @@ FAST = {
     "data_timeout": 10,
 }
 
-LOG_RE = re.compile(r"\b(delivered|deferred|bounced|expired) id=(\S+) to=<([^>]*)>(.*)$")
-BOUNCE_RE = re.compile(r"\bbounce id=(\S+) for=(\S+) to=<([^>]*)>")
+# The event log's events for a recipient's delivery attempt or its end.
+OUTCOMES = ("delivered", "deferred", "bounced", "expired")
 
 
 class DeliveryTestCase(DaemonTestCase):
@@ -57,39 +48,11 @@ class DeliveryTestCase(DaemonTestCase):
 
     # -- set-up helpers -------------------------------------------------------
 
-    def sink(self, **kw):
-        s = Sink(**kw).start()
-        self.addCleanup(s.stop)
-        return s
-
-    def relay(self, sink_port, route=None, delivery=None, server=None, lmtp=False,
-              extra_routes=()):
-        """A sluiced whose sender.test mail goes to a maildir (for the DSNs),
-        `extra_routes` next, and every other domain to the sink."""
-        conf = dict(FAST)
-        conf.update(delivery or {})
-        last = {"name": "sink", "domains": ["*"], "type": "lmtp" if lmtp else "smarthost",
-                "host": harness.LOOPBACK, "port": sink_port}
-        last.update(route or {})
-        routes = [{"name": "senders", "domains": [SENDER_DOMAIN], "type": "maildir",
-                   "path": str(self.maildir)}, *extra_routes, last]
-        return self.daemon(delivery=conf, routes=routes, server=server)
+    def relay(self, sink_port, **kw):
+        """harness relay() with the FAST timings and the JSON event log."""
+        return super().relay(sink_port, timings=FAST, event_log=True, **kw)
 
     # -- sending --------------------------------------------------------------
-
-    def send(self, port, sender, recipients, message, rcpt_params=""):
-        """One transaction on a new connection; returns the queued id."""
-        with RawSmtp.connect(port) as c:
-            c.greet()
-            c.expect(250, f"MAIL FROM:<{sender}>")
-            for r in recipients:
-                c.expect(250, f"RCPT TO:<{r}>" + (f" {rcpt_params}" if rcpt_params else ""))
-            c.expect(354, "DATA")
-            c.send(dot_stuff(message) + b".\r\n")
-            code, text = c.reply()
-            self.assertEqual(code, 250, text)
-            c.expect(221, "QUIT")
-            return queued_id(text)
 
     def send_many(self, port, messages, connections, sender="sender@client.test",
                   recipient="rcpt@dest.test"):
@@ -131,17 +94,18 @@ class DeliveryTestCase(DaemonTestCase):
         wait_until(lambda: d.queue_count() == 0, timeout, "an empty spool",
                    interval=0.1)
 
-    def log_events(self, d, kind=None):
-        """[(kind, id, recipient, rest)] from the daemon's logs."""
-        out = []
-        for line in d.log_text().splitlines():
-            m = LOG_RE.search(line)
-            if m and (kind is None or m.group(1) == kind):
-                out.append(m.groups())
-        return out
+    def outcomes(self, d, kind=None):
+        """The delivered, deferred, bounced and expired events so far, in order
+        (of one kind only if given)."""
+        kinds = (kind,) if kind else OUTCOMES
+        return [e for e in d.events() if e["event"] in kinds]
 
-    def bounces_logged(self, d):
-        return [m.groups() for m in map(BOUNCE_RE.search, d.log_text().splitlines()) if m]
+    def final_events(self, d):
+        """Stops the daemon (it must exit 0) and returns its whole event log:
+        the writer writes everything queued before it exits, so what a test
+        counts here is complete."""
+        self.assertEqual(d.stop(), 0)
+        return d.events()
 
     def maildir_files(self, root=None):
         new = Path(root or self.maildir) / "new"
@@ -217,14 +181,15 @@ class DeliveryTest(DeliveryTestCase):
         self.assertIn(b"for <bob@dest.test>", received)
         self.assertIn("BODY=8BITMIME", got.mail_params)
         self.assertIn(f"SIZE={len(stored.body)}", got.mail_params)
-        events = self.log_events(d)
-        self.assertEqual([(e[0], e[1], e[2]) for e in events],
-                         [("delivered", stored.id, "bob@dest.test")], events)
-        self.assertIn(f"relay=127.0.0.1[127.0.0.1]:{sink.port}", events[0][3])
         self.assertEqual(sink.protocol_errors, [])
         self.assertEqual(self.maildir_files(), [])  # no DSN
         # idle_timeout = 1: the pooled connection is closed soon after
         wait_until(lambda: sink.sessions_current == 0, 5, "the idle connection closed")
+        events = [e for e in self.final_events(d) if e["event"] in OUTCOMES]
+        self.assertEqual([(e["event"], e["id"], e["recipient"]) for e in events],
+                         [("delivered", stored.id, "bob@dest.test")], events)
+        self.assertEqual(events[0]["remote"], f"127.0.0.1[127.0.0.1]:{sink.port}")
+        self.assertEqual(events[0]["code"], 250)
 
     def test_relay_with_swaks(self):
         sink = self.sink()
@@ -248,7 +213,7 @@ class DeliveryTest(DeliveryTestCase):
         sink = self.sink()
         d = self.relay(sink.port)
         messages = [(f"bulk-{i:03d}", make_message(f"bulk-{i:03d}")) for i in range(200)]
-        self.send_many(d.port, messages, connections=5)
+        ids = self.send_many(d.port, messages, connections=5)
         wait_until(lambda: len(sink.tokens()) >= 200, 60, "200 distinct messages at the sink")
         self.wait_spool_empty(d)
         self.assert_tokens_once(sink, [t for t, _ in messages])
@@ -256,9 +221,12 @@ class DeliveryTest(DeliveryTestCase):
         by_token = {dl.token: dl for dl in sink.deliveries}
         for token, msg in messages:
             self.assertEqual(split_received(by_token[token].data)[1], msg, token)
-        self.assertEqual(len(self.log_events(d, "delivered")), 200)
-        self.assertEqual(self.log_events(d, "deferred"), [])
         self.assertEqual(sink.protocol_errors, [])
+        events = self.final_events(d)
+        delivered = harness.find_events(events, "delivered")
+        self.assertEqual(len(delivered), 200)
+        self.assertEqual({e["id"] for e in delivered}, set(ids.values()))
+        self.assertEqual(harness.find_events(events, "deferred"), [])
 
     # 3 ---------------------------------------------------------------------
     def test_deferred_twice_then_delivered_once(self):
@@ -272,13 +240,17 @@ class DeliveryTest(DeliveryTestCase):
         self.wait_spool_empty(d)
         self.assertEqual(sink.tokens(), collections.Counter({"flaky-1": 1}))
         self.assertEqual(sink.attempts("flaky@dest.test"), 3)
-        deferred = self.log_events(d, "deferred")
-        self.assertEqual([(e[1], e[2]) for e in deferred], [(qid, "flaky@dest.test")] * 2)
-        self.assertTrue(all('reply="451 4.2.0 try later"' in e[3] for e in deferred), deferred)
         # retry_initial 1 s then 2 s (±10%): not immediately, not after ages
         self.assertGreater(elapsed, 2.5, "retries came too soon")
         self.assertLess(elapsed, 12)
         self.assertEqual(self.dsns(), [])  # a deferral is not a bounce
+        events = self.final_events(d)
+        deferred = harness.find_events(events, "deferred")
+        self.assertEqual([(e["id"], e["recipient"], e["code"], e["reply"]) for e in deferred],
+                         [(qid, "flaky@dest.test", 451, "451 4.2.0 try later")] * 2)
+        self.assertEqual([e["attempts"] for e in deferred], [1, 2])
+        [e] = harness.find_events(events, "delivered")
+        self.assertEqual((e["id"], e["recipient"], e["attempts"]), (qid, "flaky@dest.test", 3))
 
     def test_permanent_failure_bounces_with_dsn(self):
         sink = self.sink(rules={"bad-*@": "550 5.1.1 no such user here"})
@@ -305,10 +277,11 @@ class DeliveryTest(DeliveryTestCase):
         self.assertEqual(orig["X-Test-Token"], "bounce-1")
         self.assertEqual(orig["Subject"], "the original subject")
         self.assertEqual(orig["Message-ID"], "<bounce-1@client.test>")
-        [b] = self.bounces_logged(d)
-        self.assertEqual((b[1], b[2]), (qid, "alice@sender.test"))
-        [e] = self.log_events(d, "bounced")
-        self.assertEqual((e[1], e[2]), (qid, "bad-1@dest.test"))
+        events = self.final_events(d)
+        [b] = harness.find_events(events, "dsn")
+        self.assertEqual((b["for_id"], b["to"], b["action"]), (qid, "alice@sender.test", "failed"))
+        [e] = harness.find_events(events, "bounced")
+        self.assertEqual((e["id"], e["recipient"], e["code"]), (qid, "bad-1@dest.test", 550))
 
     def test_address_literals_are_delivered_to_that_address(self):
         """RFC 5321 §5.1: user@[192.0.2.1] and user@[IPv6:...] go to that
@@ -390,17 +363,20 @@ class DeliveryTest(DeliveryTestCase):
                   make_message("notify-delay"), rcpt_params="NOTIFY=DELAY")
         self.send(d.port, "fail@" + SENDER_DOMAIN, ["bad-fail@dest.test"],
                   make_message("notify-failure"), rcpt_params="NOTIFY=FAILURE")
-        wait_until(lambda: len(self.log_events(d, "bounced")) >= 4, 20, "four bounces")
+        d.wait_events("bounced", count=4)
         self.wait_spool_empty(d)
         dsns = self.dsns()
         self.assertEqual([m["Delivered-To"] for _, m in dsns], ["fail@sender.test"])
         _, [r], returned = parse_dsn(self, dsns[0][1])
         self.assertEqual(r["Final-Recipient"], "rfc822; bad-fail@dest.test")
         self.assertEqual(returned_headers(returned)["X-Test-Token"], "notify-failure")
-        self.assertEqual(len(self.bounces_logged(d)), 1)
         self.assertEqual(sink.deliveries, [])
         # The sink saw the NOTIFY it was given (it offers DSN).
         self.assertEqual(sink.attempts("bad-never@dest.test"), 1)
+        events = self.final_events(d)
+        self.assertEqual(len(harness.find_events(events, "bounced")), 4)
+        [b] = harness.find_events(events, "dsn")
+        self.assertEqual((b["to"], b["action"]), ("fail@sender.test", "failed"))
 
     def test_notify_forwarded_to_next_hop(self):
         sink = self.sink()
@@ -434,10 +410,11 @@ class DeliveryTest(DeliveryTestCase):
         self.wait_spool_empty(d)
         self.assertEqual(sink.payloads_count(), 2)
         self.assertEqual(sink.tokens(), collections.Counter({"lossy-1": 1}))
-        [e] = self.log_events(d, "deferred")
-        self.assertEqual((e[1], e[2]), (qid, "lossy@dest.test"))
-        self.assertRegex(e[3], r'reply="4\d\d ')
         self.assertEqual(self.dsns(), [])
+        [e] = harness.find_events(self.final_events(d), "deferred")
+        self.assertEqual((e["id"], e["recipient"]), (qid, "lossy@dest.test"))
+        self.assertRegex(e["reply"], r"^4\d\d ")
+        self.assertEqual(e["code"] // 100, 4, e)
 
     def test_message_over_remote_size_bounces(self):
         sink = self.sink(size_limit=2000)
@@ -460,11 +437,13 @@ class DeliveryTest(DeliveryTestCase):
         tokens = [f"down-{i}" for i in range(10)]
         for t in tokens:
             self.send(d.port, "a@" + SENDER_DOMAIN, [f"{t}@dest.test"], make_message(t))
-        wait_until(lambda: len({e[1] for e in self.log_events(d, "deferred")}) >= 10, 20,
+        wait_until(lambda: len({e["id"] for e in self.outcomes(d, "deferred")}) >= 10, 20,
                    "every message deferred")
-        deferred = self.log_events(d, "deferred")
-        self.assertTrue(all("4.4.1" in e[3] for e in deferred), deferred[:3])
-        self.assertIn("destination smarthost:sink", d.log_text())
+        deferred = self.outcomes(d, "deferred")
+        self.assertTrue(all("4.4.1" in e["reply"] for e in deferred), deferred[:3])
+        # Deferred for the destination (the route "sink"), not by a reply of the sink's.
+        self.assertEqual({e["destination"] for e in deferred}, {"sink"})
+        self.assertEqual({e["recipient"] for e in deferred}, {f"{t}@dest.test" for t in tokens})
         spool = d.export_spool()  # they wait
         self.assertEqual(len(spool), 10)
         bodies = {m.recipients[0]: m.body for m in spool.values()}
@@ -546,7 +525,7 @@ class DeliveryTest(DeliveryTestCase):
         d = self.relay(sink.port, delivery={"max_age": 3})
         qid = self.send(d.port, "alice@" + SENDER_DOMAIN, ["slow@dest.test"],
                         make_message("expire-1"))
-        wait_until(lambda: self.log_events(d, "deferred"), 10, "a first deferral")
+        d.wait_events("deferred", id=qid, timeout=10)
         [stored] = d.export_spool().values()
         lifetime = (stored.envelope["expires_at_us"] - stored.envelope["received_at_us"]) / 1e6
         self.assertAlmostEqual(lifetime, 3, delta=1,
@@ -562,8 +541,9 @@ class DeliveryTest(DeliveryTestCase):
         self.assertIn("always later", r["Diagnostic-Code"])
         self.assertEqual(returned_headers(returned)["X-Test-Token"], "expire-1")
         self.assertEqual(sink.deliveries, [])
-        self.assertTrue(any(l for l in d.log_text().splitlines()
-                            if "expired id=" + qid in l), "no 'expired' log line")
+        [e] = d.wait_events("expired", id=qid)
+        self.assertEqual(e["recipient"], "slow@dest.test")
+        self.assertIn("always later", e["reply"])
 
     # 8 ---------------------------------------------------------------------
     def test_maildir_route(self):
@@ -592,8 +572,12 @@ class DeliveryTest(DeliveryTestCase):
         self.assertEqual(seen, {"u1@local.test", "u2@local.test"})
         self.assertEqual(list((box / "tmp").iterdir()), [])
         self.assertEqual(sink.deliveries[0].recipients, ["far@dest.test"])
-        delivered = {e[2] for e in self.log_events(d, "delivered") if e[1] == qid}
-        self.assertEqual(delivered, {"u1@local.test", "u2@local.test", "far@dest.test"})
+        delivered = harness.find_events(self.final_events(d), "delivered", id=qid)
+        self.assertEqual(sorted(e["recipient"] for e in delivered),
+                         ["far@dest.test", "u1@local.test", "u2@local.test"])
+        self.assertEqual({e["recipient"]: e["destination"] for e in delivered},
+                         {"u1@local.test": "local", "u2@local.test": "local",
+                          "far@dest.test": "sink"})
 
     # 9 ---------------------------------------------------------------------
     def test_lmtp_per_recipient_replies(self):
@@ -673,7 +657,7 @@ class DeliveryTest(DeliveryTestCase):
         at_stop = sink.tokens()
         self.assertLess(len(at_stop), n, "everything was delivered before the stop")
         left = d.queue_count()
-        logged = len(self.log_events(d, "delivered"))
+        logged = len(d.events("delivered"))  # complete: the writer flushed at exit
         sink.data_delay = 0
         d.start()
         wait_until(lambda: len(sink.tokens()) >= n, 60, f"all {n} messages after the restart")

@@ -20,9 +20,8 @@ import time
 import unittest
 
 import harness
-from harness import DaemonTestCase, RawSmtp, make_message, queued_id, wait_until
+from harness import AdminDaemon, DaemonTestCase, RawSmtp, make_message, queued_id, wait_until
 from sink import Sink
-from test_metrics import AdminDaemon
 
 MIB = 1 << 20
 FS_SIZE = 64 * MIB

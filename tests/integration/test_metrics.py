@@ -9,56 +9,27 @@ Needs /usr/bin/promtool and /usr/bin/prometheus (or $PROMTOOL, $PROMETHEUS):
 a missing binary fails the test, it never skips. The Prometheus started here
 is our own process on a free loopback port with a private TSDB, stopped by
 PID; the system service is never touched.
-
-The helpers (AdminDaemon, scrape parsing, PromQL name extraction, the DNS
-stub) are shared with test_eventlog.py.
 """
 
 import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import harness
-from harness import DaemonTestCase, RawSmtp, dot_stuff, make_message, queued_id, wait_until
-from sink import Sink
-
-# The harness starts sluiced with cwd = the test's temp dir: a relative
-# $SLUICED / $SLUICECTL must be made absolute first.
-for _var in ("SLUICED", "SLUICECTL"):
-    if os.environ.get(_var):
-        os.environ[_var] = os.path.abspath(os.environ[_var])
+from harness import (SENDER_DOMAIN, SLOW_RETRY_DELIVERY, DaemonTestCase, RawSmtp, http_get,
+                     make_message, queued_id, scrape_excerpt, wait_until)
 
 DEPLOY = harness.REPO_ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 PROMETHEUS_YML = DEPLOY / "prometheus" / "prometheus.yml"
 DASHBOARD = DEPLOY / "grafana" / "sluice-dashboard.json"
-
-SENDER_DOMAIN = "sender.test"
-
-# Shrunk delivery timings (as in test_delivery.py), except that a deferred
-# message waits a minute before its next attempt: the tests look at it while it
-# waits, and exact counts must not move under them.
-DELIVERY = {
-    "enabled": True,
-    "retry_initial": 60,
-    "retry_max": 120,
-    "destination_backoff": 1,
-    "idle_timeout": 1,
-    "connect_timeout": 2,
-    "command_timeout": 10,
-    "data_timeout": 10,
-}
 
 
 def _tool(env_name, name):
@@ -75,137 +46,6 @@ def require_tool(env_name, name):
         raise AssertionError(f"{name} not found ({path}); install prometheus "
                              f"(Debian: apt-get install prometheus)")
     return path
-
-
-# ---------------------------------------------------------------------------
-# A daemon with an admin port
-
-
-class AdminDaemon(harness.Daemon):
-    """harness.Daemon plus an [admin] table on a free loopback port."""
-
-    def __init__(self, workdir, admin=True, **kw):
-        self.admin = None
-        if admin:
-            used = {l.get("port") for l in kw.get("listeners") or [] if l.get("port")}
-            self.admin = {"address": harness.LOOPBACK, "port": harness.free_port(used)}
-        super().__init__(workdir, **kw)
-
-    @property
-    def admin_port(self):
-        return self.admin["port"]
-
-    def write_config(self):
-        text = harness.render_config(self.server, self.spool, self.listeners, self.delivery,
-                                     self.routes)
-        if self.admin:
-            text += "\n[admin]\n" + "".join(
-                f"{k} = {harness._toml_value(v)}\n" for k, v in self.admin.items())
-        self.config_path.write_text(text)
-
-    def start(self, timeout=20):
-        super().start(timeout)
-        if self.admin:
-            try:
-                wait_until(lambda: self._healthz_ok(), timeout, "the admin port's /healthz",
-                           interval=0.05)
-            except BaseException:
-                self.kill()
-                raise
-        return self
-
-    def _healthz_ok(self):
-        if self.proc.poll() is not None:
-            raise AssertionError(f"sluiced exited with {self.proc.returncode}:\n"
-                                 + self.log_text())
-        try:
-            return http_get(self.admin_port, "/healthz")[0] == 200
-        except OSError:
-            return False
-
-    def get(self, path):
-        return http_get(self.admin_port, path)
-
-    def scrape(self):
-        status, headers, body = self.get("/metrics")
-        if status != 200:
-            raise AssertionError(f"GET /metrics: {status} {body[:200]!r}")
-        return Scrape(body.decode("utf-8"), headers)
-
-
-def http_get(port, path, timeout=10.0):
-    """(status, headers, body) of GET http://127.0.0.1:port/path."""
-    url = f"http://{harness.LOOPBACK}:{port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
-
-
-# ---------------------------------------------------------------------------
-# The text format, parsed strictly enough to find our samples
-
-_SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?[ \t]+(\S+)(?:[ \t]+-?\d+)?$")
-_LABEL_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"[ \t]*,?')
-
-
-def _unescape(v):
-    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), v)
-
-
-class Scrape:
-    def __init__(self, text, headers=None):
-        self.text = text
-        self.headers = headers or {}
-        self.samples = []   # (name, {label: value}, float)
-        self.types = {}     # family name → counter|gauge|histogram|summary|untyped
-        for line in text.split("\n"):
-            if not line.strip():
-                continue
-            if line.startswith("#"):
-                parts = line.split(None, 3)
-                if len(parts) >= 4 and parts[1] == "TYPE":
-                    self.types[parts[2]] = parts[3].strip()
-                continue
-            m = _SAMPLE_RE.match(line)
-            if not m:
-                raise AssertionError(f"unparsable sample line {line!r}")
-            labels = {}
-            body = m.group(2) or ""
-            pos = 0
-            for _ in range(len(body) + 1):
-                if pos >= len(body):
-                    break
-                lm = _LABEL_RE.match(body, pos)
-                if not lm:
-                    raise AssertionError(f"unparsable labels in {line!r}")
-                labels[lm.group(1)] = _unescape(lm.group(2))
-                pos = lm.end()
-            self.samples.append((m.group(1), labels, float(m.group(3))))
-
-    @property
-    def names(self):
-        return {name for name, _, _ in self.samples}
-
-    def series(self, name, **match):
-        return [(labels, v) for n, labels, v in self.samples
-                if n == name and all(labels.get(k) == val for k, val in match.items())]
-
-    def has(self, name, **match):
-        return bool(self.series(name, **match))
-
-    def sum(self, name, **match):
-        """Sum over the matching series; 0 when there is none."""
-        return sum(v for _, v in self.series(name, **match))
-
-    def by(self, name, *keys, **match):
-        """{(label values...): value} for the matching series."""
-        out = {}
-        for labels, v in self.series(name, **match):
-            k = tuple(labels.get(key, "") for key in keys)
-            out[k] = out.get(k, 0) + v
-        return out
 
 
 # ---------------------------------------------------------------------------
@@ -356,79 +196,6 @@ class NxdomainDns:
 
 
 # ---------------------------------------------------------------------------
-# Test case base
-
-
-class MetricsTestCase(DaemonTestCase):
-
-    def admin_daemon(self, listeners=None, server=None, delivery=None, routes=None,
-                     admin=True, start=True):
-        wd = self.workdir / f"d{len(self.daemons)}"
-        wd.mkdir()
-        d = AdminDaemon(wd, admin=admin, listeners=listeners, server=server,
-                        delivery=delivery, routes=routes)
-        self.daemons.append(d)
-        if start:
-            d.start()
-        return d
-
-    def sink(self, **kw):
-        s = Sink(**kw).start()
-        self.addCleanup(s.stop)
-        return s
-
-    def relay(self, sink_port, extra_routes=(), server=None, delivery=None, listeners=None):
-        """Delivery ON: sender.test to a maildir (the DSNs), extra_routes, then
-        every other domain to the sink (route "sink")."""
-        conf = dict(DELIVERY)
-        conf.update(delivery or {})
-        self.maildir = self.workdir / "senders-maildir"
-        routes = [{"name": "senders", "domains": [SENDER_DOMAIN], "type": "maildir",
-                   "path": str(self.maildir)}, *extra_routes,
-                  {"name": "sink", "domains": ["*"], "type": "smarthost",
-                   "host": harness.LOOPBACK, "port": sink_port}]
-        return self.admin_daemon(delivery=conf, routes=routes, server=server,
-                                 listeners=listeners)
-
-    def send(self, port, sender, recipients, message):
-        """One transaction on a new connection; returns the queued id."""
-        with RawSmtp.connect(port) as c:
-            c.greet()
-            code, text = harness.send_message(c, sender, recipients, message)
-            self.assertEqual(code, 250, text)
-            c.expect(221, "QUIT")
-            return queued_id(text)
-
-    def wait_scrape(self, d, predicate, timeout, what):
-        """Scrapes until predicate(scrape) is true; returns that scrape. On a
-        timeout the last scrape's relevant numbers are in the message."""
-        last = [None]
-
-        def check():
-            last[0] = d.scrape()
-            return predicate(last[0])
-
-        try:
-            wait_until(check, timeout, what, interval=0.1)
-        except AssertionError as e:
-            raise AssertionError(f"{e}; last scrape:\n{_sluice_lines(last[0])}") from None
-        return last[0]
-
-    def promtool(self, *args, stdin=None):
-        r = subprocess.run([require_tool("PROMTOOL", "promtool"), *args], input=stdin,
-                           capture_output=True, timeout=60)
-        return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
-
-
-def _sluice_lines(scrape, limit=200):
-    if scrape is None:
-        return "(none)"
-    lines = [l for l in scrape.text.split("\n") if l and not l.startswith("#")
-             and "_bucket{" not in l]
-    return "\n".join(lines[:limit])
-
-
-# ---------------------------------------------------------------------------
 # A Prometheus server of our own
 
 
@@ -452,21 +219,18 @@ class PrometheusServer:
             "    static_configs:\n"
             f"      - targets: {json.dumps(targets)}\n")
         self.proc = None
-        self._log = None
 
     def start(self, timeout=60):
-        self._log = open(self.dir / "prometheus.log", "wb")
-        self.proc = subprocess.Popen(
+        self.proc = harness.Proc(
+            "prometheus",
             [self.binary, f"--config.file={self.config}",
              f"--storage.tsdb.path={self.dir / 'tsdb'}",
              f"--web.listen-address={harness.LOOPBACK}:{self.port}",
              "--storage.tsdb.retention.time=1h", "--log.level=warn"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, cwd=self.dir)
+            self.dir)
 
         def ready():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n"
-                                     + self.log_text())
+            self.proc.check_running()
             try:
                 return http_get(self.port, "/-/ready", timeout=2)[0] == 200
             except OSError:
@@ -476,8 +240,7 @@ class PrometheusServer:
         return self
 
     def log_text(self):
-        p = self.dir / "prometheus.log"
-        return p.read_text(errors="replace")[-10000:] if p.exists() else ""
+        return self.proc.log_text()[-10000:] if self.proc is not None else ""
 
     def api(self, path, **params):
         qs = ("?" + urllib.parse.urlencode(params)) if params else ""
@@ -498,26 +261,21 @@ class PrometheusServer:
         return float(result[0]["value"][1])
 
     def stop(self, timeout=30):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-        if self._log:
-            self._log.close()
-            self._log = None
+        if self.proc is not None:
+            self.proc.stop(timeout)
 
 
 # ---------------------------------------------------------------------------
 
 
-class MetricsTest(MetricsTestCase):
+class MetricsTest(DaemonTestCase):
 
     N = 25
+
+    def promtool(self, *args, stdin=None):
+        r = subprocess.run([require_tool("PROMTOOL", "promtool"), *args], input=stdin,
+                           capture_output=True, timeout=60)
+        return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
 
     def ingest(self, d, n=None):
         """n messages with 2 recipients each over one connection; returns the ids."""
@@ -537,7 +295,7 @@ class MetricsTest(MetricsTestCase):
 
     # 1 ---------------------------------------------------------------------
     def test_scrape_is_clean_and_counts_ingest(self):
-        d = self.admin_daemon()
+        d = self.daemon(admin=True)
         self.ingest(d)
         n = self.N
         s = self.wait_scrape(
@@ -581,7 +339,7 @@ class MetricsTest(MetricsTestCase):
 
     # 2 ---------------------------------------------------------------------
     def test_real_prometheus_scrapes_and_queries(self):
-        d = self.admin_daemon()
+        d = self.daemon(admin=True)
         self.ingest(d)
         n = self.N
         prom = PrometheusServer(self.workdir / "prometheus",
@@ -690,7 +448,7 @@ class MetricsTest(MetricsTestCase):
         closed_port = harness.free_port({sink.port})
         # The event log on too: its counters exist only when it is configured.
         d = self.relay(sink.port, delivery={"dns_servers": [f"{harness.LOOPBACK}:{dns.port}"]},
-                       server={"event_log": str(self.workdir / "events.jsonl")},
+                       admin=True, event_log=True,
                        extra_routes=[
                            {"name": "down", "domains": ["down.test"], "type": "smarthost",
                             "host": harness.LOOPBACK, "port": closed_port},
@@ -713,13 +471,13 @@ class MetricsTest(MetricsTestCase):
                                for m in missing)
             self.fail(f"{len(missing)} metric(s) used by deploy/ are not in the scrape "
                       f"(DNS stub answered {dns.queries} queries):\n{detail}\n"
-                      f"scrape:\n{_sluice_lines(last[0])}")
+                      f"scrape:\n{scrape_excerpt(last[0])}")
 
     # 4 ---------------------------------------------------------------------
     def test_delivery_and_queue_metrics(self):
         sink = self.sink(rules={"defer-*@": "451 4.2.0 try later",
                                 "bad-*@": "550 5.1.1 no such user"})
-        d = self.relay(sink.port)
+        d = self.relay(sink.port, admin=True)
         sender = "alice@" + SENDER_DOMAIN
         self.send(d.port, sender, ["ok@dest.test"], make_message("ok"))
         self.send(d.port, sender, ["defer-1@dest.test"], make_message("defer"))
@@ -765,10 +523,10 @@ class MetricsTest(MetricsTestCase):
         sink = self.sink()
         sink.hold()  # every transaction waits at its final dot
         bound = 25000
-        conf = dict(DELIVERY, body_cache_bytes=bound)
+        conf = dict(SLOW_RETRY_DELIVERY, body_cache_bytes=bound)
         # One connection: the first message is held at the sink, the others
         # wait their turn, so no first attempt ends before the scrape.
-        d = self.admin_daemon(delivery=conf, routes=[
+        d = self.daemon(admin=True, delivery=conf, routes=[
             {"name": "sink", "domains": ["*"], "type": "smarthost", "host": harness.LOOPBACK,
              "port": sink.port, "max_connections": 1}])
         line = "x" * 78
@@ -784,8 +542,8 @@ class MetricsTest(MetricsTestCase):
         self.assertGreater(size, bound // 3)
         # The gauge counts the allocations (at least the bodies' lengths): one
         # or two of the six fit, never more than the bound.
-        self.assertGreaterEqual(cached, size, _sluice_lines(s))
-        self.assertLessEqual(cached, bound, _sluice_lines(s))
+        self.assertGreaterEqual(cached, size, scrape_excerpt(s))
+        self.assertLessEqual(cached, bound, scrape_excerpt(s))
         sink.release()
         s = self.wait_scrape(d, lambda s: s.sum("sluice_delivery_attempts_total",
                                                   result="delivered") == 6,
@@ -803,7 +561,7 @@ class MetricsTest(MetricsTestCase):
         makes a new one."""
         sink = self.sink()
         d = self.relay(sink.port, delivery={"destination_idle_expiry": 1, "idle_timeout": 1},
-                       extra_routes=[{"name": "other", "domains": ["other.test"],
+                       admin=True, extra_routes=[{"name": "other", "domains": ["other.test"],
                                       "type": "smarthost", "host": harness.LOOPBACK,
                                       "port": sink.port}])
         self.send(d.port, "alice@" + SENDER_DOMAIN, ["a@dest.test"], make_message("q1"))
@@ -818,7 +576,7 @@ class MetricsTest(MetricsTestCase):
 
     # 5 ---------------------------------------------------------------------
     def test_connection_rejection_counted(self):
-        d = self.admin_daemon(listeners=[{"name": "mx", "max_connections_per_ip": 1}])
+        d = self.daemon(admin=True, listeners=[{"name": "mx", "max_connections_per_ip": 1}])
         # The readiness probe's connection must be gone before we fill the slot.
         self.wait_scrape(d, lambda s: s.has("sluice_smtpd_connections", listener="mx")
                          and s.sum("sluice_smtpd_connections", listener="mx") == 0,

@@ -25,73 +25,23 @@ missing program fails the test, it never skips.
     cd tests/integration && python3 -m unittest -v test_outbound_tls
 """
 
-import os
-import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 
 import harness
-from harness import (DaemonTestCase, RawSmtp, make_message, queued_id, send_message,
-                     wait_until)
-from test_metrics import AdminDaemon
-
-# The harness starts sluiced with cwd = the test's temp dir: a relative
-# $SLUICED / $SLUICECTL must be made absolute first.
-for _var in ("SLUICED", "SLUICECTL"):
-    if os.environ.get(_var):
-        os.environ[_var] = os.path.abspath(os.environ[_var])
+from harness import (RECEIVED_TLS_RE, SLOW_RETRY_DELIVERY, DaemonTestCase, make_dev_certs,
+                     make_message, require_program, wait_until)
+from harness import run_program as run
 
 DEST = "dest.test"
 SENDER = "alice@sender.test"
 
-DELIVERY = {
-    "enabled": True,
-    "retry_initial": 60,     # one attempt per test unless it says otherwise
-    "retry_max": 120,
-    "destination_backoff": 1,
-    "idle_timeout": 1,
-    "connect_timeout": 2,
-    "command_timeout": 10,
-    "data_timeout": 10,
-    "tls_timeout": 5,
-}
+# One attempt per test unless it says otherwise.
+DELIVERY = dict(SLOW_RETRY_DELIVERY, tls_timeout=5)
 
 RELAY_USER = "relayuser"
 RELAY_PASSWORD = "s3cret relay pass"
-
-RECEIVED_TLS_RE = re.compile(rb"\(using (TLSv1\.[23]) with cipher ([A-Za-z0-9_-]+)\)")
-PROGRAMS = {"openssl": "openssl", "mkpasswd": "whois"}
-
-
-def require_program(name):
-    path = shutil.which(name)
-    if not path:
-        raise AssertionError(f"{name} not found on PATH; install the Debian package "
-                             f"{PROGRAMS[name]}")
-    return path
-
-
-def run(args, timeout=60, input=None):
-    try:
-        r = subprocess.run([str(a) for a in args], input=input, capture_output=True,
-                           timeout=timeout,
-                           stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        raise AssertionError(f"{args[0]} did not finish within {timeout} s: {e.output!r}")
-    return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
-
-
-def make_certs(tc, directory):
-    """scripts/dev-cert DIR: ecdsa.{key,crt}, rsa.{key,crt} for localhost/127.0.0.1."""
-    require_program("openssl")
-    rc, out = run([harness.REPO_ROOT / "scripts" / "dev-cert", directory])
-    tc.assertEqual(rc, 0, f"scripts/dev-cert failed: {out}")
-    for f in ("ecdsa.key", "ecdsa.crt", "rsa.key", "rsa.crt"):
-        tc.assertTrue((directory / f).is_file(), f"dev-cert did not write {f}")
-    return directory
 
 
 # ---------------------------------------------------------------------------
@@ -297,7 +247,7 @@ class OutboundTlsTestCase(DaemonTestCase):
     def setUp(self):
         super().setUp()
         harness.require_sluicectl()
-        self.certs = make_certs(self, self.workdir / "certs")
+        self.certs = make_dev_certs(self.workdir / "certs")
 
     def tls_listener(self, **extra):
         spec = {"name": "in", "tls": "starttls",
@@ -308,44 +258,30 @@ class OutboundTlsTestCase(DaemonTestCase):
         spec.update(extra)
         return spec
 
-    def admin_daemon(self, **kw):
-        wd = self.workdir / f"d{len(self.daemons)}"
-        wd.mkdir()
-        d = AdminDaemon(wd, admin=True, **kw)
-        self.daemons.append(d)
-        d.start()
-        return d
-
     def relay(self, port, delivery=None, **route):
-        """The sluiced under test: dest.test goes to 127.0.0.1:port."""
+        """The sluiced under test, with its event log: dest.test goes to 127.0.0.1:port."""
         conf = dict(DELIVERY)
         conf.update(delivery or {})
         r = {"name": "smarthost", "domains": [DEST], "type": "smarthost",
              "host": harness.LOOPBACK, "port": port}
         r.update(route)
-        return self.admin_daemon(delivery=conf, routes=[r])
+        return self.daemon(admin=True, event_log=True, delivery=conf, routes=[r])
 
     def receiver(self, **listener):
-        """A second sluiced with a STARTTLS listener, delivery off: its spool is
-        where delivered mail shows up."""
-        return self.daemon(listeners=[self.tls_listener(**listener)])
+        """A second sluiced with a STARTTLS listener and an admin port (for its
+        command counts), delivery off: its spool is where delivered mail shows up."""
+        return self.daemon(admin=True, listeners=[self.tls_listener(**listener)])
 
     def submit(self, d, token, rcpt=f"bob@{DEST}"):
         msg = make_message(token)
-        with RawSmtp.connect(d.port) as c:
-            c.greet()
-            code, text = send_message(c, SENDER, [rcpt], msg)
-            self.assertEqual(code, 250, text)
-            c.cmd("QUIT")
-        return queued_id(text), msg
+        return self.send(d.port, SENDER, [rcpt], msg), msg
 
     def tls_count(self, d, result):
         return d.scrape().sum("sluice_delivery_tls_total", result=result)
 
-    def wait_log(self, d, pattern, timeout=30, what=None):
-        rx = re.compile(pattern)
-        return wait_until(lambda: rx.search(d.log_text()), timeout,
-                          what or f"/{pattern}/ in the sluiced log", interval=0.05)
+    def commands(self, d, verb):
+        """How many `verb` commands (lower case) the daemon d received."""
+        return d.scrape().sum("sluice_smtpd_commands_total", command=verb)
 
     def wait_spooled(self, d, n, timeout=30):
         wait_until(lambda: d.queue_count() >= n, timeout, f"{n} message(s) in {d.workdir}'s spool",
@@ -377,7 +313,7 @@ class OpportunisticTest(OutboundTlsTestCase):
         self.assertGreaterEqual(self.tls_count(d, "unverified"), 1)
         self.assertEqual(self.tls_count(d, "verified"), 0)
         self.assertEqual(self.tls_count(d, "failed"), 0)
-        self.assertRegex(d.log_text(), rf"delivered id={qid} to=<bob@{DEST}>")
+        d.wait_events("delivered", id=qid, recipient=f"bob@{DEST}")
 
     def test_disabled_does_not_starttls(self):
         rx = self.receiver()
@@ -405,21 +341,23 @@ class RequiredTest(OutboundTlsTestCase):
                        **route)
         t0 = time.monotonic()
         qid, msg = self.submit(d, "required")
-        line = self.wait_log(
-            d, rf"deferred id={qid} to=<bob@{DEST}> [^\n]*4\.7\.5[^\n]*TLS handshake failed"
-               rf"[^\n]*",
-            timeout=self.TLS_TIMEOUT + 15, what="a 4.7.5 TLS handshake failed deferral").group(0)
+        [e] = d.wait_events("deferred", id=qid, recipient=f"bob@{DEST}",
+                            timeout=self.TLS_TIMEOUT + 15)
         elapsed = time.monotonic() - t0
-        self.assertIn('reply="451 4.7.5 ', line)
+        reply = e["reply"]
+        self.assertEqual(e["code"], 451, e)
+        self.assertTrue(reply.startswith("451 4.7.5 "), e)
+        self.assertIn("TLS handshake failed", reply)
         # The reason is the certificate, not a stalled handshake.
-        self.assertNotIn("timed out", line)
-        self.assertRegex(line, r"CERTIFICATE_VERIFY_FAILED|certificate")
+        self.assertNotIn("timed out", reply)
+        self.assertRegex(reply, r"CERTIFICATE_VERIFY_FAILED|certificate")
         self.assertLess(elapsed, self.TLS_TIMEOUT / 2,
                         f"the deferral took {elapsed:.1f} s: the handshake ran into "
                         f"tls_timeout instead of failing verification")
-        # No plaintext fallback for "required".
-        self.assertNotIn("retrying in plaintext", d.log_text())
-        self.assertGreaterEqual(self.tls_count(d, "failed"), 1)
+        # No plaintext fallback for "required": one handshake, which failed, and
+        # no connection that skipped TLS.
+        self.assertEqual(self.tls_count(d, "failed"), 1)
+        self.assertEqual(self.tls_count(d, "skipped_broken"), 0)
         self.assertEqual(self.tls_count(d, "unverified"), 0)
         # The message stays with the relay; the receiver never got a MAIL.
         spool = d.export_spool()
@@ -427,7 +365,8 @@ class RequiredTest(OutboundTlsTestCase):
         self.assertEqual(spool[qid].recipients, [f"bob@{DEST}"])
         self.assertEqual(spool[qid].message, msg)
         self.assertEqual(rx.queue_count(), 0)
-        self.assertNotIn("MAIL FROM", rx.log_text())
+        self.assertEqual(self.commands(rx, "starttls"), 1)
+        self.assertEqual(self.commands(rx, "mail"), 0)
         return d, rx
 
     def test_unverifiable_certificate_is_deferred_4_7_5(self):
@@ -441,7 +380,8 @@ class RequiredTest(OutboundTlsTestCase):
         rx = self.daemon()  # plaintext listener: no STARTTLS in EHLO
         d = self.relay(rx.port, tls="required")
         qid, _ = self.submit(d, "required-no-starttls")
-        self.wait_log(d, rf"deferred id={qid} [^\n]*4\.7\.4[^\n]*STARTTLS is not offered")
+        [e] = d.wait_events("deferred", id=qid, timeout=30)
+        self.assertRegex(e["reply"], r"4\.7\.4.*STARTTLS is not offered")
         self.assertEqual(rx.queue_count(), 0)
         self.assertEqual(d.queue_count(), 1)
 
@@ -486,8 +426,8 @@ class StalledHandshakeTest(OutboundTlsTestCase):
         # It waited for the handshake timeout, and not much longer.
         self.assertGreaterEqual(elapsed, self.TLS_TIMEOUT - 0.2, f"elapsed {elapsed:.2f} s")
         self.assertLess(elapsed, self.TLS_TIMEOUT + 5, f"elapsed {elapsed:.2f} s")
-        self.wait_log(d, rf"delivered id={qid} to=<bob@{DEST}>")
-        self.assertIn("retrying in plaintext", d.log_text())
+        d.wait_events("delivered", id=qid, recipient=f"bob@{DEST}")
+        # The plaintext retry: one failed handshake, then one connection that skipped TLS.
         self.assertEqual(self.tls_count(d, "failed"), 1)
         self.assertEqual(self.tls_count(d, "skipped_broken"), 1)
         # What the stalled server got after its 220 was a ClientHello (a TLS
@@ -506,7 +446,7 @@ class StalledHandshakeTest(OutboundTlsTestCase):
         self.assertEqual(sum(s.starttls for s in sessions), 1,
                          [s.commands for s in sessions])
         self.assertEqual(harness.split_received(sessions[-1].messages[-1])[1], msg2)
-        self.wait_log(d, rf"delivered id={qid2} to=<bob@{DEST}>")
+        d.wait_events("delivered", id=qid2, recipient=f"bob@{DEST}")
         self.assertEqual(self.tls_count(d, "failed"), 1)
         self.assertEqual(self.tls_count(d, "skipped_broken"), 2)
         wait_until(lambda: d.queue_count() == 0, 10, "the relay's spool to drain", interval=0.1)
@@ -546,7 +486,7 @@ class SmarthostAuthTest(OutboundTlsTestCase):
         ours, original = harness.split_received(m.message)
         self.assertIn(f" id {qid}".encode(), ours)
         self.assertEqual(original, msg)
-        self.wait_log(d, rf"delivered id={qid} to=<carol@{DEST}>")
+        d.wait_events("delivered", id=qid, recipient=f"carol@{DEST}")
         wait_until(lambda: d.queue_count() == 0, 30, "the relay's spool to drain", interval=0.1)
         self.assertGreaterEqual(self.tls_count(d, "unverified"), 1)
 
@@ -555,9 +495,8 @@ class SmarthostAuthTest(OutboundTlsTestCase):
         d = self.relay(sh.port, tls="opportunistic", auth_user=RELAY_USER,
                        auth_password=RELAY_PASSWORD + "x")
         qid, msg = self.submit(d, "auth-bad")
-        self.wait_log(d, rf"deferred id={qid} to=<bob@{DEST}> [^\n]*4\.7\.8[^\n]*"
-                         rf"authentication failed",
-                      what="a 4.7.8 authentication failed deferral")
+        [e] = d.wait_events("deferred", id=qid, recipient=f"bob@{DEST}", timeout=30)
+        self.assertRegex(e["reply"], r"4\.7\.8.*authentication failed")
         self.assertEqual(sh.queue_count(), 0)
         spool = d.export_spool()
         self.assertEqual(list(spool), [qid])

@@ -6,12 +6,9 @@ import shutil
 import signal
 import subprocess
 import unittest
-from pathlib import Path
 
 import harness
 from harness import DaemonTestCase
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def server_key_bits(port, servername=None):
@@ -34,13 +31,8 @@ def server_key_bits(port, servername=None):
 class SniTest(DaemonTestCase):
     def setUp(self):
         super().setUp()
-        if shutil.which("openssl") is None:
-            self.fail("openssl not found: install the Debian package openssl")
-        self.certs = self.workdir / "certs"
-        self.other = self.workdir / "other"
-        for d in (self.certs, self.other):
-            subprocess.run([str(REPO / "scripts" / "dev-cert"), str(d)], check=True,
-                           capture_output=True, timeout=60)
+        self.certs = harness.make_dev_certs(self.workdir / "certs")
+        self.other = harness.make_dev_certs(self.workdir / "other")
 
     def listeners(self):
         # A plaintext listener first: the harness waits for its 220 greeting.
@@ -69,8 +61,10 @@ class SniTest(DaemonTestCase):
         shutil.copy(self.other / "rsa.crt", self.certs / "ecdsa.crt")
         shutil.copy(self.other / "rsa.key", self.certs / "ecdsa.key")
         d.signal(signal.SIGHUP)
-        harness.wait_until(lambda: "TLS certificates and users files reloaded" in d.log_text(),
-                           10, "the reload log line")
+        # New connections get the RSA key once sluiced has taken the signal.
+        harness.wait_until(lambda: server_key_bits(d.port_of("tls")) == 2048, 10,
+                           "a 2048-bit key on a new connection after SIGHUP", interval=0.1)
+        self.assertTrue(d.running(), "sluiced died on SIGHUP")
         self.assertEqual(server_key_bits(d.port_of("tls")), 2048)
 
 

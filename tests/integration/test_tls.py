@@ -13,23 +13,21 @@ Needs swaks, curl, openssl (CLI), mkpasswd (Debian package whois) and htpasswd
 
 import base64
 import re
-import shutil
 import socket
 import smtplib
 import ssl
-import subprocess
 import time
 
 import harness
-from harness import DaemonTestCase, RawSmtp, SmtpClosed, dot_stuff, make_message, queued_id
-from test_metrics import AdminDaemon
+from harness import (RECEIVED_TLS_RE, AdminDaemon, DaemonTestCase, RawSmtp, SmtpClosed, dot_stuff,
+                     make_dev_certs, make_message, queued_id, require_program)
+from harness import run_program as run
 
 CRLF = b"\r\n"
 TLS_HOST = "localhost"  # the certificates' DNS name (and IP:127.0.0.1)
 
-# program → the Debian package that installs it
-PROGRAMS = {"swaks": "swaks", "curl": "curl", "openssl": "openssl", "mkpasswd": "whois",
-            "htpasswd": "apache2-utils"}
+# The client programs every test here needs (harness.PROGRAMS names their packages).
+PROGRAMS = ("swaks", "curl", "openssl", "mkpasswd", "htpasswd")
 
 # Accounts: a yescrypt, a bcrypt and a sha-512 hash; carol may only send as
 # allowed.test.
@@ -39,28 +37,6 @@ USERS = {
     "carol": "carol-secret-9",
 }
 SENDER_DOMAINS = {"carol": "allowed.test"}
-
-RECEIVED_TLS_RE = re.compile(rb"\(using (TLSv1\.[23]) with cipher ([A-Za-z0-9_-]+)\)")
-
-
-def require_program(name):
-    path = shutil.which(name)
-    if not path:
-        pkg = PROGRAMS[name]
-        raise AssertionError(f"{name} not found on PATH; install the Debian package {pkg} "
-                             f"(apt-get install {pkg})")
-    return path
-
-
-def run(args, timeout=60, input=None):
-    """A client program with a bounded run time: (exit status, stdout+stderr as text)."""
-    try:
-        r = subprocess.run([str(a) for a in args], input=input, capture_output=True,
-                           timeout=timeout, stdin=None if input is not None else
-                           subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:  # run() has killed and reaped it
-        raise AssertionError(f"{args[0]} did not finish within {timeout} s: {e.output!r}")
-    return r.returncode, (r.stdout + r.stderr).decode(errors="replace")
 
 
 def b64(s):
@@ -169,11 +145,7 @@ class TlsTestCase(DaemonTestCase):
         harness.require_sluicectl()
         for name in PROGRAMS:
             require_program(name)
-        self.certs = self.workdir / "certs"
-        rc, out = run([harness.REPO_ROOT / "scripts" / "dev-cert", self.certs])
-        self.assertEqual(rc, 0, f"scripts/dev-cert failed: {out}")
-        for f in ("ecdsa.key", "ecdsa.crt", "rsa.key", "rsa.crt"):
-            self.assertTrue((self.certs / f).is_file(), f"dev-cert did not write {f}")
+        self.certs = make_dev_certs(self.workdir / "certs")
         self.users_file = self.workdir / "users"
         self.users_file.write_text(self.users_text())
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
 import harness  # noqa: E402
 from harness import (  # noqa: E402,F401
-    LOOPBACK, HOSTNAME, DaemonTestCase, RawSmtp, free_port, make_message, probe_greeting,
+    LOOPBACK, HOSTNAME, DaemonTestCase, Proc, RawSmtp, free_port, make_message, probe_greeting,
     queued_id, send_message, split_received, wait_until)
 
 # Program → the Debian package that ships it.
@@ -90,48 +90,6 @@ def pid_alive(pid):
 
 # ---------------------------------------------------------------------------
 # Processes
-
-
-class Proc:
-    """A program we started (a child): output to a log file, stopped by PID."""
-
-    def __init__(self, name, argv, workdir, env=None):
-        self.name = name
-        self.argv = [str(a) for a in argv]
-        self.log_path = Path(workdir) / f"{name}.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=workdir, env=env)
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def running(self):
-        return self.proc.poll() is None
-
-    def check_running(self):
-        if not self.running():
-            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
-                                 + self.log_text())
-
-    def log_text(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout=10):
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(30)
-        if self._log:
-            self._log.close()
-            self._log = None
 
 
 class InteropTestCase(DaemonTestCase):

@@ -15,18 +15,17 @@ smtpd_tls_loglevel = 1, delivering dest.test into a maildir.
 
 Needs postfix and openssl (for scripts/dev-cert): a missing program fails.
 
-    cd tests/interop && python3 -m unittest -v test_outbound_tls
+    cd tests/interop && python3 -m unittest -v test_postfix_tls
 """
 
 import re
-import subprocess
 import time
 import unittest
 
 from interop import (HOSTNAME, InteropTestCase, Postfix, RawSmtp, check_relayed, harness, lf,
-                     maildir_messages, make_message, nobody_ids, queued_id, require,
-                     send_message, wait_maildir, wait_until)
-from test_metrics import AdminDaemon  # noqa: E402 (tests/integration is on sys.path now)
+                     maildir_messages, make_message, nobody_ids, queued_id, send_message,
+                     wait_maildir, wait_until)
+from harness import AdminDaemon  # noqa: E402 (tests/integration is on sys.path now)
 
 DELIVERY = {"enabled": True, "retry_initial": 60, "retry_max": 120, "idle_timeout": 1,
             "destination_backoff": 1, "connect_timeout": 2, "tls_timeout": 20}
@@ -40,12 +39,7 @@ MAILLOG_TLS_RE = re.compile(
 class OutboundTlsPostfixTest(InteropTestCase):
 
     def certs(self):
-        require("openssl")
-        certs = self.workdir / "certs"
-        r = subprocess.run([str(harness.REPO_ROOT / "scripts" / "dev-cert"), str(certs)],
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
-        return certs
+        return harness.make_dev_certs(self.workdir / "certs")
 
     def destination(self):
         """Postfix with STARTTLS ("may") taking dest.test into one maildir."""
