@@ -570,7 +570,14 @@ TEST(SpoolTest, IoErrorReopensByItselfAndHandsOnWhatTurnedOutDurable) {
   spool->Remove({2, 1});  // kept until the reopen
   fs->Arm(false);
   // No restart: the writer reopens the DB by itself (every kReopenInterval).
-  ASSERT_TRUE(WaitFor([&] { return spool->healthy(); }, std::chrono::seconds(20)));
+  // healthy() turns true just before the writer hands on what the reopened DB holds: wait for
+  // both.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::lock_guard lock(mu);
+        return spool->healthy() && !handed_on.empty();
+      },
+      std::chrono::seconds(20)));
   EXPECT_EQ(spool->stats().reopens, 1u);
   {
     std::lock_guard lock(mu);
