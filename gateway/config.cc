@@ -3,7 +3,6 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +12,8 @@
 #include <thread>
 
 #include <toml++/toml.h>
+
+#include "base/ascii.h"
 
 namespace sluice::gateway {
 
@@ -111,12 +112,6 @@ class TableReader {
   std::set<std::string> used_;
 };
 
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 bool ParseListener(const toml::table& t, const std::string& file, size_t index,
                    ListenerConfig* l, std::string* err) {
   TableReader r(t, file, "listener[" + std::to_string(index) + "].");
@@ -145,7 +140,7 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   }
   std::vector<std::string> domains;
   if (!r.StringList("relay_domains", &domains, err)) return false;
-  for (std::string& d : domains) l->relay_domains.push_back(Lower(d));
+  for (std::string& d : domains) l->relay_domains.push_back(AsciiToLower(d));
 
   if (!r.Integer("max_message_size", &l->max_message_size, 1024, int64_t{1} << 40, err)) {
     return false;
