@@ -1,5 +1,6 @@
 #include "gateway/telemetry.h"
 
+#include "base/ascii.h"
 #include "gateway/config.h"
 
 namespace sluice::gateway {
@@ -70,9 +71,7 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
   auto& commands = r.AddCounter("sluice_smtpd_commands_total", "SMTP commands received.",
                                 {"command"});
   for (int v = 0; v <= static_cast<int>(smtp::Verb::kUnknown); ++v) {
-    const std::string_view name = smtp::VerbName(static_cast<smtp::Verb>(v));
-    std::string lower(name);
-    for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    const std::string lower = AsciiToLower(smtp::VerbName(static_cast<smtp::Verb>(v)));
     commands_.push_back(&commands.WithLabels({lower}));
   }
   auto& replies = r.AddCounter("sluice_smtpd_replies_total", "SMTP replies sent, by class.",

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/ascii.h"
 #include "base/wait_for.h"
 #include "io/blocking_pool.h"
 #include "io/connection.h"
@@ -115,7 +116,7 @@ struct EchoServer {
       std::string line(in.substr(0, nl + 1));
       conn->Consume(nl + 1);
       if (line.rfind("QUIT", 0) == 0) quit = true;
-      for (char& c : line) c = static_cast<char>(toupper(c));
+      AsciiUpperInPlace(&line);
       bool ok = co_await conn->SendAll(line, seconds(5));
       if (!ok) break;
     }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <system_error>
 
+#include "base/ascii.h"
 #include "base/log.h"
 #include "metrics/detail/utf8.h"
 
@@ -24,13 +25,6 @@ std::string_view ToString(MetricType type) {
 }
 
 namespace {
-
-bool IsAsciiLetter(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-bool IsDigit(char c) {
-  return c >= '0' && c <= '9';
-}
 
 // Appends `text` with `escape(c, out)` deciding for each ASCII byte; invalid UTF-8 bytes become
 // U+FFFD.
@@ -61,7 +55,7 @@ bool Exposition::IsValidMetricName(std::string_view name) {
   }
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    if (!(IsAsciiLetter(c) || c == '_' || c == ':' || (i > 0 && IsDigit(c)))) {
+    if (!(IsAsciiAlpha(c) || c == '_' || c == ':' || (i > 0 && IsAsciiDigit(c)))) {
       return false;
     }
   }
@@ -75,7 +69,7 @@ bool Exposition::IsValidLabelName(std::string_view name) {
   }
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    if (!(IsAsciiLetter(c) || c == '_' || (i > 0 && IsDigit(c)))) {
+    if (!(IsAsciiAlpha(c) || c == '_' || (i > 0 && IsAsciiDigit(c)))) {
       return false;
     }
   }

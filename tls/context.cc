@@ -20,6 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include "base/ascii.h"
 #include "tls/detail/contexts.h"
 #include "tls/detail/errors.h"
 
@@ -233,13 +234,7 @@ std::string NormalizeHostName(std::string_view name) {
   if (!name.empty() && name.back() == '.') {
     name.remove_suffix(1);
   }
-  std::string out(name);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
+  return AsciiToLower(name);
 }
 
 bool IsIpLiteral(std::string_view name) {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/ascii.h"
 #include "delivery/client/reply_parser.h"
 #include "io/connection.h"
 #include "io/net.h"
@@ -61,9 +62,7 @@ bool OffersExtension(const smtp::Reply& ehlo, std::string_view keyword) {
     if (std::exchange(first, false))
       continue;  // the server's name
     std::string_view word = line.substr(0, line.find(' '));
-    if (word.size() == keyword.size() &&
-        std::equal(word.begin(), word.end(), keyword.begin(),
-                   [](char a, char b) { return (a & ~0x20) == (b & ~0x20); })) {
+    if (EqualsIgnoreCase(word, keyword)) {
       return true;
     }
   }
