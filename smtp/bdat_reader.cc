@@ -28,6 +28,7 @@ size_t BdatReader::Feed(std::string_view input, std::string* body) {
   const char* p = begin;
   const char* run = p;
   const bool normalize = limits_.bare_newline == BareNewline::kNormalize;
+  LineEndingScanner lines(end);
   auto flush = [&](const char* upto) {
     sink_.Append(body, run, static_cast<size_t>(upto - run));
     run = upto;
@@ -54,7 +55,7 @@ size_t BdatReader::Feed(std::string_view input, std::string* body) {
       }
       continue;
     }
-    const LineEnding eol = FindLineEnding(p, end);
+    const LineEnding eol = lines.Next(p);
     const char* const at = eol.at;
     switch (eol.kind) {
       case LineEnding::Kind::kCrLf:
