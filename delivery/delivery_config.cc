@@ -19,6 +19,20 @@ bool DomainMatches(std::string_view pattern, std::string_view domain) {
 
 }  // namespace
 
+const char* ToString(RouteType type) {
+  switch (type) {
+    case RouteType::kMx:
+      return "mx";
+    case RouteType::kSmarthost:
+      return "smarthost";
+    case RouteType::kLmtp:
+      return "lmtp";
+    case RouteType::kMaildir:
+      return "maildir";
+  }
+  return "mx";
+}
+
 const RouteConfig* FindRoute(const std::vector<RouteConfig>& routes, std::string_view domain) {
   if (!domain.empty() && domain.back() == '.') domain.remove_suffix(1);
   for (const RouteConfig& r : routes) {

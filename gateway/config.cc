@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -327,19 +328,22 @@ bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
   }
   std::string type;
   if (!r.String("type", &type, err)) return false;
-  if (type == "mx") {
-    route->type = delivery::RouteType::kMx;
-  } else if (type == "smarthost") {
-    route->type = delivery::RouteType::kSmarthost;
-  } else if (type == "lmtp") {
-    route->type = delivery::RouteType::kLmtp;
-    route->port = 24;
-  } else if (type == "maildir") {
-    route->type = delivery::RouteType::kMaildir;
-  } else {
+  std::optional<delivery::RouteType> parsed;
+  for (const delivery::RouteType candidate :
+       {delivery::RouteType::kMx, delivery::RouteType::kSmarthost, delivery::RouteType::kLmtp,
+        delivery::RouteType::kMaildir}) {
+    if (type == delivery::ToString(candidate)) {
+      parsed = candidate;
+    }
+  }
+  if (!parsed) {
     *err = r.Where(t.get("type") ? t.get("type") : &t, "type") +
            ": must be \"mx\", \"smarthost\", \"lmtp\" or \"maildir\"";
     return false;
+  }
+  route->type = *parsed;
+  if (route->type == delivery::RouteType::kLmtp) {
+    route->port = 24;
   }
   std::string tls = "opportunistic";
   if (!r.String("tls", &tls, err) || !r.String("tls_server_name", &route->tls_server_name, err) ||

@@ -10,7 +10,7 @@
 
 namespace sluice::metrics {
 
-std::string_view ToString(MetricType type) {
+const char* ToString(MetricType type) {
   switch (type) {
     case MetricType::kCounter:
       return "counter";

@@ -26,7 +26,7 @@
 namespace sluice::metrics {
 
 enum class MetricType { kCounter, kGauge, kHistogram, kUntyped };
-std::string_view ToString(MetricType type);
+const char* ToString(MetricType type);
 
 struct Label {
   std::string_view name;

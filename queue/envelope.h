@@ -13,6 +13,8 @@
 namespace sluice::queue {
 
 enum class RecipientState : uint8_t { kPending = 0, kDelivered = 1, kBounced = 2 };
+// "pending", "delivered", "bounced" ("unknown" for a value outside the enum).
+const char* ToString(RecipientState state);
 
 struct Recipient {
   std::string address;

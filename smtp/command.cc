@@ -10,7 +10,7 @@ namespace sluice::smtp {
 namespace {
 
 struct VerbEntry {
-  std::string_view name;
+  const char* name;
   Verb verb;
 };
 
@@ -85,7 +85,7 @@ Reply Utf8Required() {
 
 }  // namespace
 
-std::string_view VerbName(Verb v) {
+const char* ToString(Verb v) {
   for (const VerbEntry& e : kVerbs) {
     if (e.verb == v) return e.name;
   }

@@ -68,15 +68,15 @@ const char* ToString(MxLookup::Status status) {
     case MxLookup::Status::kOk:
       return "ok";
     case MxLookup::Status::kNoSuchDomain:
-      return "no such domain";
+      return "nxdomain";
     case MxLookup::Status::kNullMx:
-      return "null MX";
+      return "nullmx";
     case MxLookup::Status::kNoAddresses:
-      return "no addresses";
+      return "noaddress";
     case MxLookup::Status::kTempFail:
-      return "temporary failure";
+      return "tempfail";
   }
-  return "?";
+  return "tempfail";
 }
 
 std::string SiteKey(std::vector<std::string> hosts) {

@@ -10,17 +10,8 @@
 #include "smtp/header.h"
 
 namespace sluice::delivery {
-namespace {
 
-using detail::AppendFoldedField;
-using detail::AppendWrapped;
-using detail::kMaxLineOctets;
-using detail::SanitizeFieldText;
-
-// A remote reply longer than this is cut: the DSN is for humans and parsers, not an archive.
-constexpr size_t kMaxDiagnosticOctets = 2048;
-
-std::string_view ActionName(DsnAction action) {
+const char* ToString(DsnAction action) {
   switch (action) {
     case DsnAction::kFailed:
       return "failed";
@@ -33,6 +24,16 @@ std::string_view ActionName(DsnAction action) {
   }
   return "failed";
 }
+
+namespace {
+
+using detail::AppendFoldedField;
+using detail::AppendWrapped;
+using detail::kMaxLineOctets;
+using detail::SanitizeFieldText;
+
+// A remote reply longer than this is cut: the DSN is for humans and parsers, not an archive.
+constexpr size_t kMaxDiagnosticOctets = 2048;
 
 std::string Date(uint64_t us) {
   return smtp::FormatRfc5322Date(static_cast<std::time_t>(us / 1000000));
@@ -287,7 +288,7 @@ std::string DeliveryStatus(const DsnInput& in, const std::string& host) {
       AppendFoldedField(&out, "Original-Recipient",
                         OriginalRecipientField(r.original_recipient, utf8));
     }
-    AppendFoldedField(&out, "Action", ActionName(r.action));
+    AppendFoldedField(&out, "Action", ToString(r.action));
     AppendFoldedField(&out, "Status", EffectiveStatus(r));
     if (!r.remote_mta.empty()) {
       AppendFoldedField(&out, "Remote-MTA", "dns; " + SanitizeFieldText(r.remote_mta, utf8));

@@ -20,6 +20,8 @@
 namespace sluice::delivery {
 
 enum class DsnAction { kFailed, kDelayed, kDelivered, kRelayed };
+// The Action field's value (RFC 3464 §2.3.3): "failed", "delayed", "delivered", "relayed".
+const char* ToString(DsnAction action);
 
 struct DsnRecipient {
   // Address as in RCPT TO.
