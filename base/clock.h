@@ -1,7 +1,7 @@
 #pragma once
 
 // Time sources. Code with timeouts takes a Clock& so tests can inject a
-// ManualClock instead of sleeping (STYLE.md "Tests").
+// ManualClock instead of sleeping (docs/design.md §10.2).
 
 #include <chrono>
 #include <cstdint>

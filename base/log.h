@@ -2,7 +2,7 @@
 
 // Logging: spdlog, human-readable, to stderr. SLUICE_BUG marks a broken
 // invariant of our own code: abort in debug builds, log and count in release.
-// Never use it for network input (STYLE.md "Errors and lifetimes").
+// Never use it for network input (docs/design.md §3).
 
 #include <atomic>
 #include <cstdint>

@@ -1,9 +1,10 @@
 #pragma once
 
 // Result<T, E>: the return type of every fallible function on the data path. It holds either the
-// value or the error that explains why there is none. No exceptions on the data path (DESIGN.md
-// §6); a Result must be looked at. E is Error below unless a component has a better description
-// of a failure: the SMTP codec returns the reply to send (smtp::ReplyOr<T> = Result<T, Reply>).
+// value or the error that explains why there is none. No exceptions on the data path
+// (docs/design.md §3); a Result must be looked at. E is Error below unless a component has a
+// better description of a failure: the SMTP codec returns the reply to send
+// (smtp::ReplyOr<T> = Result<T, Reply>).
 
 #include <string>
 #include <type_traits>

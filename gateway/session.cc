@@ -456,7 +456,7 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
     Reply(step.code, step.enhanced, step.text);
     co_return Outcome::kContinue;
   }
-  // crypt() is slow by design: never on the shard (DESIGN.md §4).
+  // crypt() is slow by design: never on the shard (docs/design.md §2).
   auto users = ctx_.server().Users(listener_index_);
   const auth::UserDb* db = users.get();
   const std::string* user = &step.user;
@@ -1007,7 +1007,7 @@ io::Task<Session::Outcome> Session::Commit() {
   env.tls = secure_;
   const uint64_t body_size = body_.size();
 
-  // Admission control (DESIGN.md §7): when the writer's queue is full, wait
+  // Admission control (docs/design.md §5.3): when the writer's queue is full, wait
   // for room up to the deadline, then answer 451.
   queue::Spool& spool = ctx_.server().spool();
   const MonoTime deadline = ctx_.shard().Now() + cfg.spool.admission_timeout;

@@ -286,7 +286,7 @@ TEST_F(AdminServerTest, StopReleasesThePortAndStartWorksAgain) {
   EXPECT_EQ(r->status, 200);
 }
 
-// The daemon loads BoringSSL; OpenSSL 3 must never be mapped into it (DESIGN.md §6 "TLS").
+// The daemon loads BoringSSL; OpenSSL 3 must never be mapped into it (docs/design.md §7).
 // civetweb dlopens libssl.so/libcrypto.so only when initialised with TLS; we never do.
 TEST_F(AdminServerTest, DoesNotLoadOpenSsl) {
   StartLoopback();

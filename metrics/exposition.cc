@@ -110,7 +110,7 @@ void Exposition::AppendEscapedHelp(std::string& out, std::string_view help) {
 }
 
 void Exposition::AppendDouble(std::string& out, double value) {
-  // Go's ParseFloat spellings (engineering-notes §5.1).
+  // Go's ParseFloat spellings (docs/design.md §9.2).
   if (std::isnan(value)) {
     out += "NaN";
     return;
@@ -326,7 +326,7 @@ void Exposition::HistogramFormatted(std::string_view name, std::string_view form
     return;
   }
   // Cumulative counts; _count is the +Inf bucket, computed here from the same snapshot, so the
-  // two agree even while writers race with the scrape (engineering-notes §5.3).
+  // two agree even while writers race with the scrape (docs/design.md §9.1).
   uint64_t cumulative = 0;
   const auto bucket_line = [&](std::string_view le) {
     out_ += name;

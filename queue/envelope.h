@@ -1,7 +1,8 @@
 #pragma once
 
 // The envelope of a spooled message: what the `meta` column family stores under the message id
-// (DESIGN.md §7). The body lives in the `body` column family under the same key.
+// (docs/architecture.md "The spool"). The body lives in the `body` column family under the same
+// key.
 
 #include <cstdint>
 #include <string>

@@ -449,7 +449,7 @@ Result<std::shared_ptr<ClientContext>> ClientContext::Create(const ClientOptions
                      detail::DrainErrors());
   }
   // BoringSSL clients have no internal session cache: sessions come to new_session_cb and we
-  // offer them again with SSL_set_session (engineering-notes §3.3).
+  // offer them again with SSL_set_session (docs/design.md §7).
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
   SSL_CTX_sess_set_new_cb(ctx, detail::StoreClientSession);
   return std::shared_ptr<ClientContext>(new ClientContext(std::move(impl)));
