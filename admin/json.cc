@@ -89,18 +89,6 @@ void AppendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
-const char* RecipientStateName(queue::RecipientState state) {
-  switch (state) {
-    case queue::RecipientState::kPending:
-      return "pending";
-    case queue::RecipientState::kDelivered:
-      return "delivered";
-    case queue::RecipientState::kBounced:
-      return "bounced";
-  }
-  return "unknown";
-}
-
 std::string EnvelopeToJson(const queue::MessageId& id, const queue::Envelope& e) {
   std::string out = "{";
   AppendStringField(out, "id", id.ToString());
@@ -119,7 +107,7 @@ std::string EnvelopeToJson(const queue::MessageId& id, const queue::Envelope& e)
     AppendStringField(out, "address", r.address);
     AppendNumberField(out, "notify", r.notify);
     AppendStringField(out, "orcpt", r.orcpt);
-    AppendStringField(out, "state", RecipientStateName(r.state));
+    AppendStringField(out, "state", queue::ToString(r.state));
     AppendNumberField(out, "attempts", r.attempts);
     AppendKey(out, "last_reply");
     AppendJsonString(out, r.last_reply);

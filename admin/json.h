@@ -15,8 +15,6 @@ namespace sluice::admin {
 // Appends s as a quoted JSON string.
 void AppendJsonString(std::string& out, std::string_view s);
 
-const char* RecipientStateName(queue::RecipientState state);
-
 // The whole envelope as one JSON object (one line), with the id.
 std::string EnvelopeToJson(const queue::MessageId& id, const queue::Envelope& envelope);
 

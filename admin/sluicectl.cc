@@ -162,7 +162,7 @@ int Show(queue::SpoolReader& reader, const std::string& id_text, bool body_only)
     line("id", id->ToString());
     line("sender", Sender(e->sender));
     for (const queue::Recipient& r : e->recipients) {
-      std::string v = "<" + Printable(r.address) + "> state=" + RecipientStateName(r.state) +
+      std::string v = "<" + Printable(r.address) + "> state=" + queue::ToString(r.state) +
                       " attempts=" + std::to_string(r.attempts) +
                       " notify=" + std::to_string(r.notify);
       if (!r.orcpt.empty()) v += " orcpt=" + Printable(r.orcpt);

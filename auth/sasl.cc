@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "auth/base64.h"
-#include "smtp/detail/ascii.h"
+#include "base/ascii.h"
 
 namespace sluice::auth {
 namespace {
@@ -19,9 +19,9 @@ constexpr std::string_view kPasswordPrompt = "UGFzc3dvcmQ6";
 SaslExchange SaslExchange::Start(std::string_view mechanism,
                                  std::optional<std::string_view> initial_response) {
   SaslExchange ex;
-  if (smtp::detail::EqualsNoCase(mechanism, "PLAIN")) {
+  if (EqualsIgnoreCase(mechanism, "PLAIN")) {
     ex.mechanism_ = Mechanism::kPlain;
-  } else if (smtp::detail::EqualsNoCase(mechanism, "LOGIN")) {
+  } else if (EqualsIgnoreCase(mechanism, "LOGIN")) {
     ex.mechanism_ = Mechanism::kLogin;
   }
   if (initial_response.has_value() && !initial_response->empty() && *initial_response != "=") {

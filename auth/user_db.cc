@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "base/ascii.h"
+
 namespace sluice::auth {
 namespace {
 
@@ -23,24 +25,15 @@ std::string_view Trim(std::string_view s) {
   return s.substr(b, e - b + 1);
 }
 
-char AsciiLower(char c) {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
 std::string NormalizeDomain(std::string_view d) {
   if (!d.empty() && d.back() == '.') {
     d.remove_suffix(1);
   }
-  std::string out(d);
-  for (char& c : out) {
-    c = AsciiLower(c);
-  }
-  return out;
+  return AsciiToLower(d);
 }
 
 bool IsCryptChar(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-         c == '/';
+  return IsAsciiAlnum(c) || c == '.' || c == '/';
 }
 bool AllCryptChars(std::string_view s) {
   for (char c : s) {
@@ -101,8 +94,8 @@ std::string CheckHash(std::string_view scheme, std::string_view hash) {
   std::string truncated = "malformed or truncated " + std::string(method->name) + " hash";
   if (method->name == "bcrypt") {
     // "$2b$" cost(2 digits) "$" salt(22) checksum(31): 60 characters.
-    if (hash.size() != 60 || hash[6] != '$' || hash[4] < '0' || hash[4] > '9' || hash[5] < '0' ||
-        hash[5] > '9' || !AllCryptChars(hash.substr(7))) {
+    if (hash.size() != 60 || hash[6] != '$' || !IsAsciiDigit(hash[4]) || !IsAsciiDigit(hash[5]) ||
+        !AllCryptChars(hash.substr(7))) {
       return truncated;
     }
   } else {

@@ -1,9 +1,13 @@
 #pragma once
 
-// Result<T>: the return type of every fallible function on the data path.
-// No exceptions on the data path (DESIGN.md §6); a Result must be looked at.
+// Result<T, E>: the return type of every fallible function on the data path. It holds either the
+// value or the error that explains why there is none. No exceptions on the data path
+// (docs/design.md §3); a Result must be looked at. E is Error below unless a component has a
+// better description of a failure: the SMTP codec returns the reply to send
+// (smtp::ReplyOr<T> = Result<T, Reply>).
 
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 
@@ -15,11 +19,15 @@ struct Error {
   std::string message;
 };
 
-template <typename T>
+template <typename T, typename E = Error>
 class [[nodiscard]] Result {
+  static_assert(!std::is_same_v<T, E>, "a value and an error of one type cannot be told apart");
+
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  Result(Error error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
+  // NOLINTNEXTLINE(google-explicit-constructor)
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
+  // NOLINTNEXTLINE(google-explicit-constructor)
+  Result(E error) : v_(std::in_place_index<1>, std::move(error)) {}
 
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
@@ -32,24 +40,26 @@ class [[nodiscard]] Result {
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
-  const Error& error() const { return std::get<1>(v_); }
+  // Only valid when !ok().
+  const E& error() const { return std::get<1>(v_); }
 
  private:
-  std::variant<T, Error> v_;
+  std::variant<T, E> v_;
 };
 
-template <>
-class [[nodiscard]] Result<void> {
+template <typename E>
+class [[nodiscard]] Result<void, E> {
  public:
   Result() = default;
-  Result(Error error) : error_(std::move(error)), ok_(false) {}  // NOLINT
+  Result(E error) : error_(std::move(error)), ok_(false) {}  // NOLINT
 
   bool ok() const { return ok_; }
   explicit operator bool() const { return ok_; }
-  const Error& error() const { return error_; }
+  // Only valid when !ok().
+  const E& error() const { return error_; }
 
  private:
-  Error error_;
+  E error_;
   bool ok_ = true;
 };
 

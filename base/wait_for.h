@@ -2,7 +2,7 @@
 
 // WaitFor: for tests that must wait on another thread. Polls `done` every
 // millisecond until it holds or `timeout` passes; returns whether it held.
-// Bounded by construction (STYLE.md: poll with a deadline, never sleep blind).
+// Bounded by construction (docs/design.md §10.2: poll with a deadline, never sleep blind).
 
 #include <chrono>
 #include <thread>

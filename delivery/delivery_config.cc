@@ -2,31 +2,36 @@
 
 #include <charconv>
 
+#include "base/ascii.h"
+
 namespace sluice::delivery {
 
 namespace {
 
 bool DomainMatches(std::string_view pattern, std::string_view domain) {
   if (pattern == "*") return true;
-  auto lower_eq = [](std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i) {
-      char x = a[i], y = b[i];
-      if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-      if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-      if (x != y) return false;
-    }
-    return true;
-  };
   if (pattern.size() > 2 && pattern[0] == '*' && pattern[1] == '.') {
     const std::string_view suffix = pattern.substr(1);  // ".example.com"
-    return domain.size() > suffix.size() &&
-           lower_eq(domain.substr(domain.size() - suffix.size()), suffix);
+    return domain.size() > suffix.size() && EndsWithIgnoreCase(domain, suffix);
   }
-  return lower_eq(pattern, domain);
+  return EqualsIgnoreCase(pattern, domain);
 }
 
 }  // namespace
+
+const char* ToString(RouteType type) {
+  switch (type) {
+    case RouteType::kMx:
+      return "mx";
+    case RouteType::kSmarthost:
+      return "smarthost";
+    case RouteType::kLmtp:
+      return "lmtp";
+    case RouteType::kMaildir:
+      return "maildir";
+  }
+  return "mx";
+}
 
 const RouteConfig* FindRoute(const std::vector<RouteConfig>& routes, std::string_view domain) {
   if (!domain.empty() && domain.back() == '.') domain.remove_suffix(1);

@@ -18,6 +18,8 @@ namespace sluice::delivery {
 using Seconds = std::chrono::seconds;
 
 enum class RouteType { kMx, kSmarthost, kLmtp, kMaildir };
+// The route's `type` as the configuration spells it: "mx", "smarthost", "lmtp", "maildir".
+const char* ToString(RouteType type);
 
 struct RouteConfig {
   std::string name;

@@ -1,6 +1,21 @@
 #include "delivery/delivery_telemetry.h"
 
+#include <iterator>
+
 namespace sluice::delivery {
+namespace {
+
+// Every value of each enum that labels a series, so that all series exist from the start. The
+// arrays of series are indexed by these values.
+constexpr DeliveryTelemetry::DnsType kDnsTypes[] = {DeliveryTelemetry::DnsType::kMx,
+                                                    DeliveryTelemetry::DnsType::kHost};
+constexpr MxLookup::Status kDnsStatuses[] = {
+    MxLookup::Status::kOk, MxLookup::Status::kNoSuchDomain, MxLookup::Status::kNullMx,
+    MxLookup::Status::kNoAddresses, MxLookup::Status::kTempFail};
+constexpr DsnAction kDsnActions[] = {DsnAction::kFailed, DsnAction::kDelayed, DsnAction::kDelivered,
+                                     DsnAction::kRelayed};
+
+}  // namespace
 
 DeliveryTelemetry::DeliveryTelemetry(metrics::Registry& r, metrics::EventLog* events,
                                      size_t max_destinations)
@@ -18,6 +33,9 @@ DeliveryTelemetry::DeliveryTelemetry(metrics::Registry& r, metrics::EventLog* ev
                         "not_offered, skipped_broken).",
                         {"result"})),
       events_(events) {
+  static_assert(std::size(kDnsTypes) == std::tuple_size_v<decltype(dns_)>);
+  static_assert(std::size(kDnsStatuses) == std::tuple_size_v<decltype(dns_)::value_type>);
+  static_assert(std::size(kDsnActions) == std::tuple_size_v<decltype(dsn_)>);
   for (const char* result : {"verified", "unverified", "failed", "not_offered", "skipped_broken"}) {
     tls_.WithLabels({result});
   }
@@ -34,16 +52,18 @@ DeliveryTelemetry::DeliveryTelemetry(metrics::Registry& r, metrics::EventLog* ev
   auto& dns_seconds = r.AddHistogram("sluice_dns_lookup_duration_seconds",
                                      "DNS lookup latency (cache hits included).", {"type"},
                                      metrics::ExponentialBuckets(0.0001, 2, 18));
-  const char* types[] = {"mx", "host"};
-  const char* results[] = {"ok", "nxdomain", "nullmx", "noaddress", "tempfail"};
-  for (size_t t = 0; t < 2; ++t) {
-    for (size_t k = 0; k < 5; ++k) dns_[t][k] = &dns.WithLabels({types[t], results[k]});
-    dns_seconds_[t] = &dns_seconds.WithLabels({types[t]});
+  for (const DnsType type : kDnsTypes) {
+    const size_t t = static_cast<size_t>(type);
+    for (const MxLookup::Status status : kDnsStatuses) {
+      dns_[t][static_cast<size_t>(status)] = &dns.WithLabels({ToString(type), ToString(status)});
+    }
+    dns_seconds_[t] = &dns_seconds.WithLabels({ToString(type)});
   }
   auto& dsn = r.AddCounter("sluice_dsn_generated_total",
                            "Delivery status notifications queued, by action.", {"action"});
-  const char* actions[] = {"failed", "delayed", "delivered", "relayed"};
-  for (size_t a = 0; a < 4; ++a) dsn_[a] = &dsn.WithLabels({actions[a]});
+  for (const DsnAction action : kDsnActions) {
+    dsn_[static_cast<size_t>(action)] = &dsn.WithLabels({ToString(action)});
+  }
 }
 
 DeliveryTelemetry::DestinationSeries DeliveryTelemetry::Series(const std::string& destination) {
@@ -58,27 +78,19 @@ DeliveryTelemetry::DestinationSeries DeliveryTelemetry::Series(const std::string
 
 void DeliveryTelemetry::Dns(unsigned shard, DnsType type, MxLookup::Status status,
                             double seconds) {
-  size_t k = 4;
-  switch (status) {
-    case MxLookup::Status::kOk:
-      k = 0;
-      break;
-    case MxLookup::Status::kNoSuchDomain:
-      k = 1;
-      break;
-    case MxLookup::Status::kNullMx:
-      k = 2;
-      break;
-    case MxLookup::Status::kNoAddresses:
-      k = 3;
-      break;
-    case MxLookup::Status::kTempFail:
-      k = 4;
-      break;
-  }
-  const size_t t = type == DnsType::kMx ? 0 : 1;
-  dns_[t][k]->Inc(shard);
+  const size_t t = static_cast<size_t>(type);
+  dns_[t][static_cast<size_t>(status)]->Inc(shard);
   dns_seconds_[t]->Observe(shard, seconds);
+}
+
+const char* ToString(DeliveryTelemetry::DnsType type) {
+  switch (type) {
+    case DeliveryTelemetry::DnsType::kMx:
+      return "mx";
+    case DeliveryTelemetry::DnsType::kHost:
+      return "host";
+  }
+  return "mx";
 }
 
 }  // namespace sluice::delivery

@@ -43,10 +43,14 @@ class DeliveryTelemetry {
   metrics::CounterFamily& connection_failures_;
   metrics::CounterFamily& tls_;
   metrics::Histogram* delivery_seconds_;
+  // By DnsType, then by MxLookup::Status.
   std::array<std::array<metrics::Counter*, 5>, 2> dns_{};
   std::array<metrics::Histogram*, 2> dns_seconds_{};
   std::array<metrics::Counter*, 4> dsn_{};
   metrics::EventLog* events_;
 };
+
+// "mx", "host": the `type` label of the DNS metrics.
+const char* ToString(DeliveryTelemetry::DnsType type);
 
 }  // namespace sluice::delivery

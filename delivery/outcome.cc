@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "base/ascii.h"
 #include "smtp/params.h"
 
 namespace sluice::delivery {
@@ -72,11 +73,8 @@ std::string AgeText(uint64_t micros) {
 
 std::string DomainOf(const std::string& address) {
   const size_t at = address.rfind('@');
-  std::string d = at == std::string::npos ? std::string() : address.substr(at + 1);
-  for (char& c : d) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return d;
+  if (at == std::string::npos) return "";
+  return AsciiToLower(std::string_view(address).substr(at + 1));
 }
 
 smtp::Reply MxFailureReply(const std::string& domain, const MxLookup& mx) {

@@ -31,7 +31,7 @@ Outcome OutcomeOf(const smtp::Reply& reply);
 
 // The delay before attempt `attempts` + 1 after `attempts` failed ones: retry_initial doubling per
 // attempt, capped at retry_max, times `jitter` (the caller draws it from [0.9, 1.1], so messages
-// deferred together do not come back together).
+// deferred together do not come back together). RFC 5321 §4.5.4.1; docs/design.md §8.2.
 uint64_t RetryDelayMicros(const DeliveryConfig& config, uint32_t attempts, double jitter);
 constexpr double kMinJitter = 0.9;
 constexpr double kMaxJitter = 1.1;

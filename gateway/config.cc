@@ -3,16 +3,18 @@
 #include <sched.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
 
 #include <toml++/toml.h>
+
+#include "base/ascii.h"
 
 namespace sluice::gateway {
 
@@ -111,12 +113,6 @@ class TableReader {
   std::set<std::string> used_;
 };
 
-std::string Lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
 bool ParseListener(const toml::table& t, const std::string& file, size_t index,
                    ListenerConfig* l, std::string* err) {
   TableReader r(t, file, "listener[" + std::to_string(index) + "].");
@@ -145,7 +141,7 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   }
   std::vector<std::string> domains;
   if (!r.StringList("relay_domains", &domains, err)) return false;
-  for (std::string& d : domains) l->relay_domains.push_back(Lower(d));
+  for (std::string& d : domains) l->relay_domains.push_back(AsciiToLower(d));
 
   if (!r.Integer("max_message_size", &l->max_message_size, 1024, int64_t{1} << 40, err)) {
     return false;
@@ -332,19 +328,22 @@ bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
   }
   std::string type;
   if (!r.String("type", &type, err)) return false;
-  if (type == "mx") {
-    route->type = delivery::RouteType::kMx;
-  } else if (type == "smarthost") {
-    route->type = delivery::RouteType::kSmarthost;
-  } else if (type == "lmtp") {
-    route->type = delivery::RouteType::kLmtp;
-    route->port = 24;
-  } else if (type == "maildir") {
-    route->type = delivery::RouteType::kMaildir;
-  } else {
+  std::optional<delivery::RouteType> parsed;
+  for (const delivery::RouteType candidate :
+       {delivery::RouteType::kMx, delivery::RouteType::kSmarthost, delivery::RouteType::kLmtp,
+        delivery::RouteType::kMaildir}) {
+    if (type == delivery::ToString(candidate)) {
+      parsed = candidate;
+    }
+  }
+  if (!parsed) {
     *err = r.Where(t.get("type") ? t.get("type") : &t, "type") +
            ": must be \"mx\", \"smarthost\", \"lmtp\" or \"maildir\"";
     return false;
+  }
+  route->type = *parsed;
+  if (route->type == delivery::RouteType::kLmtp) {
+    route->port = 24;
   }
   std::string tls = "opportunistic";
   if (!r.String("tls", &tls, err) || !r.String("tls_server_name", &route->tls_server_name, err) ||

@@ -159,5 +159,53 @@ bare_newline = "normalize"
   EXPECT_EQ(c->listeners[0].bare_newline, smtp::BareNewline::kNormalize);
 }
 
+TEST(ConfigTest, RouteTypes) {
+  auto c = ParseConfig(R"([[listener]]
+port = 25
+[[route]]
+domains = ["a.example"]
+type = "mx"
+[[route]]
+domains = ["b.example"]
+type = "smarthost"
+host = "192.0.2.1"
+[[route]]
+domains = ["c.example"]
+type = "lmtp"
+host = "192.0.2.2"
+[[route]]
+domains = ["d.example"]
+type = "maildir"
+path = "/tmp/m"
+)",
+                       "r.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const std::vector<delivery::RouteConfig>& routes = c->delivery.routes;
+  ASSERT_EQ(routes.size(), 4u);
+  EXPECT_EQ(routes[0].type, delivery::RouteType::kMx);
+  EXPECT_EQ(routes[0].port, 25);
+  EXPECT_EQ(routes[1].type, delivery::RouteType::kSmarthost);
+  EXPECT_EQ(routes[2].type, delivery::RouteType::kLmtp);
+  EXPECT_EQ(routes[2].port, 24);  // LMTP's default port
+  EXPECT_EQ(routes[3].type, delivery::RouteType::kMaildir);
+  // The configuration's spelling is the one ToString gives back.
+  const char* const spelled[] = {"mx", "smarthost", "lmtp", "maildir"};
+  for (size_t i = 0; i < routes.size(); ++i) {
+    EXPECT_STREQ(delivery::ToString(routes[i].type), spelled[i]);
+  }
+
+  auto bad = ParseConfig(R"([[listener]]
+port = 25
+[[route]]
+domains = ["a.example"]
+type = "MX"
+)",
+                         "bad.toml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("must be \"mx\", \"smarthost\", \"lmtp\" or \"maildir\""),
+            std::string::npos)
+      << bad.error().message;
+}
+
 }  // namespace
 }  // namespace sluice::gateway

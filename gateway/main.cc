@@ -194,7 +194,7 @@ int Run(const std::string& config_path) {
                (*spool)->recovered_messages());
 
   // Rebuild the schedule: every message in the spool goes back to its owner
-  // shard (DESIGN.md §7: meta.next_due is the durable truth).
+  // shard (docs/design.md §5.7: meta.next_due is the durable truth).
   // A record that cannot be read is set aside (quarantined, logged, counted), not fatal.
   std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered;
   auto scanned = (*spool)->Recover([&](const queue::MessageId& id, queue::Envelope env) {

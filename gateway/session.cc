@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <ctime>
 
+#include "base/ascii.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "gateway/server.h"
@@ -26,14 +27,6 @@ struct Session::BdatState {
 };
 
 namespace {
-
-std::string LowerAscii(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
 
 // Replies not yet sent. A client that pipelines without reading its replies (RFC 2920 §3.1 lets
 // the server stop reading) gets no more of its input consumed past this: the session waits until
@@ -448,8 +441,7 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
     Reply(parsed.error());
     co_return Outcome::kContinue;
   }
-  std::string mechanism = parsed->mechanism;
-  for (char& c : mechanism) c = static_cast<char>(c >= 'a' && c <= 'z' ? c - 'a' + 'A' : c);
+  const std::string& mechanism = parsed->mechanism;  // upper-cased by ParseAuth
   std::optional<std::string_view> initial;
   if (parsed->initial_response) initial = *parsed->initial_response;
   auth::SaslExchange sasl = auth::SaslExchange::Start(mechanism, initial);
@@ -464,7 +456,7 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
     Reply(step.code, step.enhanced, step.text);
     co_return Outcome::kContinue;
   }
-  // crypt() is slow by design: never on the shard (DESIGN.md §4).
+  // crypt() is slow by design: never on the shard (docs/design.md §2).
   auto users = ctx_.server().Users(listener_index_);
   const auth::UserDb* db = users.get();
   const std::string* user = &step.user;
@@ -582,8 +574,7 @@ Session::Outcome Session::OnMail(std::string_view arg) {
   }
   if (!auth_user_.empty()) {
     auto users = ctx_.server().Users(listener_index_);
-    std::string domain = mail->path.mailbox.domain;
-    for (char& c : domain) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    const std::string domain = AsciiToLower(mail->path.mailbox.domain);
     if (users && !users->SenderAllowed(auth_user_, domain)) {
       Reply(553, "5.7.1", "<" + mail->path.ToString() + ">: sender address not owned by user " +
                               auth_user_);
@@ -620,7 +611,7 @@ bool Session::RelayAllowed(const smtp::Path& rcpt) const {
     return true;  // mynetworks or authenticated: relay anywhere
   const std::string& domain = rcpt.mailbox.domain;
   if (domain.empty() || domain.front() == '[') return false;  // literals only from mynetworks
-  std::string d = LowerAscii(domain);
+  std::string d = AsciiToLower(domain);
   if (!d.empty() && d.back() == '.') d.pop_back();
   for (const std::string& rule : listener_.relay_domains) {
     if (rule.rfind("*.", 0) == 0) {
@@ -1015,7 +1006,7 @@ io::Task<Session::Outcome> Session::Commit() {
   env.tls = secure_;
   const uint64_t body_size = body_.size();
 
-  // Admission control (DESIGN.md §7): when the writer's queue is full, wait
+  // Admission control (docs/design.md §5.3): when the writer's queue is full, wait
   // for room up to the deadline, then answer 451.
   queue::Spool& spool = ctx_.server().spool();
   const MonoTime deadline = ctx_.shard().Now() + cfg.spool.admission_timeout;

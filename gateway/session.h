@@ -6,7 +6,7 @@
 // and enhanced status codes (RFC 3463, RFC 2034).
 //
 // The message is in the spool and fsync'd before "250 ... queued as" is
-// written (DESIGN.md promise 1).
+// written (docs/design.md §1, promise 1).
 
 #include <cstdint>
 #include <optional>

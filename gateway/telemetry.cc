@@ -1,28 +1,65 @@
 #include "gateway/telemetry.h"
 
+#include "base/ascii.h"
 #include "gateway/config.h"
 
 namespace sluice::gateway {
 
-namespace {
+const char* ToString(Rejection rejection) {
+  switch (rejection) {
+    case Rejection::kRelayDenied:
+      return "relay_denied";
+    case Rejection::kTooManyRecipients:
+      return "too_many_recipients";
+    case Rejection::kMessageTooBig:
+      return "message_too_big";
+    case Rejection::kLineTooLong:
+      return "line_too_long";
+    case Rejection::kBareNewline:
+      return "bare_newline";
+    case Rejection::kLoop:
+      return "loop";
+    case Rejection::kCommandTooLong:
+      return "command_too_long";
+    case Rejection::kSyntax:
+      return "syntax";
+    case Rejection::kTooManyErrors:
+      return "too_many_errors";
+    case Rejection::kTooManyJunk:
+      return "too_many_junk";
+    case Rejection::kTimeout:
+      return "timeout";
+    case Rejection::kSpoolBusy:
+      return "spool_busy";
+    case Rejection::kUntrustedRouting:
+      return "untrusted_routing";
+    case Rejection::kBodyMemory:
+      return "body_memory";
+    case Rejection::kUnreadReplies:
+      return "unread_replies";
+    case Rejection::kInsufficientStorage:
+      return "insufficient_storage";
+    case Rejection::kCount:
+      break;
+  }
+  return "unknown";
+}
 
-constexpr const char* kRejectionNames[] = {
-    "relay_denied",      "too_many_recipients",
-    "message_too_big",   "line_too_long",
-    "bare_newline",      "loop",
-    "command_too_long",  "syntax",
-    "too_many_errors",   "too_many_junk",
-    "timeout",           "spool_busy",
-    "untrusted_routing", "body_memory",
-    "unread_replies",    "insufficient_storage",
-};
-static_assert(std::size(kRejectionNames) == static_cast<size_t>(Rejection::kCount));
-
-constexpr const char* kRefusalNames[] = {"max_connections", "max_connections_per_ip",
-                                         "spool_unhealthy", "shutting_down"};
-static_assert(std::size(kRefusalNames) == static_cast<size_t>(ConnectRefusal::kCount));
-
-}  // namespace
+const char* ToString(ConnectRefusal refusal) {
+  switch (refusal) {
+    case ConnectRefusal::kMaxConnections:
+      return "max_connections";
+    case ConnectRefusal::kMaxPerIp:
+      return "max_connections_per_ip";
+    case ConnectRefusal::kSpoolUnhealthy:
+      return "spool_unhealthy";
+    case ConnectRefusal::kShuttingDown:
+      return "shutting_down";
+    case ConnectRefusal::kCount:
+      break;
+  }
+  return "unknown";
+}
 
 Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventLog* events)
     : tls_handshakes_(r.AddCounter("sluice_tls_handshakes_total",
@@ -57,7 +94,8 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
     ListenerSeries s{};
     s.accepted = &connections.WithLabels({l.name, "accepted", "none"});
     for (size_t i = 0; i < s.refused.size(); ++i) {
-      s.refused[i] = &connections.WithLabels({l.name, "rejected", kRefusalNames[i]});
+      s.refused[i] =
+          &connections.WithLabels({l.name, "rejected", ToString(static_cast<ConnectRefusal>(i))});
     }
     s.active = &active.WithLabels({l.name});
     s.messages = &messages.WithLabels({l.name});
@@ -70,9 +108,7 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
   auto& commands = r.AddCounter("sluice_smtpd_commands_total", "SMTP commands received.",
                                 {"command"});
   for (int v = 0; v <= static_cast<int>(smtp::Verb::kUnknown); ++v) {
-    const std::string_view name = smtp::VerbName(static_cast<smtp::Verb>(v));
-    std::string lower(name);
-    for (char& c : lower) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    const std::string lower = AsciiToLower(smtp::ToString(static_cast<smtp::Verb>(v)));
     commands_.push_back(&commands.WithLabels({lower}));
   }
   auto& replies = r.AddCounter("sluice_smtpd_replies_total", "SMTP replies sent, by class.",
@@ -83,7 +119,7 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
                                   "Recipients, messages and sessions refused, by reason.",
                                   {"kind"});
   for (size_t i = 0; i < rejections_.size(); ++i) {
-    rejections_[i] = &rejections.WithLabels({kRejectionNames[i]});
+    rejections_[i] = &rejections.WithLabels({ToString(static_cast<Rejection>(i))});
   }
   commit_seconds_ = &r.AddHistogram("sluice_spool_commit_duration_seconds",
                                     "From handing a message to the spool writer until it is "

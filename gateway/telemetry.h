@@ -35,9 +35,14 @@ enum class Rejection {
   kInsufficientStorage,  // the spool's file system is below spool.min_free_bytes (452 4.3.1)
   kCount,
 };
+// The `kind` label: "relay_denied", "too_many_recipients", ...
+const char* ToString(Rejection rejection);
 
 // Why a connection was turned away at accept (sluice_smtpd_connections_total{reason}).
 enum class ConnectRefusal { kMaxConnections, kMaxPerIp, kSpoolUnhealthy, kShuttingDown, kCount };
+// The `reason` label: "max_connections", "max_connections_per_ip", "spool_unhealthy",
+// "shutting_down".
+const char* ToString(ConnectRefusal refusal);
 
 class Telemetry {
  public:

@@ -13,6 +13,22 @@
 
 namespace sluice::io {
 
+const char* ToString(ReadStatus status) {
+  switch (status) {
+    case ReadStatus::kData:
+      return "data";
+    case ReadStatus::kEof:
+      return "connection closed by the peer";
+    case ReadStatus::kError:
+      return "socket error";
+    case ReadStatus::kTimeout:
+      return "timed out";
+    case ReadStatus::kInterrupted:
+      return "interrupted";
+  }
+  return "unknown";
+}
+
 Connection::Connection(Shard& shard, int fd) : shard_(shard), fd_(fd) {}
 
 Connection::~Connection() {

@@ -29,6 +29,9 @@ enum class ReadStatus {
   kTimeout,      // nothing arrived before the deadline
   kInterrupted,  // Interrupt() was called (shutdown) while waiting
 };
+// For messages: "data", "connection closed by the peer", "socket error", "timed out",
+// "interrupted".
+const char* ToString(ReadStatus status);
 
 class Connection final : private CompletionHandler, private TimerHandler {
  public:

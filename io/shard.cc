@@ -73,7 +73,7 @@ Shard::~Shard() {
 }
 
 Result<void> Shard::SetupRing() {
-  // Preferred flags (engineering-notes §2.1), probed rather than guessed from
+  // Preferred flags (docs/design.md §6.1), probed rather than guessed from
   // uname: SINGLE_ISSUER (6.0) + DEFER_TASKRUN (6.1) run completions only when
   // this thread enters the kernel; COOP_TASKRUN (5.19) and TASKRUN_FLAG avoid
   // IPIs; SUBMIT_ALL (5.18) keeps submitting after a failed SQE; CQSIZE (5.5).
@@ -111,7 +111,7 @@ Result<void> Shard::SetupRing() {
 
 Result<void> Shard::SetupRecvBuffers() {
   // liburing 2.3 has no io_uring_setup_buf_ring (2.4): map and register the
-  // ring by hand (engineering-notes §2.3). Needs kernel 5.19.
+  // ring by hand (docs/design.md §6.2). Needs kernel 5.19.
   const unsigned n = options_.recv_buffers;
   buf_ring_bytes_ = size_t{n} * sizeof(io_uring_buf);
   void* mem = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,

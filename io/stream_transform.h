@@ -3,7 +3,7 @@
 // StreamTransform: what a Connection runs its bytes through once it carries
 // TLS (STARTTLS or implicit). The reactor moves ciphertext; the transform
 // (tls/, over memory BIOs) turns it into plaintext and back. Kept abstract
-// so io/ does not depend on the TLS library (DESIGN.md §5).
+// so io/ does not depend on the TLS library (docs/design.md §4).
 
 #include <string>
 #include <string_view>

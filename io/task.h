@@ -4,7 +4,7 @@
 // symmetric transfer when it finishes. Detached<> runs a top-level coroutine
 // (one per connection) that frees itself at the end.
 //
-// Rules (STYLE.md, engineering-notes §2.7):
+// Rules (docs/design.md §6.4):
 // - co_await only as a full statement or the initialiser of a named variable
 //   (g++ 12 temporary-lifetime bugs, GCC PR 95599).
 // - Coroutine parameters by value; named member coroutines, no coroutine

@@ -1,6 +1,6 @@
 #pragma once
 
-// A hashed timer wheel for connection timeouts (engineering-notes §2.6).
+// A hashed timer wheel for connection timeouts (docs/design.md §6.3).
 // SMTP timeouts are seconds to minutes, so a 10 ms tick is plenty; one timer
 // per waiting connection, O(1) add and cancel, expiry work proportional to
 // the timers in the slots passed. Single-threaded: owned by one shard.

@@ -1,6 +1,6 @@
 #pragma once
 
-// AdminServer: the admin HTTP port (DESIGN.md §4 "Admin HTTP"), served by civetweb with two
+// AdminServer: the admin HTTP port (docs/design.md §9.3), served by civetweb with two
 // worker threads.
 //
 //   GET /metrics  200, Content-Type: text/plain; version=0.0.4; charset=utf-8, Registry::Scrape()
@@ -10,7 +10,7 @@
 //
 // TLS: civetweb is initialised WITHOUT TLS (mg_init_library(0), no ssl options, plain listening
 // port), so it never dlopens libssl/libcrypto. That matters: the daemon uses BoringSSL, and
-// OpenSSL 3 loaded into the same process crashes it (DESIGN.md §6 "TLS"). Put a TLS-terminating
+// OpenSSL 3 loaded into the same process crashes it (docs/design.md §7). Put a TLS-terminating
 // proxy in front if the admin port must leave the host.
 //
 // Threads: handlers run on civetweb's worker threads; they call Registry::Scrape() (lock-free)

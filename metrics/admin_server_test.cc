@@ -2,9 +2,7 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
-#include <cctype>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -18,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 
+#include "base/ascii.h"
 #include "metrics/registry.h"
 
 namespace sluice::metrics {
@@ -86,9 +85,7 @@ std::optional<HttpResponse> Request(const std::string& address, uint16_t port,
     const size_t eol = raw.find("\r\n", pos);
     const std::string line = raw.substr(pos, eol - pos);
     const size_t colon = line.find(':');
-    std::string name = line.substr(0, colon);
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    const std::string name = AsciiToLower(line.substr(0, colon));
     if (response.headers.contains(name)) {
       ADD_FAILURE() << "duplicate header " << name;
     }
@@ -289,7 +286,7 @@ TEST_F(AdminServerTest, StopReleasesThePortAndStartWorksAgain) {
   EXPECT_EQ(r->status, 200);
 }
 
-// The daemon loads BoringSSL; OpenSSL 3 must never be mapped into it (DESIGN.md §6 "TLS").
+// The daemon loads BoringSSL; OpenSSL 3 must never be mapped into it (docs/design.md §7).
 // civetweb dlopens libssl.so/libcrypto.so only when initialised with TLS; we never do.
 TEST_F(AdminServerTest, DoesNotLoadOpenSsl) {
   StartLoopback();

@@ -1,6 +1,6 @@
 #pragma once
 
-// The JSON event log (DESIGN.md §6 "logging"): one JSON object per line (reception, delivery,
+// The JSON event log (docs/design.md §9.4): one JSON object per line (reception, delivery,
 // deferral, bounce), for machines; the human log stays on stderr.
 //
 // Writing never blocks the caller: Write() appends to a bounded in-memory queue and a dedicated

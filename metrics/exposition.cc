@@ -4,12 +4,13 @@
 #include <cmath>
 #include <system_error>
 
+#include "base/ascii.h"
 #include "base/log.h"
 #include "metrics/detail/utf8.h"
 
 namespace sluice::metrics {
 
-std::string_view ToString(MetricType type) {
+const char* ToString(MetricType type) {
   switch (type) {
     case MetricType::kCounter:
       return "counter";
@@ -24,13 +25,6 @@ std::string_view ToString(MetricType type) {
 }
 
 namespace {
-
-bool IsAsciiLetter(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-bool IsDigit(char c) {
-  return c >= '0' && c <= '9';
-}
 
 // Appends `text` with `escape(c, out)` deciding for each ASCII byte; invalid UTF-8 bytes become
 // U+FFFD.
@@ -61,7 +55,7 @@ bool Exposition::IsValidMetricName(std::string_view name) {
   }
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    if (!(IsAsciiLetter(c) || c == '_' || c == ':' || (i > 0 && IsDigit(c)))) {
+    if (!(IsAsciiAlpha(c) || c == '_' || c == ':' || (i > 0 && IsAsciiDigit(c)))) {
       return false;
     }
   }
@@ -75,7 +69,7 @@ bool Exposition::IsValidLabelName(std::string_view name) {
   }
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    if (!(IsAsciiLetter(c) || c == '_' || (i > 0 && IsDigit(c)))) {
+    if (!(IsAsciiAlpha(c) || c == '_' || (i > 0 && IsAsciiDigit(c)))) {
       return false;
     }
   }
@@ -116,7 +110,7 @@ void Exposition::AppendEscapedHelp(std::string& out, std::string_view help) {
 }
 
 void Exposition::AppendDouble(std::string& out, double value) {
-  // Go's ParseFloat spellings (engineering-notes §5.1).
+  // Go's ParseFloat spellings (docs/design.md §9.2).
   if (std::isnan(value)) {
     out += "NaN";
     return;
@@ -332,7 +326,7 @@ void Exposition::HistogramFormatted(std::string_view name, std::string_view form
     return;
   }
   // Cumulative counts; _count is the +Inf bucket, computed here from the same snapshot, so the
-  // two agree even while writers race with the scrape (engineering-notes §5.3).
+  // two agree even while writers race with the scrape (docs/design.md §9.1).
   uint64_t cumulative = 0;
   const auto bucket_line = [&](std::string_view le) {
     out_ += name;

@@ -1,6 +1,6 @@
 #pragma once
 
-// Exposition: writes the Prometheus text format 0.0.4 (engineering-notes §5.1).
+// Exposition: writes the Prometheus text format 0.0.4 (docs/design.md §9.2).
 //
 // - A family is one uninterrupted group: `# HELP`, `# TYPE`, then its samples. Family() opens the
 //   next group; a second Family() with a name already written is a bug in the caller: it is
@@ -26,7 +26,7 @@
 namespace sluice::metrics {
 
 enum class MetricType { kCounter, kGauge, kHistogram, kUntyped };
-std::string_view ToString(MetricType type);
+const char* ToString(MetricType type);
 
 struct Label {
   std::string_view name;

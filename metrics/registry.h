@@ -1,7 +1,7 @@
 #pragma once
 
 // Registry: the process's metrics, written by shard threads without locks and merged at scrape
-// (DESIGN.md §4, §6 "metrics"; engineering-notes §5.3).
+// (docs/design.md §2, §9.1).
 //
 // Every series has one 64-bit cell per shard plus one shared cell for threads that are not shards
 // (the spool writer, the admin server, the blocking pool): slot other_thread() == shards().

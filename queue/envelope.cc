@@ -91,6 +91,18 @@ class Reader {
 
 }  // namespace
 
+const char* ToString(RecipientState state) {
+  switch (state) {
+    case RecipientState::kPending:
+      return "pending";
+    case RecipientState::kDelivered:
+      return "delivered";
+    case RecipientState::kBounced:
+      return "bounced";
+  }
+  return "unknown";
+}
+
 std::string EncodeEnvelope(const Envelope& e) {
   std::string out;
   size_t estimate = 64 + e.sender.size() + e.envid.size() + e.auth_param.size() +

@@ -1,7 +1,8 @@
 #pragma once
 
 // The envelope of a spooled message: what the `meta` column family stores under the message id
-// (DESIGN.md §7). The body lives in the `body` column family under the same key.
+// (docs/architecture.md "The spool"). The body lives in the `body` column family under the same
+// key.
 
 #include <cstdint>
 #include <string>
@@ -13,6 +14,8 @@
 namespace sluice::queue {
 
 enum class RecipientState : uint8_t { kPending = 0, kDelivered = 1, kBounced = 2 };
+// "pending", "delivered", "bounced" ("unknown" for a value outside the enum).
+const char* ToString(RecipientState state);
 
 struct Recipient {
   std::string address;

@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "base/ascii.h"
 #include "base/clock.h"
 
 namespace sluice::queue {
@@ -12,8 +13,8 @@ constexpr size_t kTextLength = 26;  // ceil(128 / 5)
 
 // Value of a Crockford base32 digit, or -1.
 int DigitValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  if (IsAsciiDigit(c)) return c - '0';
+  c = AsciiUpper(c);
   switch (c) {
     case 'O':
       return 0;

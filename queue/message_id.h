@@ -1,7 +1,8 @@
 #pragma once
 
 // Message ids: 128 bits, time-sortable, unique across restarts without coordination
-// (DESIGN.md §7). hi = unix microseconds; lo = node(16) << 48 | shard(16) << 32 | counter(32).
+// (docs/architecture.md "The spool"). hi = unix microseconds;
+// lo = node(16) << 48 | shard(16) << 32 | counter(32).
 
 #include <array>
 #include <compare>

@@ -1,12 +1,13 @@
 #include "queue/message_id.h"
 
-#include <algorithm>
 #include <cstring>
 #include <random>
 #include <set>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "base/ascii.h"
 
 namespace sluice::queue {
 namespace {
@@ -78,8 +79,7 @@ TEST(MessageIdTest, ParseRejectsMalformedText) {
 
 TEST(MessageIdTest, ParseAcceptsLowerCaseAndCrockfordAliases) {
   const MessageId id{0x0123456789abcdefULL, 0xfedcba9876543210ULL};
-  std::string lower = id.ToString();
-  std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+  const std::string lower = AsciiToLower(id.ToString());
   EXPECT_EQ(MessageId::Parse(lower), id);
   EXPECT_EQ(MessageId::Parse("0000000000000000000000000O"), (MessageId{0, 0}));
   EXPECT_EQ(MessageId::Parse("0000000000000000000000000i"), (MessageId{0, 1}));

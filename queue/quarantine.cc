@@ -2,6 +2,8 @@
 
 #include <cerrno>
 
+#include "base/ascii.h"
+
 namespace sluice::queue {
 namespace {
 
@@ -42,16 +44,6 @@ bool GetString(std::string_view* in, std::string* s) {
   return true;
 }
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 }  // namespace
 
 std::string QuarantinedRecord::Name() const {
@@ -75,8 +67,8 @@ std::optional<std::string> QuarantineKeyFromName(std::string_view name) {
     return std::nullopt;
   std::string key;
   for (size_t i = 1; i < name.size(); i += 2) {
-    const int hi = HexValue(name[i]);
-    const int lo = HexValue(name[i + 1]);
+    const int hi = HexDigitValue(name[i]);
+    const int lo = HexDigitValue(name[i + 1]);
     if (hi < 0 || lo < 0)
       return std::nullopt;
     key.push_back(static_cast<char>(hi << 4 | lo));

@@ -89,7 +89,7 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   std::unique_ptr<Spool> spool(new Spool());
   spool->options_ = options;
   spool->db_ = std::move(*db);
-  // Recovery (engineering-notes §1.7): the WAL was replayed by Open; count what is there. The
+  // Recovery (docs/design.md §5.7): the WAL was replayed by Open; count what is there. The
   // delivery side rebuilds its schedule from the same scan later.
   Result<uint64_t> count = spool->db_->Count();
   if (!count.ok()) return count.error();

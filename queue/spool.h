@@ -1,8 +1,8 @@
 #pragma once
 
-// The durable spool (DESIGN.md §2 promise 1, §7): one RocksDB instance with column families `meta`
-// (envelopes) and `body` (message bytes), written by one writer thread that merges every queued
-// request into one synced WriteBatch (group commit, engineering-notes §1.6 option B).
+// The durable spool (docs/design.md §1 promise 1, §5): one RocksDB instance with column families
+// `meta` (envelopes) and `body` (message bytes), written by one writer thread that merges every
+// queued request into one synced WriteBatch (group commit, docs/design.md §5.2).
 //
 // Threads: Enqueue/Remove/UpdateEnvelope/reads may be called from any thread. Completions arrive
 // on the writer thread. Shutdown may be called from any thread except the writer (a sink must not
@@ -94,7 +94,7 @@ struct SpoolStats {
   uint64_t dropped_updates = 0;      // Remove/UpdateEnvelope lost to a stall timeout or IO error
   uint64_t pending_messages = 0;     // admitted, not yet durable
   uint64_t pending_bytes = 0;
-  // RocksDB properties (engineering-notes §1.5), as KumoMTA exports them.
+  // RocksDB properties (docs/design.md §5.6).
   uint64_t write_stopped = 0;                       // rocksdb.is-write-stopped
   uint64_t delayed_write_rate = 0;                  // rocksdb.actual-delayed-write-rate
   uint64_t estimate_pending_compaction_bytes = 0;   // rocksdb.estimate-pending-compaction-bytes

@@ -4,13 +4,9 @@
 
 #include <cstring>
 
-#include "smtp/detail/ascii.h"
+#include "base/ascii.h"
 
 namespace sluice::smtp {
-
-using detail::EqualsNoCase;
-using detail::IsDigit;
-using detail::IsLetDig;
 
 std::string Path::ToString() const {
   if (null) return {};
@@ -65,7 +61,7 @@ bool IsNonAscii(char c) { return static_cast<unsigned char>(c) >= 0x80; }
 
 // RFC 5322 atext, plus UTF8-non-ascii (RFC 6531 §3.3).
 bool IsAtext(char c) {
-  if (IsLetDig(c) || IsNonAscii(c)) return true;
+  if (IsAsciiAlnum(c) || IsNonAscii(c)) return true;
   switch (c) {
     case '!': case '#': case '$': case '%': case '&': case '\'': case '*':
     case '+': case '-': case '/': case '=': case '?': case '^': case '_':
@@ -83,7 +79,7 @@ bool IsIpv4Literal(std::string_view s) {
   while (true) {
     size_t digits = 0;
     int value = 0;
-    while (i < s.size() && IsDigit(s[i]) && digits < 3) {
+    while (i < s.size() && IsAsciiDigit(s[i]) && digits < 3) {
       value = value * 10 + (s[i] - '0');
       ++i;
       ++digits;
@@ -102,7 +98,8 @@ size_t ScanDomain(std::string_view text, size_t i) {
   const size_t start = i;
   while (true) {
     const size_t label = i;
-    while (i < text.size() && (IsLetDig(text[i]) || text[i] == '-' || IsNonAscii(text[i]))) ++i;
+    while (i < text.size() && (IsAsciiAlnum(text[i]) || text[i] == '-' || IsNonAscii(text[i])))
+      ++i;
     const size_t len = i - label;
     // RFC 5321 sub-domain = Let-dig [Ldh-str]: no hyphen first or last;
     // RFC 1035 §2.3.4: labels of 63 octets at most.
@@ -133,12 +130,12 @@ bool IsValidAddressLiteral(std::string_view literal) {
   const std::string_view body = literal.substr(1, literal.size() - 2);
   if (IsIpv4Literal(body)) return true;
   constexpr std::string_view kIpv6Tag = "IPv6:";
-  if (body.size() > kIpv6Tag.size() && EqualsNoCase(body.substr(0, kIpv6Tag.size()), kIpv6Tag)) {
+  if (body.size() > kIpv6Tag.size() && StartsWithIgnoreCase(body, kIpv6Tag)) {
     const std::string_view addr = body.substr(kIpv6Tag.size());
     char buf[64];
     if (addr.size() >= sizeof(buf)) return false;
     for (char c : addr) {
-      if (!(detail::IsHexDigit(c) || c == ':' || c == '.')) return false;
+      if (!(IsAsciiHexDigit(c) || c == ':' || c == '.')) return false;
     }
     std::memcpy(buf, addr.data(), addr.size());
     buf[addr.size()] = '\0';
@@ -223,7 +220,7 @@ PathParse ParsePath(std::string_view text, PathRole role) {
 
   std::string_view domain;
   if (i < text.size() && text[i] == '>' && role == PathRole::kForward && !quoted &&
-      EqualsNoCase(local, "postmaster")) {
+      EqualsIgnoreCase(local, "postmaster")) {
     // RFC 5321 §4.1.1.3: "<Postmaster>" with no domain.
   } else {
     if (i >= text.size() || text[i] != '@') return r;

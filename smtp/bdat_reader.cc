@@ -1,7 +1,8 @@
 #include "smtp/bdat_reader.h"
 
 #include <algorithm>
-#include <cstring>
+
+#include "smtp/line_ending.h"
 
 namespace sluice::smtp {
 
@@ -27,6 +28,7 @@ size_t BdatReader::Feed(std::string_view input, std::string* body) {
   const char* p = begin;
   const char* run = p;
   const bool normalize = limits_.bare_newline == BareNewline::kNormalize;
+  LineEndingScanner lines(end);
   auto flush = [&](const char* upto) {
     sink_.Append(body, run, static_cast<size_t>(upto - run));
     run = upto;
@@ -53,55 +55,55 @@ size_t BdatReader::Feed(std::string_view input, std::string* body) {
       }
       continue;
     }
-    const size_t left = static_cast<size_t>(end - p);
-    const auto* lf = static_cast<const char*>(std::memchr(p, '\n', left));
-    const char* seg_end = lf != nullptr ? lf : end;
-    const auto* cr =
-        static_cast<const char*>(std::memchr(p, '\r', static_cast<size_t>(seg_end - p)));
-    if (lf != nullptr && cr == lf - 1) {
-      // A clean CRLF line; cr is the first CR, so there is no other.
-      Count(static_cast<size_t>(lf + 1 - p));
-      p = lf + 1;
-      line_len_ = 0;
-    } else if (cr != nullptr) {
-      // Either the last octet of this input, or followed by something other
-      // than LF (else lf would be cr + 1).
-      if (normalize) {
-        Count(static_cast<size_t>(cr - p));
-        flush(cr);
-        sink_.Append(body, "\r\n", 2);
-        Count(2);
+    const LineEnding eol = lines.Next(p);
+    const char* const at = eol.at;
+    switch (eol.kind) {
+      case LineEnding::Kind::kCrLf:
+        // A clean CRLF line.
+        Count(static_cast<size_t>(at + 2 - p));
+        p = at + 2;
         line_len_ = 0;
-        p = cr + 1;
-        run = p;
-        skip_lf_ = p == end;
-      } else {
-        Count(static_cast<size_t>(cr + 1 - p));
-        p = cr + 1;
-        if (p == end) {
-          cr_pending_ = true;
+        break;
+      case LineEnding::Kind::kBareCr:
+        // Either the last octet of this input, or followed by something other than LF.
+        if (normalize) {
+          Count(static_cast<size_t>(at - p));
+          flush(at);
+          sink_.Append(body, "\r\n", 2);
+          Count(2);
+          line_len_ = 0;
+          p = at + 1;
+          run = p;
+          skip_lf_ = p == end;
+        } else {
+          Count(static_cast<size_t>(at + 1 - p));
+          p = at + 1;
+          if (p == end) {
+            cr_pending_ = true;
+          } else {
+            bare_newline_ = true;
+          }
+        }
+        break;
+      case LineEnding::Kind::kBareLf:
+        Count(static_cast<size_t>(at - p));
+        if (normalize) {
+          flush(at);
+          p = at + 1;
+          run = p;
+          sink_.Append(body, "\r\n", 2);
+          Count(2);
         } else {
           bare_newline_ = true;
+          p = at + 1;
+          Count(1);
         }
-      }
-    } else if (lf != nullptr) {
-      // LF with no CR before it: a bare LF.
-      Count(static_cast<size_t>(lf - p));
-      if (normalize) {
-        flush(lf);
-        p = lf + 1;
-        run = p;
-        sink_.Append(body, "\r\n", 2);
-        Count(2);
-      } else {
-        bare_newline_ = true;
-        p = lf + 1;
-        Count(1);
-      }
-      line_len_ = 0;
-    } else {
-      Count(left);
-      p = end;
+        line_len_ = 0;
+        break;
+      case LineEnding::Kind::kNone:
+        Count(static_cast<size_t>(end - p));
+        p = end;
+        break;
     }
   }
   flush(p);

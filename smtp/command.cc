@@ -3,17 +3,14 @@
 #include <array>
 #include <charconv>
 
-#include "smtp/detail/ascii.h"
+#include "base/ascii.h"
 
 namespace sluice::smtp {
-
-using detail::EqualsNoCase;
-using detail::StartsWithNoCase;
 
 namespace {
 
 struct VerbEntry {
-  std::string_view name;
+  const char* name;
   Verb verb;
 };
 
@@ -50,7 +47,7 @@ struct PathAndRest {
 
 PathAndRest SplitPath(std::string_view arg, std::string_view keyword, PathRole role) {
   PathAndRest out;
-  if (!StartsWithNoCase(arg, keyword)) {
+  if (!StartsWithIgnoreCase(arg, keyword)) {
     out.syntax_error = true;
     return out;
   }
@@ -88,7 +85,7 @@ Reply Utf8Required() {
 
 }  // namespace
 
-std::string_view VerbName(Verb v) {
+const char* ToString(Verb v) {
   for (const VerbEntry& e : kVerbs) {
     if (e.verb == v) return e.name;
   }
@@ -100,7 +97,7 @@ Command ParseCommand(std::string_view line) {
   const std::string_view word = line.substr(0, sp);
   Verb verb = Verb::kUnknown;
   for (const VerbEntry& e : kVerbs) {
-    if (EqualsNoCase(word, e.name)) {
+    if (EqualsIgnoreCase(word, e.name)) {
       verb = e.verb;
       break;
     }
@@ -144,7 +141,7 @@ ReplyOr<BdatArg> ParseBdat(std::string_view arg) {
     return Syntax("Syntax: BDAT chunk-size [LAST]");
   }
   if (sp != std::string_view::npos) {
-    if (!EqualsNoCase(SkipSpaces(arg.substr(sp)), "LAST")) {
+    if (!EqualsIgnoreCase(SkipSpaces(arg.substr(sp)), "LAST")) {
       return Syntax("Syntax: BDAT chunk-size [LAST]");
     }
     out.last = true;
@@ -179,10 +176,10 @@ ReplyOr<AuthArg> ParseAuth(std::string_view arg) {
   if (mech.empty() || mech.size() > 20) return Syntax("Syntax: AUTH mechanism [initial-response]");
   AuthArg out;
   for (char c : mech) {
-    if (!(detail::IsLetDig(c) || c == '-' || c == '_')) {
+    if (!(IsAsciiAlnum(c) || c == '-' || c == '_')) {
       return Syntax("Syntax: AUTH mechanism [initial-response]");
     }
-    out.mechanism.push_back(detail::ToUpper(c));
+    out.mechanism.push_back(AsciiUpper(c));
   }
   if (sp == std::string_view::npos) return out;
   const std::string_view response = SkipSpaces(arg.substr(sp));
@@ -196,7 +193,7 @@ ReplyOr<AuthArg> ParseAuth(std::string_view arg) {
   // base64: [A-Za-z0-9+/]*, then at most two '=' of padding.
   size_t i = 0;
   while (i < response.size() &&
-         (detail::IsLetDig(response[i]) || response[i] == '+' || response[i] == '/')) {
+         (IsAsciiAlnum(response[i]) || response[i] == '+' || response[i] == '/')) {
     ++i;
   }
   const size_t pad = response.size() - i;

@@ -20,7 +20,7 @@ enum class Verb {
   kVrfy, kExpn, kHelp, kStartTls, kAuth, kUnknown,
 };
 
-std::string_view VerbName(Verb v);  // "EHLO", ..., "UNKNOWN"
+const char* ToString(Verb v);  // "EHLO", ..., "UNKNOWN"
 
 struct Command {
   Verb verb;

@@ -27,8 +27,8 @@ TEST(ParseCommand, AllVerbsCaseInsensitive) {
     EXPECT_EQ(c.verb, verb) << text;
     EXPECT_EQ(c.arg, "") << text;
   }
-  EXPECT_EQ(VerbName(Verb::kStartTls), "STARTTLS");
-  EXPECT_EQ(VerbName(Verb::kUnknown), "UNKNOWN");
+  EXPECT_STREQ(ToString(Verb::kStartTls), "STARTTLS");
+  EXPECT_STREQ(ToString(Verb::kUnknown), "UNKNOWN");
 }
 
 TEST(ParseCommand, ArgumentTrimmedAndViewIntoLine) {

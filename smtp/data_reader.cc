@@ -1,6 +1,6 @@
 #include "smtp/data_reader.h"
 
-#include <cstring>
+#include "smtp/line_ending.h"
 
 namespace sluice::smtp {
 
@@ -15,6 +15,7 @@ size_t DataReader::Feed(std::string_view input, std::string* body) {
   const char* p = begin;
   const char* run = p;
   const bool normalize = limits_.bare_newline == BareNewline::kNormalize;
+  LineEndingScanner lines(end);
   auto flush = [&](const char* upto) {
     sink_.Append(body, run, static_cast<size_t>(upto - run));
     run = upto;
@@ -104,56 +105,56 @@ size_t DataReader::Feed(std::string_view input, std::string* body) {
         break;
 
       case State::kMid: {
-        const size_t left = static_cast<size_t>(end - p);
-        const auto* lf = static_cast<const char*>(std::memchr(p, '\n', left));
-        const char* seg_end = lf != nullptr ? lf : end;
-        const auto* cr =
-            static_cast<const char*>(std::memchr(p, '\r', static_cast<size_t>(seg_end - p)));
-        if (lf != nullptr && cr == lf - 1) {
-          // A clean CRLF line; cr is the first CR, so there is no other.
-          Count(static_cast<size_t>(lf + 1 - p));
-          p = lf + 1;
-          EndLine();
-          state_ = State::kLineStart;
-        } else if (cr != nullptr) {
-          Count(static_cast<size_t>(cr - p));
-          if (cr + 1 == end) {
-            // Decide when the next octet arrives.
-            flush(cr);
-            p = end;
-            run = end;
-            state_ = State::kCr;
-          } else if (normalize) {
-            // cr[1] is not LF (else lf would be cr + 1).
-            flush(cr);
-            p = cr + 1;
-            run = p;
-            put("\r\n");
-            Count(2);
+        const LineEnding eol = lines.Next(p);
+        const char* const at = eol.at;
+        switch (eol.kind) {
+          case LineEnding::Kind::kCrLf:
+            // A clean CRLF line.
+            Count(static_cast<size_t>(at + 2 - p));
+            p = at + 2;
             EndLine();
-          } else {
-            bare_newline_ = true;
-            p = cr + 1;  // stored verbatim
-            Count(1);
-          }
-        } else if (lf != nullptr) {
-          // LF with no CR before it: a bare LF.
-          Count(static_cast<size_t>(lf - p));
-          if (normalize) {
-            flush(lf);
-            p = lf + 1;
-            run = p;
-            put("\r\n");
-            Count(2);
-          } else {
-            bare_newline_ = true;
-            p = lf + 1;
-            Count(1);
-          }
-          EndLine();
-        } else {
-          Count(left);
-          p = end;
+            state_ = State::kLineStart;
+            break;
+          case LineEnding::Kind::kBareCr:
+            Count(static_cast<size_t>(at - p));
+            if (at + 1 == end) {
+              // Decide when the next octet arrives.
+              flush(at);
+              p = end;
+              run = end;
+              state_ = State::kCr;
+            } else if (normalize) {
+              flush(at);
+              p = at + 1;
+              run = p;
+              put("\r\n");
+              Count(2);
+              EndLine();
+            } else {
+              bare_newline_ = true;
+              p = at + 1;  // stored verbatim
+              Count(1);
+            }
+            break;
+          case LineEnding::Kind::kBareLf:
+            Count(static_cast<size_t>(at - p));
+            if (normalize) {
+              flush(at);
+              p = at + 1;
+              run = p;
+              put("\r\n");
+              Count(2);
+            } else {
+              bare_newline_ = true;
+              p = at + 1;
+              Count(1);
+            }
+            EndLine();
+            break;
+          case LineEnding::Kind::kNone:
+            Count(static_cast<size_t>(end - p));
+            p = end;
+            break;
         }
         break;
       }

@@ -4,9 +4,10 @@
 // removes dot-stuffing, enforces limits. Sans-I/O and stateful across chunks:
 // any split of the input gives the same result.
 //
-// Smuggling defence (CVE-2023-51764 family, DESIGN.md §8): only the exact
-// octets CR LF "." CR LF end the data. A bare LF or a CR not followed by LF
-// never starts or ends a line for framing purposes, in either mode.
+// Smuggling defence (CVE-2023-51764 family; RFC 5321 §2.3.8, §4.1.1.4): only
+// the exact octets CR LF "." CR LF end the data. A bare LF or a CR not
+// followed by LF never starts or ends a line for framing purposes, in either
+// mode (docs/configuration.md `bare_newline`).
 
 #include <cstddef>
 #include <cstdint>

@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "smtp/detail/ascii.h"
+#include "base/ascii.h"
 
 namespace sluice::smtp {
 
@@ -21,7 +21,7 @@ size_t CountHeaderFields(std::string_view msg, std::string_view name) {
     if (eol == std::string_view::npos) eol = header.size();
     const std::string_view line = header.substr(pos, eol - pos);
     pos = eol + 2;
-    if (line.size() <= name.size() || !detail::StartsWithNoCase(line, name)) continue;
+    if (line.size() <= name.size() || !StartsWithIgnoreCase(line, name)) continue;
     size_t i = name.size();
     while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
     if (i < line.size() && line[i] == ':') ++count;

@@ -3,12 +3,10 @@
 #include <charconv>
 #include <limits>
 
+#include "base/ascii.h"
 #include "smtp/address.h"
-#include "smtp/detail/ascii.h"
 
 namespace sluice::smtp {
-
-using detail::EqualsNoCase;
 
 namespace {
 
@@ -37,8 +35,8 @@ class ParamScanner {
     p->keyword = item.substr(0, eq);
     p->value.reset();
     // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
-    bool ok = !p->keyword.empty() && detail::IsLetDig(p->keyword[0]);
-    for (char c : p->keyword) ok = ok && (detail::IsLetDig(c) || c == '-');
+    bool ok = !p->keyword.empty() && IsAsciiAlnum(p->keyword[0]);
+    for (char c : p->keyword) ok = ok && (IsAsciiAlnum(c) || c == '-');
     if (!ok) {
       *error = Syntax("Syntax error in parameters");
       return true;
@@ -67,20 +65,14 @@ class ParamScanner {
   size_t pos_ = 0;
 };
 
-std::string Upper(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = detail::ToUpper(c);
-  return out;
-}
-
 Reply Unknown(std::string_view keyword) {
-  return MakeReply(555, "5.5.4", "Unsupported parameter " + Upper(keyword));
+  return MakeReply(555, "5.5.4", "Unsupported parameter " + AsciiToUpper(keyword));
 }
 Reply Duplicate(std::string_view keyword) {
-  return MakeReply(501, "5.5.4", "Duplicate parameter " + Upper(keyword));
+  return MakeReply(501, "5.5.4", "Duplicate parameter " + AsciiToUpper(keyword));
 }
 Reply BadValue(std::string_view keyword) {
-  return Syntax("Bad " + Upper(keyword) + " parameter");
+  return Syntax("Bad " + AsciiToUpper(keyword) + " parameter");
 }
 
 bool IsXtextOrUtf8(std::string_view s, bool allow_utf8) {
@@ -101,7 +93,7 @@ bool IsValidXtext(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     const char c = s[i];
     if (c == '+') {
-      auto upper_hex = [](char h) { return detail::IsDigit(h) || (h >= 'A' && h <= 'F'); };
+      auto upper_hex = [](char h) { return IsAsciiDigit(h) || (h >= 'A' && h <= 'F'); };
       if (i + 2 >= s.size()) return false;
       if (!upper_hex(s[i + 1]) || !upper_hex(s[i + 2])) return false;
       i += 2;
@@ -122,53 +114,53 @@ ReplyOr<MailParams> ParseMailParams(std::string_view text) {
   while (scanner.Next(&p, &error)) {
     if (error) return *error;
     const std::string_view k = p.keyword;
-    if (EqualsNoCase(k, "SIZE")) {
+    if (EqualsIgnoreCase(k, "SIZE")) {
       if (seen_size) return Duplicate(k);
       seen_size = true;
       // RFC 1870: size-value ::= 1*20DIGIT
       if (!p.value || p.value->size() > 20) return BadValue(k);
       for (char c : *p.value) {
-        if (!detail::IsDigit(c)) return BadValue(k);
+        if (!IsAsciiDigit(c)) return BadValue(k);
       }
       uint64_t n = 0;
       const auto [ptr, ec] = std::from_chars(p.value->data(), p.value->data() + p.value->size(), n);
       (void)ptr;
       if (ec == std::errc::result_out_of_range) n = std::numeric_limits<uint64_t>::max();
       out.size = n;
-    } else if (EqualsNoCase(k, "BODY")) {
+    } else if (EqualsIgnoreCase(k, "BODY")) {
       if (seen_body) return Duplicate(k);
       seen_body = true;
       if (!p.value) return BadValue(k);
-      if (EqualsNoCase(*p.value, "7BIT")) {
+      if (EqualsIgnoreCase(*p.value, "7BIT")) {
         out.body = BodyType::k7Bit;
-      } else if (EqualsNoCase(*p.value, "8BITMIME")) {
+      } else if (EqualsIgnoreCase(*p.value, "8BITMIME")) {
         out.body = BodyType::k8BitMime;
-      } else if (EqualsNoCase(*p.value, "BINARYMIME")) {
+      } else if (EqualsIgnoreCase(*p.value, "BINARYMIME")) {
         out.body = BodyType::kBinaryMime;
       } else {
         return BadValue(k);
       }
-    } else if (EqualsNoCase(k, "SMTPUTF8")) {
+    } else if (EqualsIgnoreCase(k, "SMTPUTF8")) {
       if (out.smtputf8) return Duplicate(k);
       if (p.value) return BadValue(k);  // RFC 6531 §3.4: no value
       out.smtputf8 = true;
-    } else if (EqualsNoCase(k, "RET")) {
+    } else if (EqualsIgnoreCase(k, "RET")) {
       if (seen_ret) return Duplicate(k);
       seen_ret = true;
       if (!p.value) return BadValue(k);
-      if (EqualsNoCase(*p.value, "FULL")) {
+      if (EqualsIgnoreCase(*p.value, "FULL")) {
         out.ret = Ret::kFull;
-      } else if (EqualsNoCase(*p.value, "HDRS")) {
+      } else if (EqualsIgnoreCase(*p.value, "HDRS")) {
         out.ret = Ret::kHdrs;
       } else {
         return BadValue(k);
       }
-    } else if (EqualsNoCase(k, "ENVID")) {
+    } else if (EqualsIgnoreCase(k, "ENVID")) {
       if (seen_envid) return Duplicate(k);
       seen_envid = true;
       if (!p.value || p.value->size() > kMaxEnvid || !IsValidXtext(*p.value)) return BadValue(k);
       out.envid.assign(*p.value);
-    } else if (EqualsNoCase(k, "AUTH")) {
+    } else if (EqualsIgnoreCase(k, "AUTH")) {
       if (seen_auth) return Duplicate(k);
       seen_auth = true;
       // RFC 4954 §5: AUTH=xtext or AUTH=<>
@@ -191,7 +183,7 @@ ReplyOr<RcptParams> ParseRcptParams(std::string_view text, bool smtputf8) {
   while (scanner.Next(&p, &error)) {
     if (error) return *error;
     const std::string_view k = p.keyword;
-    if (EqualsNoCase(k, "NOTIFY")) {
+    if (EqualsIgnoreCase(k, "NOTIFY")) {
       if (seen_notify) return Duplicate(k);
       seen_notify = true;
       if (!p.value) return BadValue(k);
@@ -201,13 +193,13 @@ ReplyOr<RcptParams> ParseRcptParams(std::string_view text, bool smtputf8) {
       while (true) {
         const size_t comma = rest.find(',');
         const std::string_view item = rest.substr(0, comma);
-        if (EqualsNoCase(item, "NEVER")) {
+        if (EqualsIgnoreCase(item, "NEVER")) {
           flags |= kNotifyNever;
-        } else if (EqualsNoCase(item, "SUCCESS")) {
+        } else if (EqualsIgnoreCase(item, "SUCCESS")) {
           flags |= kNotifySuccess;
-        } else if (EqualsNoCase(item, "FAILURE")) {
+        } else if (EqualsIgnoreCase(item, "FAILURE")) {
           flags |= kNotifyFailure;
-        } else if (EqualsNoCase(item, "DELAY")) {
+        } else if (EqualsIgnoreCase(item, "DELAY")) {
           flags |= kNotifyDelay;
         } else {
           return BadValue(k);
@@ -217,7 +209,7 @@ ReplyOr<RcptParams> ParseRcptParams(std::string_view text, bool smtputf8) {
       }
       if ((flags & kNotifyNever) != 0 && flags != kNotifyNever) return BadValue(k);
       out.notify = flags;
-    } else if (EqualsNoCase(k, "ORCPT")) {
+    } else if (EqualsIgnoreCase(k, "ORCPT")) {
       if (seen_orcpt) return Duplicate(k);
       seen_orcpt = true;
       // RFC 3461 §4.2: ORCPT=addr-type ";" xtext; addr-type is an atom
@@ -228,7 +220,7 @@ ReplyOr<RcptParams> ParseRcptParams(std::string_view text, bool smtputf8) {
         return BadValue(k);
       }
       for (char c : p.value->substr(0, semi)) {
-        if (!(detail::IsLetDig(c) || c == '-')) return BadValue(k);
+        if (!(IsAsciiAlnum(c) || c == '-')) return BadValue(k);
       }
       if (!IsXtextOrUtf8(p.value->substr(semi + 1), smtputf8)) return BadValue(k);
       out.orcpt.assign(*p.value);

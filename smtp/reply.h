@@ -7,8 +7,8 @@
 
 #include <string>
 #include <string_view>
-#include <utility>
-#include <variant>
+
+#include "base/result.h"
 
 namespace sluice::smtp {
 
@@ -34,27 +34,6 @@ void AppendReply(std::string* out, const Reply& r);
 
 // Either a value or the reply explaining why the input was refused.
 template <typename T>
-class [[nodiscard]] ReplyOr {
- public:
-  ReplyOr(T value) : v_(std::move(value)) {}      // NOLINT(google-explicit-constructor)
-  ReplyOr(Reply error) : v_(std::move(error)) {}  // NOLINT(google-explicit-constructor)
-
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-
-  // The reply to send; only valid when !ok().
-  const Reply& error() const { return std::get<1>(v_); }
-
- private:
-  std::variant<T, Reply> v_;
-};
+using ReplyOr = Result<T, Reply>;
 
 }  // namespace sluice::smtp

@@ -20,6 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include "base/ascii.h"
 #include "tls/detail/contexts.h"
 #include "tls/detail/errors.h"
 
@@ -233,13 +234,7 @@ std::string NormalizeHostName(std::string_view name) {
   if (!name.empty() && name.back() == '.') {
     name.remove_suffix(1);
   }
-  std::string out(name);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return out;
+  return AsciiToLower(name);
 }
 
 bool IsIpLiteral(std::string_view name) {
@@ -454,7 +449,7 @@ Result<std::shared_ptr<ClientContext>> ClientContext::Create(const ClientOptions
                      detail::DrainErrors());
   }
   // BoringSSL clients have no internal session cache: sessions come to new_session_cb and we
-  // offer them again with SSL_set_session (engineering-notes §3.3).
+  // offer them again with SSL_set_session (docs/design.md §7).
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
   SSL_CTX_sess_set_new_cb(ctx, detail::StoreClientSession);
   return std::shared_ptr<ClientContext>(new ClientContext(std::move(impl)));

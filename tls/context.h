@@ -1,6 +1,6 @@
 #pragma once
 
-// TLS contexts: the configuration half of tls/ (DESIGN.md §6 "TLS"). A context is built once,
+// TLS contexts: the configuration half of tls/ (docs/design.md §7). A context is built once,
 // from files, and is then immutable and shared read-only by every shard through a shared_ptr.
 // Reload (SIGHUP) builds a new context and swaps the pointer: new connections use the new one,
 // existing Streams keep the one they were made with (they hold a reference).
@@ -69,7 +69,7 @@ class ServerContext {
 
 struct ClientOptions {
   // Trust anchors for verification. Loaded explicitly: BoringSSL's built-in default
-  // (/etc/ssl/cert.pem) does not exist on Debian (engineering-notes §3.5).
+  // (/etc/ssl/cert.pem) does not exist on Debian (docs/design.md §7).
   std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";
   int min_version = kTls12;  // kTls12 (default) or kTls13
   int max_version = 0;       // 0 (default): the highest the library supports (TLS 1.3)

@@ -1,6 +1,6 @@
-// DESIGN.md §6: BoringSSL and OpenSSL 3 in one process segfault (unversioned symbols). This binary
-// links tls/, so it must load BoringSSL's libssl.so.0/libcrypto.so.0 from the android directory
-// and no libssl.so.3/libcrypto.so.3 -- both as linked (ldd) and as actually mapped.
+// BoringSSL and OpenSSL 3 in one process segfault (unversioned symbols; docs/design.md §7). This
+// binary links tls/, so it must load BoringSSL's libssl.so.0/libcrypto.so.0 from the android
+// directory and no libssl.so.3/libcrypto.so.3 -- both as linked (ldd) and as actually mapped.
 
 #include <unistd.h>
 

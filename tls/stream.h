@@ -3,7 +3,7 @@
 // Stream: one TLS connection, sans I/O. The reactor feeds received ciphertext in, calls
 // Process, sends whatever TakeCiphertext returns, and hands plaintext to the SMTP session.
 // Nothing here touches a socket, a clock or another thread: a Stream belongs to the shard that
-// made it. Internally it is a BoringSSL SSL over two memory BIOs (engineering-notes §3.1).
+// made it. Internally it is a BoringSSL SSL over two memory BIOs (docs/design.md §7).
 //
 // Typical loop on the reactor:
 //   stream->FeedCiphertext(received);

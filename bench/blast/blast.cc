@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "base/ascii.h"
 #include "delivery/client/reply_parser.h"
 #include "io/connection.h"
 #include "io/net.h"
@@ -34,22 +35,6 @@ bool Is2xx(int code) {
   return code >= 200 && code < 300;
 }
 
-const char* ReadStatusName(io::ReadStatus st) {
-  switch (st) {
-    case io::ReadStatus::kData:
-      return "data";
-    case io::ReadStatus::kEof:
-      return "connection closed by the server";
-    case io::ReadStatus::kError:
-      return "socket error";
-    case io::ReadStatus::kTimeout:
-      return "timed out";
-    case io::ReadStatus::kInterrupted:
-      return "interrupted";
-  }
-  return "?";
-}
-
 // RFC 5321 §4.1.1.1: EHLO reply lines after the first name the extensions.
 bool OffersExtension(const smtp::Reply& ehlo, std::string_view keyword) {
   std::string_view text = ehlo.text;
@@ -61,9 +46,7 @@ bool OffersExtension(const smtp::Reply& ehlo, std::string_view keyword) {
     if (std::exchange(first, false))
       continue;  // the server's name
     std::string_view word = line.substr(0, line.find(' '));
-    if (word.size() == keyword.size() &&
-        std::equal(word.begin(), word.end(), keyword.begin(),
-                   [](char a, char b) { return (a & ~0x20) == (b & ~0x20); })) {
+    if (EqualsIgnoreCase(word, keyword)) {
       return true;
     }
   }
@@ -201,7 +184,7 @@ io::Task<std::optional<smtp::Reply>> ShardLoad::ReadReply(io::Connection* conn,
     }
     const io::ReadStatus st = co_await conn->WaitForData(timeout_, false);
     if (st != io::ReadStatus::kData) {
-      Fail(what + ": " + ReadStatusName(st));
+      Fail(what + ": " + io::ToString(st));
       co_return std::nullopt;
     }
   }

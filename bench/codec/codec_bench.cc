@@ -120,6 +120,26 @@ void BM_DataReaderNormalize(benchmark::State& state) {
 }
 BENCHMARK(BM_DataReaderNormalize)->Arg(100 * 1024);
 
+// A hostile body: bare CRs and no LF, fed in one piece of `size` octets (an inbox in body mode
+// holds up to 256 KiB). The line-end scanner must stay linear in the input here too.
+void BM_DataReaderBareCrs(benchmark::State& state) {
+  std::string wire;
+  while (wire.size() < static_cast<size_t>(state.range(0))) {
+    wire += "a\r";
+  }
+  std::string body;
+  body.reserve(wire.size());
+  for (auto _ : state) {
+    body.clear();
+    DataReader reader(DataLimits{uint64_t{64} << 20});
+    reader.Feed(wire, &body);
+    benchmark::DoNotOptimize(body.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(wire.size()));
+}
+BENCHMARK(BM_DataReaderBareCrs)->Arg(16 * 1024)->Arg(256 * 1024);
+
 void BM_BdatReader(benchmark::State& state) {
   const std::string wire = Message(static_cast<size_t>(state.range(0)), false);
   std::string body;

@@ -1,6 +1,6 @@
 // Spool enqueue throughput and latency with sync=true (every batch fdatasync'd), keeping N
-// requests in flight: the group commit of engineering-notes §1.6 (option B). 1 KiB body and an
-// envelope of ~300 B per message, as in the notes' measurements.
+// requests in flight: the group commit of docs/design.md §5.2. 1 KiB body and an envelope of
+// ~300 B per message, as in the measurements there.
 
 #include <unistd.h>
 

@@ -11,7 +11,7 @@ namespace sluice::delivery {
 // chunks without a second full-size copy. Per piece it
 //  - doubles a '.' at the start of every line (RFC 5321 §4.5.2);
 //  - writes every line ending as CRLF: a bare LF or bare CR becomes CRLF,
-//    because we never emit a bare CR or LF (DESIGN.md §2, smuggling);
+//    because we never emit a bare CR or LF (RFC 5321 §2.3.8; docs/design.md §1);
 // and Finish() ends the last line with CRLF if needed and appends ".\r\n".
 // A CRLF split across two pieces is still one line ending.
 class DotStuffer {

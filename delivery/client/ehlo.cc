@@ -3,25 +3,11 @@
 #include <algorithm>
 #include <string_view>
 
+#include "base/ascii.h"
+
 namespace sluice::delivery {
 
 namespace {
-
-char Upper(char c) {
-  return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool EqualsNoCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (Upper(a[i]) != Upper(b[i])) {
-      return false;
-    }
-  }
-  return true;
-}
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\r')) {
@@ -56,7 +42,7 @@ std::optional<uint64_t> ParseSize(std::string_view s) {
   }
   uint64_t v = 0;
   for (const char c : s) {
-    if (c < '0' || c > '9') {
+    if (!IsAsciiDigit(c)) {
       return std::nullopt;
     }
     const uint64_t d = static_cast<uint64_t>(c - '0');
@@ -72,8 +58,7 @@ std::optional<uint64_t> ParseSize(std::string_view s) {
 }
 
 void AddAuth(Capabilities* caps, std::string_view mechanism) {
-  std::string upper(mechanism);
-  std::transform(upper.begin(), upper.end(), upper.begin(), Upper);
+  std::string upper = AsciiToUpper(mechanism);
   if (std::find(caps->auth.begin(), caps->auth.end(), upper) == caps->auth.end()) {
     caps->auth.push_back(std::move(upper));
   }
@@ -99,31 +84,31 @@ Capabilities ParseEhlo(const smtp::Reply& reply) {
     }
     std::string_view keyword = words[0];
     // Pre-RFC 4954 servers write "AUTH=LOGIN PLAIN" (Postfix broken_sasl_auth_clients).
-    if (keyword.size() > 5 && EqualsNoCase(keyword.substr(0, 5), "AUTH=")) {
+    if (keyword.size() > 5 && StartsWithIgnoreCase(keyword, "AUTH=")) {
       AddAuth(&caps, keyword.substr(5));
       for (size_t i = 1; i < words.size(); ++i) {
         AddAuth(&caps, words[i]);
       }
       continue;
     }
-    if (EqualsNoCase(keyword, "PIPELINING")) {
+    if (EqualsIgnoreCase(keyword, "PIPELINING")) {
       caps.pipelining = true;
-    } else if (EqualsNoCase(keyword, "8BITMIME")) {
+    } else if (EqualsIgnoreCase(keyword, "8BITMIME")) {
       caps.eightbitmime = true;
-    } else if (EqualsNoCase(keyword, "SMTPUTF8")) {
+    } else if (EqualsIgnoreCase(keyword, "SMTPUTF8")) {
       caps.smtputf8 = true;
-    } else if (EqualsNoCase(keyword, "CHUNKING")) {
+    } else if (EqualsIgnoreCase(keyword, "CHUNKING")) {
       caps.chunking = true;
-    } else if (EqualsNoCase(keyword, "DSN")) {
+    } else if (EqualsIgnoreCase(keyword, "DSN")) {
       caps.dsn = true;
-    } else if (EqualsNoCase(keyword, "ENHANCEDSTATUSCODES")) {
+    } else if (EqualsIgnoreCase(keyword, "ENHANCEDSTATUSCODES")) {
       caps.enhanced_status_codes = true;
-    } else if (EqualsNoCase(keyword, "STARTTLS")) {
+    } else if (EqualsIgnoreCase(keyword, "STARTTLS")) {
       caps.starttls = true;
-    } else if (EqualsNoCase(keyword, "SIZE")) {
+    } else if (EqualsIgnoreCase(keyword, "SIZE")) {
       caps.size_offered = true;
       caps.size = words.size() > 1 ? ParseSize(words[1]) : std::nullopt;
-    } else if (EqualsNoCase(keyword, "AUTH")) {
+    } else if (EqualsIgnoreCase(keyword, "AUTH")) {
       for (size_t i = 1; i < words.size(); ++i) {
         AddAuth(&caps, words[i]);
       }

@@ -4,18 +4,16 @@
 #include <cstring>
 #include <utility>
 
+#include "base/ascii.h"
+
 namespace sluice::delivery {
 
 namespace {
 
-bool IsDigit(char c) {
-  return c >= '0' && c <= '9';
-}
-
 // 1..3 digits at text[pos]; returns how many, 0 if none or too many.
 size_t CountDigits(std::string_view text, size_t pos) {
   size_t n = 0;
-  while (pos + n < text.size() && IsDigit(text[pos + n])) {
+  while (pos + n < text.size() && IsAsciiDigit(text[pos + n])) {
     ++n;
   }
   return n <= 3 ? n : 0;
@@ -83,8 +81,8 @@ ReplyParser::Next ReplyParser::Take(std::string_view input) {
 
     // reply-line = code [ ("-" / SP) textstring ] CRLF (RFC 5321 §4.2);
     // the first digit is 2..5 (§4.2.1).
-    if (line.size() < 3 || line[0] < '2' || line[0] > '5' || !IsDigit(line[1]) ||
-        !IsDigit(line[2])) {
+    if (line.size() < 3 || line[0] < '2' || line[0] > '5' || !IsAsciiDigit(line[1]) ||
+        !IsAsciiDigit(line[2])) {
       break;
     }
     const char separator = line.size() == 3 ? ' ' : line[3];

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <limits>
 
+#include "base/ascii.h"
+
 namespace sluice::delivery {
 namespace {
 
@@ -56,10 +58,7 @@ bool SameName(std::string_view a, std::string_view b) {
   if (!b.empty() && b.back() == '.') {
     b.remove_suffix(1);
   }
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c; };
-           return lower(x) == lower(y);
-         });
+  return EqualsIgnoreCase(a, b);
 }
 
 }  // namespace
@@ -69,15 +68,15 @@ const char* ToString(MxLookup::Status status) {
     case MxLookup::Status::kOk:
       return "ok";
     case MxLookup::Status::kNoSuchDomain:
-      return "no such domain";
+      return "nxdomain";
     case MxLookup::Status::kNullMx:
-      return "null MX";
+      return "nullmx";
     case MxLookup::Status::kNoAddresses:
-      return "no addresses";
+      return "noaddress";
     case MxLookup::Status::kTempFail:
-      return "temporary failure";
+      return "tempfail";
   }
-  return "?";
+  return "tempfail";
 }
 
 std::string SiteKey(std::vector<std::string> hosts) {
@@ -107,15 +106,7 @@ std::optional<io::IpAddress> AddressLiteralIp(std::string_view domain) {
     return std::nullopt;
   std::string_view inner = domain.substr(1, domain.size() - 2);
   constexpr std::string_view kTag = "ipv6:";
-  bool v6 = false;
-  if (inner.size() > kTag.size()) {
-    v6 = true;
-    for (size_t i = 0; i < kTag.size(); ++i) {
-      const char c = inner[i];
-      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != kTag[i])
-        v6 = false;
-    }
-  }
+  const bool v6 = inner.size() > kTag.size() && StartsWithIgnoreCase(inner, kTag);
   if (v6)
     inner.remove_prefix(kTag.size());
   std::optional<io::IpAddress> ip = io::IpAddress::Parse(inner);
@@ -129,13 +120,7 @@ std::string NormalizeDnsName(std::string_view name) {
   if (!name.empty() && name.back() == '.') {
     name.remove_suffix(1);
   }
-  std::string out(name);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c + 32);
-    }
-  }
-  return out;
+  return AsciiToLower(name);
 }
 
 std::vector<MxTarget> OrderMxTargets(std::vector<MxTarget> records,

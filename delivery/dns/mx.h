@@ -45,6 +45,8 @@ struct MxLookup {
   }
 };
 
+// Short names, also the `result` label of sluice_dns_lookups_total: "ok", "nxdomain", "nullmx",
+// "noaddress", "tempfail". `error` says what happened in words.
 const char* ToString(MxLookup::Status status);
 
 // RFC 5321 §5.1: sorts by preference (lowest first) and randomizes the order

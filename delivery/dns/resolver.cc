@@ -563,7 +563,7 @@ io::Task<MxLookup> Resolver::LookupMx(std::string domain) {
       break;
     case ARES_ENOTFOUND:
     case ARES_EBADNAME: {
-      // RFC 5321 §5.1 / engineering-notes §4.2: NXDOMAIN is permanent.
+      // RFC 5321 §5.1: a non-existent domain is an error, not a retry.
       MxLookup nxdomain = MxFailure(
           Status::kNoSuchDomain,
           key + (mx.status == ARES_EBADNAME ? ": not a valid domain name" : ": no such domain"));

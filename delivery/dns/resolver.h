@@ -1,7 +1,7 @@
 #pragma once
 
-// Resolver: c-ares 1.18 driven by the shard's io_uring (engineering-notes
-// §4.1) and MX selection per RFC 5321 §5.1 / RFC 7505 (§4.2).
+// Resolver: c-ares 1.18 driven by the shard's io_uring (docs/design.md §8.1)
+// and MX selection per RFC 5321 §5.1 / RFC 7505.
 //
 // One Resolver (one c-ares channel) per shard; every method runs on the shard
 // thread. c-ares 1.18 has no event thread and no cache, and a channel is not

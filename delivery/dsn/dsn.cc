@@ -5,10 +5,26 @@
 #include <atomic>
 #include <ctime>
 
+#include "base/ascii.h"
 #include "delivery/dsn/detail/mime.h"
 #include "smtp/header.h"
 
 namespace sluice::delivery {
+
+const char* ToString(DsnAction action) {
+  switch (action) {
+    case DsnAction::kFailed:
+      return "failed";
+    case DsnAction::kDelayed:
+      return "delayed";
+    case DsnAction::kDelivered:
+      return "delivered";
+    case DsnAction::kRelayed:
+      return "relayed";
+  }
+  return "failed";
+}
+
 namespace {
 
 using detail::AppendFoldedField;
@@ -18,10 +34,6 @@ using detail::SanitizeFieldText;
 
 // A remote reply longer than this is cut: the DSN is for humans and parsers, not an archive.
 constexpr size_t kMaxDiagnosticOctets = 2048;
-
-bool IsDigit(char c) {
-  return c >= '0' && c <= '9';
-}
 
 std::string Date(uint64_t us) {
   return smtp::FormatRfc5322Date(static_cast<std::time_t>(us / 1000000));
@@ -35,7 +47,7 @@ bool IsStatusCode(std::string_view s) {
   size_t i = 2;
   for (int part = 0; part < 2; ++part) {
     const size_t start = i;
-    while (i < s.size() && IsDigit(s[i])) {
+    while (i < s.size() && IsAsciiDigit(s[i])) {
       ++i;
     }
     if (i == start || i - start > 3) {
@@ -56,7 +68,7 @@ std::string EffectiveStatus(const DsnRecipient& r) {
     return r.status;
   }
   const std::string_view d = r.diagnostic;
-  if (d.size() >= 3 && IsDigit(d[0]) && IsDigit(d[1]) && IsDigit(d[2]) &&
+  if (d.size() >= 3 && IsAsciiDigit(d[0]) && IsAsciiDigit(d[1]) && IsAsciiDigit(d[2]) &&
       (d[0] == '2' || d[0] == '4' || d[0] == '5')) {
     if (d.size() > 4 && (d[3] == ' ' || d[3] == '-')) {
       // RFC 2034 §3: the enhanced code follows the reply code and has the same class.
@@ -330,19 +342,6 @@ std::string TransferEncoding(std::string_view body) {
 
 }  // namespace
 
-const char* ToString(DsnAction action) {
-  switch (action) {
-    case DsnAction::kFailed:
-      return "failed";
-    case DsnAction::kDelayed:
-      return "delayed";
-    case DsnAction::kDelivered:
-      return "delivered";
-    case DsnAction::kRelayed:
-      return "relayed";
-  }
-  return "failed";
-}
 
 Dsn BuildDsn(const DsnInput& in, uint64_t now_us) {
   static std::atomic<uint64_t> counter{0};

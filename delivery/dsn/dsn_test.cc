@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include "base/ascii.h"
 #include "base/temp_dir.h"
 #include "smtp/header.h"
 
@@ -25,15 +26,6 @@ constexpr uint64_t kArrival = kNow - 3600 * kSecond;
 // --- A tiny MIME splitter, enough to take a DSN apart ---------------------------------------
 
 using Fields = std::vector<std::pair<std::string, std::string>>;  // name (as written), unfolded
-
-std::string Lower(std::string s) {
-  for (char& c : s) {
-    if (c >= 'A' && c <= 'Z') {
-      c = static_cast<char>(c - 'A' + 'a');
-    }
-  }
-  return s;
-}
 
 // Parses a CRLF header block (no blank line) into fields, unfolding continuation lines.
 Fields ParseFields(std::string_view block) {
@@ -73,7 +65,7 @@ std::string Field(const Fields& fields, std::string_view name, bool expect_prese
   std::string found;
   int count = 0;
   for (const auto& [n, v] : fields) {
-    if (Lower(n) == Lower(std::string(name))) {
+    if (EqualsIgnoreCase(n, name)) {
       found = v;
       ++count;
     }
@@ -86,7 +78,7 @@ std::string Field(const Fields& fields, std::string_view name, bool expect_prese
 
 bool HasField(const Fields& fields, std::string_view name) {
   for (const auto& [n, v] : fields) {
-    if (Lower(n) == Lower(std::string(name))) {
+    if (EqualsIgnoreCase(n, name)) {
       return true;
     }
   }
@@ -123,7 +115,7 @@ std::string Boundary(const Fields& headers) {
 
 std::string MediaType(const Fields& headers) {
   const std::string ct = Field(headers, "Content-Type");
-  return Lower(ct.substr(0, ct.find(';')));
+  return AsciiToLower(ct.substr(0, ct.find(';')));
 }
 
 struct ParsedDsn {

@@ -1,10 +1,10 @@
 #include "io/testing/echo_shard.h"
 
-#include <cctype>
 #include <chrono>
 #include <string_view>
 #include <utility>
 
+#include "base/ascii.h"
 #include "io/connection.h"
 #include "io/net.h"
 #include "io/testing/loopback.h"
@@ -58,8 +58,7 @@ Detached EchoServer::Serve(int fd, Duration idle) {
     conn->Consume(nl + 1);
     if (line.rfind("QUIT", 0) == 0)
       quit = true;
-    for (char& c : line)
-      c = static_cast<char>(toupper(c));
+    AsciiUpperInPlace(&line);
     bool ok = co_await conn->SendAll(line, seconds(5));
     if (!ok)
       break;

@@ -1,6 +1,6 @@
 #pragma once
 
-// CellArena: the per-thread value cells behind every registered series (engineering-notes §5.3).
+// CellArena: the per-thread value cells behind every registered series (docs/design.md §9.1).
 //
 // Each slot (one per shard, plus one for non-shard threads) has its own chunks of 64-bit atomic
 // cells, aligned to cache lines, so cells written by different threads never share a line and a

@@ -42,7 +42,7 @@ rocksdb::ColumnFamilyOptions BaseFamilyOptions() {
   o.level_compaction_dynamic_level_bytes = true;
   // Default: none. A spool deletes every key it writes; an SST in which at least 512 of any 1,024
   // consecutive entries are tombstones is compacted early, so scans from the head stay fast
-  // (RocksDB wiki "Implement Queue Service Using RocksDB", engineering-notes §1.2).
+  // (docs/design.md §5.6).
   o.table_properties_collector_factories.push_back(
       rocksdb::NewCompactOnDeletionCollectorFactory(1024, 512, 0.5));
   // Default ~30 days for leveled compaction (0xfffffffffffffffe = "auto"). One day pushes old
@@ -61,10 +61,10 @@ rocksdb::ColumnFamilyOptions MetaFamilyOptions() {
 
 rocksdb::ColumnFamilyOptions BodyFamilyOptions() {
   rocksdb::ColumnFamilyOptions o = BaseFamilyOptions();
-  // Default 64 MiB. Sizing rule (engineering-notes §1.4): ingest rate × time to delivery below
+  // Default 64 MiB. Sizing rule (docs/design.md §5.6): ingest rate × time to delivery below
   // this, so bodies die in the memtable; 128 MiB ≈ 13 s of 10 MB/s.
   o.write_buffer_size = 128 * kMiB;
-  // Integrated BlobDB (all defaults off / 256 MiB; engineering-notes §1.4). Bodies of 4 KiB and
+  // Integrated BlobDB (all defaults off / 256 MiB; docs/design.md §5.6). Bodies of 4 KiB and
   // more go to blob files at flush, so compaction moves only small blob references instead of
   // rewriting multi-MiB bodies at every level. Blob files are written and synced by flush like
   // SSTs; before flush the WAL holds the body, so crash semantics are unchanged.
@@ -172,7 +172,7 @@ rocksdb::DBOptions MakeDbOptions() {
   o.wal_bytes_per_sync = 0;
   // Default 0. Incremental sync_file_range of SST and blob files every 1 MiB, so flushes do not
   // dump hundreds of MiB on the ext4 journal at once and stall the WAL fdatasync behind it
-  // (measured p99 148 → 94 ms at 30k msgs/s, engineering-notes §1.5). Not a durability setting.
+  // (measured p99 148 → 94 ms at 30k msgs/s, docs/design.md §5.6). Not a durability setting.
   o.bytes_per_sync = 1 * kMiB;
   // Default 2; the target has 2 cores.
   o.max_background_jobs = 2;
@@ -300,7 +300,7 @@ Result<void> SpoolDb::ForEach(const std::function<bool(const MessageId&, const E
                               const BadRecordFn& on_bad) {
   rocksdb::ReadOptions ro;
   // A full scan (recovery, admin): do not evict hot blocks, read SSTs in large chunks
-  // (engineering-notes §1.7: 1M entries in 0.27 s).
+  // (docs/design.md §5.7: 1M entries in 0.27 s).
   ro.fill_cache = false;
   ro.readahead_size = 2 * kMiB;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta()));

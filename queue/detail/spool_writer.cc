@@ -17,7 +17,7 @@ namespace {
 // build a multi-hundred-MiB record.
 constexpr size_t kMaxBatchBytes = 32 << 20;
 
-// KumoMTA's stall loop (engineering-notes §1.1): 500 µs doubling to 50 ms.
+// Write stalls (docs/design.md §5.4): 500 µs doubling to 50 ms.
 constexpr std::chrono::microseconds kFirstBackoff{500};
 constexpr std::chrono::microseconds kMaxBackoff{50'000};
 
@@ -345,7 +345,7 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
     }
     if (op.kind == SpoolOp::Kind::kTransaction) {
       // A bounce and the update of the message it reports on: atomic and durable together
-      // (DESIGN.md §7), so a crash can neither lose the bounce nor send it twice.
+      // (docs/design.md §5.5), so a crash can neither lose the bounce nor send it twice.
       for (SpoolOp& part : op.parts) AddToBatch(batch, part);
     } else {
       if (op.kind == SpoolOp::Kind::kRemove)
@@ -398,7 +398,7 @@ void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
   rocksdb::Status s;
   switch (op.kind) {
     case SpoolOp::Kind::kEnqueue:
-      // Both families in one batch: one WAL record, atomic, one fsync (DESIGN.md §7).
+      // Both families in one batch: one WAL record, atomic, one fsync (docs/design.md §5.1).
       s = batch.Put(handles_.meta, KeySlice(key), op.meta);
       if (s.ok())
         s = batch.Put(handles_.body, KeySlice(key), rocksdb::Slice(op.body_bytes()));

@@ -1,6 +1,6 @@
 #pragma once
 
-// The spool writer thread: group commit (engineering-notes §1.6 option B). Producers push onto a
+// The spool writer thread: group commit (docs/design.md §5.2). Producers push onto a
 // bounded queue under a mutex held for a push; the writer takes the whole queue in one swap,
 // writes it as one WriteBatch (one WAL record, one fdatasync) and then delivers completions.
 // While one batch syncs, the next accumulates, so the batch size adapts to the load by itself.

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/ascii.h"
 #include "smtp/address.h"
 #include "smtp/command.h"
 #include "smtp/line_reader.h"
@@ -76,7 +77,7 @@ void ParseArgs(std::string_view arg) {
     }
   }
   if (auto b = ParseBdat(arg); b.ok()) {
-    Check(!arg.empty() && arg[0] >= '0' && arg[0] <= '9');
+    Check(!arg.empty() && IsAsciiDigit(arg[0]));
   } else {
     CheckReply(b.error());
   }

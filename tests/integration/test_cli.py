@@ -263,7 +263,7 @@ class FileLimitTest(DaemonTestCase):
 
 class LinkageTest(unittest.TestCase):
     """BoringSSL and OpenSSL 3 in one process crash (unversioned symbols,
-    DESIGN.md §6): no binary may pull in libssl.so.3 or libcrypto.so.3."""
+    docs/design.md §7): no binary may pull in libssl.so.3 or libcrypto.so.3."""
 
     def test_no_binary_links_openssl3(self):
         for binary in (harness.sluiced_path(), harness.sluicectl_path()):

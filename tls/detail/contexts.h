@@ -19,7 +19,7 @@ namespace sluice::tls {
 namespace detail {
 
 // The certificates for one name. This BoringSSL keeps one leaf certificate and key per SSL_CTX
-// (no SSL_CREDENTIAL API, engineering-notes §3.3), so ECDSA and RSA each get their own SSL_CTX and
+// (no SSL_CREDENTIAL API, docs/design.md §7), so ECDSA and RSA each get their own SSL_CTX and
 // the select-certificate callback moves the SSL to the right one with SSL_set_SSL_CTX.
 struct CertificateSet {
   bssl::UniquePtr<SSL_CTX> ecdsa;  // null when the set has no ECDSA certificate
