@@ -16,19 +16,25 @@ size_t Utf8SequenceLength(std::string_view s, size_t i) {
     len = 2;
   } else if (b0 >= 0xE0 && b0 <= 0xEF) {
     len = 3;
-    if (b0 == 0xE0) lo = 0xA0;  // overlong
-    if (b0 == 0xED) hi = 0x9F;  // surrogates
+    if (b0 == 0xE0)
+      lo = 0xA0;  // overlong
+    if (b0 == 0xED)
+      hi = 0x9F;  // surrogates
   } else if (b0 >= 0xF0 && b0 <= 0xF4) {
     len = 4;
-    if (b0 == 0xF0) lo = 0x90;  // overlong
-    if (b0 == 0xF4) hi = 0x8F;  // above U+10FFFF
+    if (b0 == 0xF0)
+      lo = 0x90;  // overlong
+    if (b0 == 0xF4)
+      hi = 0x8F;  // above U+10FFFF
   } else {
     return 0;
   }
-  if (i + len > s.size()) return 0;
+  if (i + len > s.size())
+    return 0;
   for (size_t k = 1; k < len; ++k) {
     const auto b = static_cast<uint8_t>(s[i + k]);
-    if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return 0;
+    if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF))
+      return 0;
   }
   return len;
 }
@@ -102,7 +108,8 @@ std::string EnvelopeToJson(const queue::MessageId& id, const queue::Envelope& e)
   out += '[';
   for (size_t i = 0; i < e.recipients.size(); ++i) {
     const queue::Recipient& r = e.recipients[i];
-    if (i > 0) out += ',';
+    if (i > 0)
+      out += ',';
     out += '{';
     AppendStringField(out, "address", r.address);
     AppendNumberField(out, "notify", r.notify);
@@ -136,7 +143,8 @@ std::string ListEntryToJson(const queue::MessageId& id, const queue::Envelope& e
   AppendKey(out, "recipients");
   out += '[';
   for (size_t i = 0; i < e.recipients.size(); ++i) {
-    if (i > 0) out += ',';
+    if (i > 0)
+      out += ',';
     AppendJsonString(out, e.recipients[i].address);
   }
   out += "],";

@@ -21,9 +21,9 @@ TEST(JsonTest, EscapesQuotesBackslashAndControlCharacters) {
 TEST(JsonTest, KeepsValidUtf8AndReplacesInvalidBytes) {
   EXPECT_EQ(Json("ü€😀"), "\"ü€😀\"");
   EXPECT_EQ(Json("\xff"), "\"\\ufffd\"");
-  EXPECT_EQ(Json("a\xc3"), "\"a\\ufffd\"");              // truncated sequence
-  EXPECT_EQ(Json("\xc0\xaf"), "\"\\ufffd\\ufffd\"");     // overlong
-  EXPECT_EQ(Json("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");  // surrogate
+  EXPECT_EQ(Json("a\xc3"), "\"a\\ufffd\"");                                 // truncated sequence
+  EXPECT_EQ(Json("\xc0\xaf"), "\"\\ufffd\\ufffd\"");                        // overlong
+  EXPECT_EQ(Json("\xed\xa0\x80"), "\"\\ufffd\\ufffd\\ufffd\"");             // surrogate
   EXPECT_EQ(Json("\xf4\x90\x80\x80"), "\"\\ufffd\\ufffd\\ufffd\\ufffd\"");  // > U+10FFFF
 }
 

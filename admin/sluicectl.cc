@@ -82,14 +82,18 @@ std::string Age(uint64_t received_at_us, uint64_t now_us) {
   const uint64_t h = s % 86400 / 3600;
   const uint64_t m = s % 3600 / 60;
   s %= 60;
-  if (d > 0) return std::to_string(d) + "d" + std::to_string(h) + "h";
-  if (h > 0) return std::to_string(h) + "h" + std::to_string(m) + "m";
-  if (m > 0) return std::to_string(m) + "m" + std::to_string(s) + "s";
+  if (d > 0)
+    return std::to_string(d) + "d" + std::to_string(h) + "h";
+  if (h > 0)
+    return std::to_string(h) + "h" + std::to_string(m) + "m";
+  if (m > 0)
+    return std::to_string(m) + "m" + std::to_string(s) + "s";
   return std::to_string(s) + "s";
 }
 
 std::string Timestamp(uint64_t us) {
-  if (us == 0) return "-";
+  if (us == 0)
+    return "-";
   const time_t t = static_cast<time_t>(us / 1'000'000);
   tm utc{};
   gmtime_r(&t, &utc);
@@ -98,7 +102,9 @@ std::string Timestamp(uint64_t us) {
   return std::string(buf) + " (" + std::to_string(us) + ")";
 }
 
-std::string Sender(const std::string& sender) { return "<" + Printable(sender) + ">"; }
+std::string Sender(const std::string& sender) {
+  return "<" + Printable(sender) + ">";
+}
 
 bool WriteAll(std::FILE* f, std::string_view data) {
   return std::fwrite(data.data(), 1, data.size(), f) == data.size();
@@ -108,7 +114,8 @@ Result<void> WriteFile(const std::filesystem::path& path, std::string_view data)
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(data.data(), static_cast<std::streamsize>(data.size()));
   out.close();
-  if (!out) return MakeError("cannot write " + path.string());
+  if (!out)
+    return MakeError("cannot write " + path.string());
   return {};
 }
 
@@ -121,7 +128,8 @@ void Unreadable(const std::string& name, const std::string& why) {
 
 int List(queue::SpoolReader& reader, bool json) {
   const uint64_t now = UnixMicros();
-  if (!json) std::printf("%-26s %10s %8s  %s -> %s\n", "ID", "SIZE", "AGE", "SENDER", "RECIPIENTS");
+  if (!json)
+    std::printf("%-26s %10s %8s  %s -> %s\n", "ID", "SIZE", "AGE", "SENDER", "RECIPIENTS");
   Result<void> r = reader.ForEach(
       [&](const queue::MessageId& id, const queue::Envelope& e) {
         if (json) {
@@ -143,17 +151,21 @@ int List(queue::SpoolReader& reader, bool json) {
         return true;
       },
       Unreadable);
-  if (!r.ok()) return Fail(r.error().message);
+  if (!r.ok())
+    return Fail(r.error().message);
   return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
 }
 
 int Show(queue::SpoolReader& reader, const std::string& id_text, bool body_only) {
   std::optional<queue::MessageId> id = queue::MessageId::Parse(id_text);
-  if (!id) return Fail("invalid message id '" + Printable(id_text) + "'");
+  if (!id)
+    return Fail("invalid message id '" + Printable(id_text) + "'");
   Result<queue::Envelope> e = reader.ReadEnvelope(*id);
-  if (!e.ok()) return Fail(e.error().message);
+  if (!e.ok())
+    return Fail(e.error().message);
   Result<std::string> body = reader.ReadBody(*id);
-  if (!body.ok()) return Fail(body.error().message);
+  if (!body.ok())
+    return Fail(body.error().message);
   if (!body_only) {
     std::string text;
     auto line = [&text](const std::string& key, const std::string& value) {
@@ -165,8 +177,10 @@ int Show(queue::SpoolReader& reader, const std::string& id_text, bool body_only)
       std::string v = "<" + Printable(r.address) + "> state=" + queue::ToString(r.state) +
                       " attempts=" + std::to_string(r.attempts) +
                       " notify=" + std::to_string(r.notify);
-      if (!r.orcpt.empty()) v += " orcpt=" + Printable(r.orcpt);
-      if (!r.last_reply.empty()) v += " last_reply=\"" + Printable(r.last_reply) + "\"";
+      if (!r.orcpt.empty())
+        v += " orcpt=" + Printable(r.orcpt);
+      if (!r.last_reply.empty())
+        v += " last_reply=\"" + Printable(r.last_reply) + "\"";
       line("recipient", v);
     }
     line("size", std::to_string(e->body_size));
@@ -185,16 +199,19 @@ int Show(queue::SpoolReader& reader, const std::string& id_text, bool body_only)
     line("listener", Printable(e->listener));
     line("tls", e->tls ? "yes" : "no");
     text += "\n";
-    if (!WriteAll(stdout, text)) return Fail("write to stdout failed");
+    if (!WriteAll(stdout, text))
+      return Fail("write to stdout failed");
   }
-  if (!WriteAll(stdout, *body) || std::fflush(stdout) != 0) return Fail("write to stdout failed");
+  if (!WriteAll(stdout, *body) || std::fflush(stdout) != 0)
+    return Fail("write to stdout failed");
   return 0;
 }
 
 int Export(queue::SpoolReader& reader, const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return Fail("cannot create " + dir + ": " + ec.message());
+  if (ec)
+    return Fail("cannot create " + dir + ": " + ec.message());
   uint64_t count = 0;
   std::string error;
   Result<void> r = reader.ForEach(
@@ -217,8 +234,10 @@ int Export(queue::SpoolReader& reader, const std::string& dir) {
         return true;
       },
       Unreadable);
-  if (!r.ok()) return Fail(r.error().message);
-  if (!error.empty()) return Fail(error);
+  if (!r.ok())
+    return Fail(r.error().message);
+  if (!error.empty())
+    return Fail(error);
   std::fprintf(stderr, "exported %llu messages to %s\n", static_cast<unsigned long long>(count),
                dir.c_str());
   return 0;
@@ -362,9 +381,11 @@ int Main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   Result<std::string> spool_path = SpoolPathFromConfig(config_path);
-  if (!spool_path.ok()) return Fail(spool_path.error().message);
+  if (!spool_path.ok())
+    return Fail(spool_path.error().message);
   Result<std::unique_ptr<queue::SpoolReader>> reader = queue::SpoolReader::Open(*spool_path);
-  if (!reader.ok()) return Fail(reader.error().message);
+  if (!reader.ok())
+    return Fail(reader.error().message);
 
   if (q_list->parsed())
     return QuarantineList(**reader);
@@ -372,12 +393,16 @@ int Main(int argc, char** argv) {
     return QuarantineShow(**reader, q_name, q_body);
   if (q_export->parsed())
     return QuarantineExport(**reader, q_dir);
-  if (list->parsed()) return List(**reader, json);
-  if (show->parsed()) return Show(**reader, show_id, body_only);
-  if (export_cmd->parsed()) return Export(**reader, export_dir);
+  if (list->parsed())
+    return List(**reader, json);
+  if (show->parsed())
+    return Show(**reader, show_id, body_only);
+  if (export_cmd->parsed())
+    return Export(**reader, export_dir);
   if (count->parsed()) {
     Result<uint64_t> n = (*reader)->Count();
-    if (!n.ok()) return Fail(n.error().message);
+    if (!n.ok())
+      return Fail(n.error().message);
     std::printf("%llu\n", static_cast<unsigned long long>(*n));
     return 0;
   }
@@ -387,4 +412,6 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace sluice::admin
 
-int main(int argc, char** argv) { return sluice::admin::Main(argc, argv); }
+int main(int argc, char** argv) {
+  return sluice::admin::Main(argc, argv);
+}

@@ -1,6 +1,5 @@
 // End-to-end: a spool written by queue::Spool, read by the sluicectl binary (path in $SLUICECTL).
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -11,6 +10,7 @@
 #include <sstream>
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -61,7 +61,8 @@ class SluicectlTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* bin = std::getenv("SLUICECTL");
-    if (bin == nullptr) FAIL() << "SLUICECTL not set (run through meson test)";
+    if (bin == nullptr)
+      FAIL() << "SLUICECTL not set (run through meson test)";
     sluicectl_ = bin;
     config_ = dir_.path() + "/sluice.toml";
     std::ofstream(config_) << "[spool]\npath = \"" << dir_.path() << "/spool\"\n";
@@ -72,7 +73,8 @@ class SluicectlTest : public ::testing::Test {
     const std::string out = dir_.path() + "/stdout";
     const std::string err = dir_.path() + "/stderr";
     std::string cmd = "'" + sluicectl_ + "' " + args + " >'" + out + "' 2>'" + err + "'";
-    if (!cwd.empty()) cmd = "cd '" + cwd + "' && " + cmd;
+    if (!cwd.empty())
+      cmd = "cd '" + cwd + "' && " + cmd;
     const int status = std::system(cmd.c_str());
     RunResult run;
     run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -98,8 +100,8 @@ queue::Envelope TestEnvelope() {
   queue::Envelope e;
   e.sender = "weird\"\x01\xff@example.org";
   e.recipients.push_back({"a@example.com", 0, "", queue::RecipientState::kPending, 0, ""});
-  e.recipients.push_back({"b@example.com", 0, "", queue::RecipientState::kDelivered, 1,
-                          "250 ok\r\n"});
+  e.recipients.push_back(
+      {"b@example.com", 0, "", queue::RecipientState::kDelivered, 1, "250 ok\r\n"});
   e.received_at_us = UnixMicros() - 90'000'000;
   e.body_size = 11;
   return e;
@@ -112,8 +114,9 @@ TEST_F(SluicectlTest, ListShowCountExportWhileTheSpoolIsOpen) {
   Sink sink;
   const queue::MessageId id1{UnixMicros(), 1};
   const queue::MessageId id2{id1.hi + 1, 2};
-  ASSERT_EQ(spool->Enqueue(id1, queue::EncodeEnvelope(TestEnvelope()), std::string(kBody), &sink, 1),
-            queue::Admit::kAccepted);
+  ASSERT_EQ(
+      spool->Enqueue(id1, queue::EncodeEnvelope(TestEnvelope()), std::string(kBody), &sink, 1),
+      queue::Admit::kAccepted);
   ASSERT_EQ(spool->Enqueue(id2, queue::EncodeEnvelope(queue::Envelope{}), "x", &sink, 2),
             queue::Admit::kAccepted);
   ASSERT_TRUE(sink.WaitFor(2));
@@ -160,8 +163,10 @@ TEST_F(SluicectlTest, ListShowCountExportWhileTheSpoolIsOpen) {
   if (std::system("command -v python3 >/dev/null 2>&1") == 0) {
     const std::string lines = dir_.path() + "/lines.json";
     std::ofstream(lines, std::ios::binary) << json.out << envelope_json;
-    const std::string check = "python3 -c 'import json,sys\nfor l in open(sys.argv[1]): "
-                              "json.loads(l)' '" + lines + "'";
+    const std::string check =
+        "python3 -c 'import json,sys\nfor l in open(sys.argv[1]): "
+        "json.loads(l)' '" +
+        lines + "'";
     EXPECT_EQ(std::system(check.c_str()), 0);
   }
 }

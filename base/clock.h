@@ -25,8 +25,12 @@ class Clock {
 
 class SystemClock final : public Clock {
  public:
-  MonoTime Now() const override { return std::chrono::steady_clock::now(); }
-  uint64_t WallMicros() const override { return UnixMicros(); }
+  MonoTime Now() const override {
+    return std::chrono::steady_clock::now();
+  }
+  uint64_t WallMicros() const override {
+    return UnixMicros();
+  }
   static SystemClock& Instance();
 };
 
@@ -37,13 +41,20 @@ class ManualClock final : public Clock {
   // The wall clock starts at 2026-01-01T00:00:00Z, so that stored times look real.
   static constexpr uint64_t kStartWallMicros = 1'767'225'600'000'000;
 
-  MonoTime Now() const override { return now_; }
-  uint64_t WallMicros() const override { return wall_us_; }
+  MonoTime Now() const override {
+    return now_;
+  }
+  uint64_t WallMicros() const override {
+    return wall_us_;
+  }
   void Advance(Duration d) {
     now_ += d;
-    wall_us_ += static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
+    wall_us_ +=
+        static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count());
   }
-  void SetWall(uint64_t wall_us) { wall_us_ = wall_us; }
+  void SetWall(uint64_t wall_us) {
+    wall_us_ = wall_us;
+  }
 
  private:
   MonoTime now_{};

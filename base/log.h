@@ -22,17 +22,18 @@ extern std::atomic<uint64_t> g_bug_count;
 }  // namespace sluice
 
 #ifdef NDEBUG
-#define SLUICE_BUG(what)                                                   \
-  do {                                                                     \
-    ::sluice::g_bug_count.fetch_add(1, std::memory_order_relaxed);         \
-    spdlog::critical("BUG at {}:{}: {}", __FILE__, __LINE__, (what));      \
+#define SLUICE_BUG(what)                                              \
+  do {                                                                \
+    ::sluice::g_bug_count.fetch_add(1, std::memory_order_relaxed);    \
+    spdlog::critical("BUG at {}:{}: {}", __FILE__, __LINE__, (what)); \
   } while (0)
 #else
 #define SLUICE_BUG(what) ::sluice::BugAbort(__FILE__, __LINE__, (what))
 #endif
 
 // CHECK: the invariant must hold in every build; violation aborts.
-#define SLUICE_CHECK(cond)                                    \
-  do {                                                        \
-    if (!(cond)) ::sluice::BugAbort(__FILE__, __LINE__, #cond); \
+#define SLUICE_CHECK(cond)                           \
+  do {                                               \
+    if (!(cond))                                     \
+      ::sluice::BugAbort(__FILE__, __LINE__, #cond); \
   } while (0)

@@ -25,23 +25,45 @@ class [[nodiscard]] Result {
 
  public:
   // NOLINTNEXTLINE(google-explicit-constructor)
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {
+  }
   // NOLINTNEXTLINE(google-explicit-constructor)
-  Result(E error) : v_(std::in_place_index<1>, std::move(error)) {}
+  Result(E error) : v_(std::in_place_index<1>, std::move(error)) {
+  }
 
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
+  bool ok() const {
+    return v_.index() == 0;
+  }
+  explicit operator bool() const {
+    return ok();
+  }
 
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
+  T& value() & {
+    return std::get<0>(v_);
+  }
+  const T& value() const& {
+    return std::get<0>(v_);
+  }
+  T&& value() && {
+    return std::get<0>(std::move(v_));
+  }
+  T& operator*() & {
+    return value();
+  }
+  const T& operator*() const& {
+    return value();
+  }
+  T* operator->() {
+    return &value();
+  }
+  const T* operator->() const {
+    return &value();
+  }
 
   // Only valid when !ok().
-  const E& error() const { return std::get<1>(v_); }
+  const E& error() const {
+    return std::get<1>(v_);
+  }
 
  private:
   std::variant<T, E> v_;
@@ -51,12 +73,19 @@ template <typename E>
 class [[nodiscard]] Result<void, E> {
  public:
   Result() = default;
-  Result(E error) : error_(std::move(error)), ok_(false) {}  // NOLINT
+  Result(E error) : error_(std::move(error)), ok_(false) {
+  }  // NOLINT
 
-  bool ok() const { return ok_; }
-  explicit operator bool() const { return ok_; }
+  bool ok() const {
+    return ok_;
+  }
+  explicit operator bool() const {
+    return ok_;
+  }
   // Only valid when !ok().
-  const E& error() const { return error_; }
+  const E& error() const {
+    return error_;
+  }
 
  private:
   E error_;

@@ -30,8 +30,12 @@ class TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
 
-  const std::string& path() const { return path_; }
-  std::string spool() const { return path_ + "/spool"; }
+  const std::string& path() const {
+    return path_;
+  }
+  std::string spool() const {
+    return path_ + "/spool";
+  }
 
  private:
   std::string path_;

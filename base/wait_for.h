@@ -13,7 +13,8 @@ template <typename Pred>
 bool WaitFor(Pred done, std::chrono::steady_clock::duration timeout = std::chrono::seconds(10)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!done()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
+    if (std::chrono::steady_clock::now() > deadline)
+      return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   return true;

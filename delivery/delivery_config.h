@@ -39,7 +39,7 @@ struct RouteConfig {
   // when it fails), required (verified certificate for tls_server_name, or
   // the message waits), disabled.
   ClientOptions::TlsPolicy tls = ClientOptions::TlsPolicy::kOpportunistic;
-  std::string tls_server_name;  // default: the MX host name, or `host`
+  std::string tls_server_name;           // default: the MX host name, or `host`
   std::string auth_user, auth_password;  // smarthost AUTH, only over TLS
 };
 

@@ -33,10 +33,13 @@ struct DeliveryContext {
         pool(pool_in),
         commits(commits_in),
         ids(ids_in),
-        tel(telemetry) {}
+        tel(telemetry) {
+  }
 
   // Wall-clock microseconds (the shard's clock): due times, queue ages, backoff marks.
-  uint64_t WallMicros() const { return shard.clock().WallMicros(); }
+  uint64_t WallMicros() const {
+    return shard.clock().WallMicros();
+  }
   // The metric label for a recipient domain: the route's name, or the domain itself for MX
   // routes ("unrouted" when routes are configured and none matches).
   std::string DestinationLabel(const std::string& domain) const;
@@ -46,7 +49,8 @@ struct DeliveryContext {
   // bound every new label resolves to the shared "other" series anyway.
   static constexpr size_t kMaxCachedSeries = 1024;
   void TrimSeriesCache() {
-    if (series.size() > kMaxCachedSeries) series.clear();
+    if (series.size() > kMaxCachedSeries)
+      series.clear();
   }
 
   io::Shard& shard;

@@ -12,7 +12,8 @@ double SecondsSince(uint64_t since_us, uint64_t now_us) {
 
 void LogFinalOutcome(metrics::EventLog* log, Outcome outcome, const MessageState& m, size_t rcpt,
                      const JobResult& result, int code, uint64_t now_us) {
-  if (log == nullptr) return;
+  if (log == nullptr)
+    return;
   const queue::Envelope& env = m.envelope();
   const queue::Recipient& r = env.recipients[rcpt];
   metrics::Event e(ToString(outcome));
@@ -29,7 +30,8 @@ void LogFinalOutcome(metrics::EventLog* log, Outcome outcome, const MessageState
 }
 
 void LogDeferrals(metrics::EventLog* log, const MessageState& m, uint64_t now_us) {
-  if (log == nullptr) return;
+  if (log == nullptr)
+    return;
   const queue::Envelope& env = m.envelope();
   for (const MessageState::Deferral& d : m.deferrals()) {
     const queue::Recipient& r = env.recipients[d.rcpt];
@@ -50,7 +52,8 @@ void LogDeferrals(metrics::EventLog* log, const MessageState& m, uint64_t now_us
 }
 
 void LogExpired(metrics::EventLog* log, const MessageState& m, size_t rcpt, uint64_t now_us) {
-  if (log == nullptr) return;
+  if (log == nullptr)
+    return;
   const queue::Envelope& env = m.envelope();
   const queue::Recipient& r = env.recipients[rcpt];
   metrics::Event e("expired");
@@ -65,7 +68,8 @@ void LogExpired(metrics::EventLog* log, const MessageState& m, size_t rcpt, uint
 
 void LogDsn(metrics::EventLog* log, const queue::MessageId& report_id, const MessageState& m,
             DsnAction action, size_t recipients) {
-  if (log == nullptr) return;
+  if (log == nullptr)
+    return;
   metrics::Event e("dsn");
   e.Str("id", report_id.ToString())
       .Str("for_id", m.id().ToString())

@@ -10,7 +10,8 @@ DeliveryShard::DeliveryShard(io::Shard& shard, unsigned index, const DeliveryCon
                              DeliveryTelemetry& telemetry)
     : ctx_(shard, index, config, std::move(hostname), spool, pool, commits, ids, telemetry),
       owner_(ctx_, *this),
-      host_(ctx_, *this) {}
+      host_(ctx_, *this) {
+}
 
 DeliveryShard::~DeliveryShard() = default;
 
@@ -20,7 +21,8 @@ Result<void> DeliveryShard::Start() {
   ro.self_names = {ctx_.hostname};
   ro.mx_address_limit = ctx_.config.mx_address_limit;
   ctx_.resolver = std::make_unique<Resolver>(ctx_.shard, ro);
-  if (auto r = ctx_.resolver->Init(); !r) return r;
+  if (auto r = ctx_.resolver->Init(); !r)
+    return r;
   host_.Start();
   return {};
 }
@@ -29,7 +31,8 @@ void DeliveryShard::Adopt(const queue::MessageId& id, queue::Envelope envelope,
                           std::shared_ptr<const std::string> body) {
   // Delivery off (an ingest-only node, or tests that inspect the spool): the spool is the queue
   // and nothing is kept in memory.
-  if (!ctx_.config.enabled) return;
+  if (!ctx_.config.enabled)
+    return;
   owner_.Adopt(id, std::move(envelope), std::move(body));
 }
 
@@ -55,24 +58,29 @@ void DeliveryShard::SendJob(Job job) {
 
 void DeliveryShard::SendResult(unsigned owner, JobResult result) {
   DeliveryShard* to = peers_[owner];
-  CrossPost(*to,
-            [to, r = std::move(result)]() mutable { to->owner_.OnJobResult(std::move(r)); });
+  CrossPost(*to, [to, r = std::move(result)]() mutable { to->owner_.OnJobResult(std::move(r)); });
 }
 
 void DeliveryShard::BeginShutdown() {
-  if (ctx_.stopping) return;
+  if (ctx_.stopping)
+    return;
   ctx_.stopping = true;
   owner_.BeginShutdown();
   host_.BeginShutdown();
 }
 
-void DeliveryShard::Abort() { host_.Abort(); }
-
-void DeliveryShard::StopResolver() {
-  if (ctx_.resolver) ctx_.resolver->Shutdown();
+void DeliveryShard::Abort() {
+  host_.Abort();
 }
 
-bool DeliveryShard::stopped() const { return !ctx_.resolver || ctx_.resolver->idle(); }
+void DeliveryShard::StopResolver() {
+  if (ctx_.resolver)
+    ctx_.resolver->Shutdown();
+}
+
+bool DeliveryShard::stopped() const {
+  return !ctx_.resolver || ctx_.resolver->idle();
+}
 
 DeliveryShard::QueueSnapshot DeliveryShard::Snapshot() const {
   QueueSnapshot snap;

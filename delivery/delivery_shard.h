@@ -68,7 +68,9 @@ class DeliveryShard final {
   void BeginShutdown();
   // Grace over: abort what is left.
   void Abort();
-  bool quiescent() const { return owner_.quiescent() && host_.quiescent(); }
+  bool quiescent() const {
+    return owner_.quiescent() && host_.quiescent();
+  }
   // After quiescent(): cancel DNS work; the shard may quit once stopped().
   void StopResolver();
   bool stopped() const;
@@ -84,7 +86,9 @@ class DeliveryShard final {
   std::string DestinationLabel(const std::string& domain) const {
     return ctx_.DestinationLabel(domain);
   }
-  size_t messages() const { return owner_.messages(); }
+  size_t messages() const {
+    return owner_.messages();
+  }
 
   // Between the sides, on any shard's thread: a job to the shard hosting its destination, a
   // result to the shard owning its message.

@@ -24,10 +24,10 @@ DeliveryTelemetry::DeliveryTelemetry(metrics::Registry& r, metrics::EventLog* ev
                              {"destination", "result"})),
       connections_(r.AddGauge("sluice_delivery_connections",
                               "Outbound connections open now, by destination.", {"destination"})),
-      connection_failures_(r.AddCounter(
-          "sluice_delivery_connection_failures_total",
-          "Outbound connections that could not be opened or greeted, by destination.",
-          {"destination"})),
+      connection_failures_(
+          r.AddCounter("sluice_delivery_connection_failures_total",
+                       "Outbound connections that could not be opened or greeted, by destination.",
+                       {"destination"})),
       tls_(r.AddCounter("sluice_delivery_tls_total",
                         "Outbound connections by TLS outcome (verified, unverified, failed, "
                         "not_offered, skipped_broken).",
@@ -42,11 +42,10 @@ DeliveryTelemetry::DeliveryTelemetry(metrics::Registry& r, metrics::EventLog* ev
   attempts_.SetMaxSeries(max_destinations * 3);
   connections_.SetMaxSeries(max_destinations);
   connection_failures_.SetMaxSeries(max_destinations);
-  delivery_seconds_ =
-      &r.AddHistogram("sluice_delivery_duration_seconds",
-                      "From acceptance (250) to delivery, per delivered recipient.", {},
-                      metrics::ExponentialBuckets(0.01, 2, 24))
-           .WithLabels({});
+  delivery_seconds_ = &r.AddHistogram("sluice_delivery_duration_seconds",
+                                      "From acceptance (250) to delivery, per delivered recipient.",
+                                      {}, metrics::ExponentialBuckets(0.01, 2, 24))
+                           .WithLabels({});
   auto& dns = r.AddCounter("sluice_dns_lookups_total", "DNS lookups for delivery, by outcome.",
                            {"type", "result"});
   auto& dns_seconds = r.AddHistogram("sluice_dns_lookup_duration_seconds",
@@ -76,8 +75,7 @@ DeliveryTelemetry::DestinationSeries DeliveryTelemetry::Series(const std::string
   return s;
 }
 
-void DeliveryTelemetry::Dns(unsigned shard, DnsType type, MxLookup::Status status,
-                            double seconds) {
+void DeliveryTelemetry::Dns(unsigned shard, DnsType type, MxLookup::Status status, double seconds) {
   const size_t t = static_cast<size_t>(type);
   dns_[t][static_cast<size_t>(status)]->Inc(shard);
   dns_seconds_[t]->Observe(shard, seconds);

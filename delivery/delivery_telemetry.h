@@ -32,10 +32,18 @@ class DeliveryTelemetry {
   enum class DnsType { kMx, kHost };
   void Dns(unsigned shard, DnsType type, MxLookup::Status status, double seconds);
   // Outbound TLS: verified, unverified, failed, not_offered, skipped_broken.
-  void Tls(unsigned shard, std::string_view result) { tls_.WithLabels({result}).Inc(shard); }
-  void Dsn(unsigned shard, DsnAction action) { dsn_[static_cast<size_t>(action)]->Inc(shard); }
-  metrics::Histogram& delivery_seconds() { return *delivery_seconds_; }
-  metrics::EventLog* events() { return events_; }
+  void Tls(unsigned shard, std::string_view result) {
+    tls_.WithLabels({result}).Inc(shard);
+  }
+  void Dsn(unsigned shard, DsnAction action) {
+    dsn_[static_cast<size_t>(action)]->Inc(shard);
+  }
+  metrics::Histogram& delivery_seconds() {
+    return *delivery_seconds_;
+  }
+  metrics::EventLog* events() {
+    return events_;
+  }
 
  private:
   metrics::CounterFamily& attempts_;

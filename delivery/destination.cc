@@ -5,7 +5,8 @@
 namespace sluice::delivery {
 
 uint64_t RateLimiter::Reserve(uint64_t now_us) {
-  if (rate_ <= 0) return 0;
+  if (rate_ <= 0)
+    return 0;
   const double now = static_cast<double>(now_us);
   const double slot = std::max(next_us_, now);
   next_us_ = slot + 1e6 / rate_;
@@ -14,14 +15,16 @@ uint64_t RateLimiter::Reserve(uint64_t now_us) {
 
 void DestinationBackoff::Fail(const smtp::Reply& reply, std::string remote, uint64_t now_us,
                               uint64_t backoff_us) {
-  if (reply.code < 500) until_us_ = now_us + backoff_us;
+  if (reply.code < 500)
+    until_us_ = now_us + backoff_us;
   reply_ = reply;
   remote_ = std::move(remote);
 }
 
 bool TlsFallback::Skip(const std::string& host, uint64_t now_us) {
   auto it = until_.find(host);
-  if (it == until_.end()) return false;
+  if (it == until_.end())
+    return false;
   if (it->second <= now_us) {
     until_.erase(it);
     return false;
@@ -34,7 +37,8 @@ void TlsFallback::Sweep(uint64_t now_us) {
 }
 
 bool IdleWaiter::Resume(bool by_job) {
-  if (scheduled) return false;
+  if (scheduled)
+    return false;
   scheduled = true;
   woken = by_job;
   shard->timers().Cancel(timer);
@@ -62,7 +66,8 @@ bool Destination::Expired(uint64_t now_us, uint64_t expiry_us) const {
 }
 
 bool Destination::WantsWorker() const {
-  if (ready.empty() || workers >= max_connections) return false;
+  if (ready.empty() || workers >= max_connections)
+    return false;
   return ready.size() > workers || type == RouteType::kMaildir;
 }
 

@@ -29,8 +29,11 @@ namespace sluice::delivery {
 // apart instead of all waking for the same instant.
 class RateLimiter {
  public:
-  explicit RateLimiter(double rate = 0) : rate_(rate) {}
-  bool limited() const { return rate_ > 0; }
+  explicit RateLimiter(double rate = 0) : rate_(rate) {
+  }
+  bool limited() const {
+    return rate_ > 0;
+  }
   // Reserves the next slot; returns the wait before sending in it (0: send now).
   uint64_t Reserve(uint64_t now_us);
 
@@ -44,12 +47,20 @@ class RateLimiter {
 // reply instead of each spending an attempt on a dead host.
 class DestinationBackoff {
  public:
-  bool Failing(uint64_t now_us) const { return now_us < until_us_; }
+  bool Failing(uint64_t now_us) const {
+    return now_us < until_us_;
+  }
   // A temporary failure (4xx) backs off; a permanent one is only remembered as the last reply.
   void Fail(const smtp::Reply& reply, std::string remote, uint64_t now_us, uint64_t backoff_us);
-  const smtp::Reply& reply() const { return reply_; }
-  const std::string& remote() const { return remote_; }
-  uint64_t until_us() const { return until_us_; }
+  const smtp::Reply& reply() const {
+    return reply_;
+  }
+  const std::string& remote() const {
+    return remote_;
+  }
+  uint64_t until_us() const {
+    return until_us_;
+  }
 
  private:
   uint64_t until_us_ = 0;
@@ -64,10 +75,14 @@ class TlsFallback {
   static constexpr uint64_t kSkipMicros = 3600ull * 1'000'000;
   // True while `host` is marked broken; an expired mark is forgotten.
   bool Skip(const std::string& host, uint64_t now_us);
-  void MarkBroken(const std::string& host, uint64_t now_us) { until_[host] = now_us + kSkipMicros; }
+  void MarkBroken(const std::string& host, uint64_t now_us) {
+    until_[host] = now_us + kSkipMicros;
+  }
   // Drops expired marks (the idle sweep).
   void Sweep(uint64_t now_us);
-  size_t size() const { return until_.size(); }
+  size_t size() const {
+    return until_.size();
+  }
 
  private:
   std::unordered_map<std::string, uint64_t> until_;  // host → skip TLS until (µs)

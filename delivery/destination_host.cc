@@ -17,12 +17,19 @@ constexpr size_t kChainBodyLimit = 1 << 20;
 
 struct ParkAwaiter {
   IdleWaiter* w;
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) noexcept { w->handle = h; }
-  void await_resume() const noexcept {}
+  bool await_ready() const noexcept {
+    return false;
+  }
+  void await_suspend(std::coroutine_handle<> h) noexcept {
+    w->handle = h;
+  }
+  void await_resume() const noexcept {
+  }
 };
 
-smtp::Reply ShuttingDown() { return smtp::MakeReply(451, "4.3.2", "delivery is shutting down"); }
+smtp::Reply ShuttingDown() {
+  return smtp::MakeReply(451, "4.3.2", "delivery is shutting down");
+}
 
 }  // namespace
 
@@ -40,7 +47,9 @@ DestinationHost::DestinationHost(DeliveryContext& ctx, DeliveryShard& shard)
   client_options_.tls_timeout = config.tls_timeout;
 }
 
-DestinationHost::~DestinationHost() { ctx_.shard.timers().Cancel(sweeper_.timer); }
+DestinationHost::~DestinationHost() {
+  ctx_.shard.timers().Cancel(sweeper_.timer);
+}
 
 void DestinationHost::Start() {
   sweeper_.host = this;
@@ -57,7 +66,8 @@ void DestinationHost::Sweeper::Arm() {
 void DestinationHost::Sweeper::OnTimer() {
   timer = {};
   host->SweepIdle();
-  if (!host->ctx_.stopping) Arm();
+  if (!host->ctx_.stopping)
+    Arm();
 }
 
 void DestinationHost::SweepIdle() {
@@ -74,11 +84,13 @@ void DestinationHost::SweepIdle() {
 
 void DestinationHost::Enqueue(Job job) {
   auto [it, fresh] = destinations_.try_emplace(job.key);
-  if (fresh) it->second = std::make_unique<Destination>(job, ctx_.DestinationLabel(job.domain));
+  if (fresh)
+    it->second = std::make_unique<Destination>(job, ctx_.DestinationLabel(job.domain));
   Destination& d = *it->second;
   const uint64_t now = ctx_.WallMicros();
   d.last_used_us = now;
-  if (!job.mx_targets.empty()) d.mx_targets = job.mx_targets;
+  if (!job.mx_targets.empty())
+    d.mx_targets = job.mx_targets;
   if (ctx_.stopping) {
     Report(job, {ShuttingDown()}, "");
     return;
@@ -95,13 +107,15 @@ void DestinationHost::WakeWorker(Destination& d) {
   while (!d.idle.empty()) {
     IdleWaiter* w = d.idle.back();
     d.idle.pop_back();
-    if (w->Resume(true)) return;  // a parked connection takes it
+    if (w->Resume(true))
+      return;  // a parked connection takes it
   }
   MaybeStartWorker(d);
 }
 
 void DestinationHost::MaybeStartWorker(Destination& d) {
-  if (!ctx_.stopping && d.WantsWorker()) RunWorker(&d);
+  if (!ctx_.stopping && d.WantsWorker())
+    RunWorker(&d);
 }
 
 void DestinationHost::Report(const Job& job, std::vector<smtp::Reply> replies,
@@ -113,7 +127,8 @@ void DestinationHost::Report(const Job& job, std::vector<smtp::Reply> replies,
   r.peer_dsn = peer_dsn;
   r.id = job.id;
   r.rcpts = job.rcpts;
-  if (replies.size() == 1 && job.rcpts.size() > 1) replies.resize(job.rcpts.size(), replies[0]);
+  if (replies.size() == 1 && job.rcpts.size() > 1)
+    replies.resize(job.rcpts.size(), replies[0]);
   r.replies = std::move(replies);
   r.remote = remote;
   shard_.SendResult(job.owner, std::move(r));
@@ -134,7 +149,8 @@ io::Task<bool> DestinationHost::TakeJob(Destination* d, Job* job) {
       d->ready.pop_front();
       co_return true;
     }
-    if (ctx_.stopping) co_return false;
+    if (ctx_.stopping)
+      co_return false;
     IdleWaiter w;
     w.shard = &ctx_.shard;
     w.timer = ctx_.shard.timers().Add(ctx_.shard.Now() + ctx_.config.idle_timeout, &w);
@@ -142,8 +158,10 @@ io::Task<bool> DestinationHost::TakeJob(Destination* d, Job* job) {
     co_await ParkAwaiter{&w};
     ctx_.shard.timers().Cancel(w.timer);
     std::erase(d->idle, &w);
-    if (!d->ready.empty()) continue;
-    if (!w.woken) co_return false;  // idle timeout or shutdown
+    if (!d->ready.empty())
+      continue;
+    if (!w.woken)
+      co_return false;  // idle timeout or shutdown
   }
 }
 
@@ -153,7 +171,8 @@ io::Task<std::vector<DestinationHost::Address>> DestinationHost::Addresses(Desti
   *failure = smtp::MakeReply(451, "4.4.1", "no address to connect to for " + d->key);
   if (d->type == RouteType::kMx) {
     for (const MxTarget& t : d->mx_targets) {
-      for (const io::IpAddress& ip : t.addresses) out.push_back({t.host, ip});
+      for (const io::IpAddress& ip : t.addresses)
+        out.push_back({t.host, ip});
     }
   } else {
     const MonoTime started = ctx_.shard.Now();
@@ -164,11 +183,12 @@ io::Task<std::vector<DestinationHost::Address>> DestinationHost::Addresses(Desti
                                                         : MxLookup::Status::kTempFail),
                  std::chrono::duration<double>(ctx_.shard.Now() - started).count());
     if (!ips.ok()) {
-      *failure = smtp::MakeReply(
-          451, "4.4.3", "cannot resolve " + d->route->host + ": " + ips.error().message);
+      *failure = smtp::MakeReply(451, "4.4.3",
+                                 "cannot resolve " + d->route->host + ": " + ips.error().message);
       co_return out;
     }
-    for (const io::IpAddress& ip : *ips) out.push_back({d->route->host, ip});
+    for (const io::IpAddress& ip : *ips)
+      out.push_back({d->route->host, ip});
   }
   // RFC 5321 §5.1: try at least two addresses; we try up to mx_address_limit (an MX lookup
   // yields no more than that; a smarthost's name may have more).
@@ -207,7 +227,8 @@ io::Task<bool> DestinationHost::Open(Destination* d, Session* session, smtp::Rep
   for (size_t next = 0; next < addresses.size() && !ctx_.stopping;) {
     const Address& a = addresses[next++];
     auto addr = io::SocketAddress::Parse(a.ip.ToString(), port);
-    if (!addr.ok()) continue;
+    if (!addr.ok())
+      continue;
     session->remote = a.host + "[" + a.ip.ToString() + "]:" + std::to_string(port);
     Result<int> fd = co_await io::ConnectTcp(ctx_.shard, *addr, ctx_.config.connect_timeout);
     if (!fd.ok()) {
@@ -215,7 +236,8 @@ io::Task<bool> DestinationHost::Open(Destination* d, Session* session, smtp::Rep
                                  "connect to " + session->remote + ": " + fd.error().message);
       continue;
     }
-    if (!plain_retry) ++sessions;
+    if (!plain_retry)
+      ++sessions;
     plain_retry = false;
     session->conn = std::make_unique<io::Connection>(ctx_.shard, *fd);
     session->conn->Start();
@@ -228,17 +250,19 @@ io::Task<bool> DestinationHost::Open(Destination* d, Session* session, smtp::Rep
     const smtp::Reply hello = co_await session->client->Handshake();
     if (options.tls_policy != ClientOptions::TlsPolicy::kDisabled || skipped_tls) {
       const SmtpClient& c = *session->client;
-      ctx_.tel.Tls(ctx_.index, skipped_tls      ? "skipped_broken"
-                               : c.tls_failed()  ? "failed"
+      ctx_.tel.Tls(ctx_.index, skipped_tls        ? "skipped_broken"
+                               : c.tls_failed()   ? "failed"
                                : c.tls_verified() ? "verified"
                                : c.secure()       ? "unverified"
                                                   : "not_offered");
     }
-    if (hello.code >= 200 && hello.code < 300) co_return true;
+    if (hello.code >= 200 && hello.code < 300)
+      co_return true;
 
-    *failure = hello.code >= 500 ? smtp::MakeReply(451, "4.4.1",
-                                                   session->remote + " refused us: " + OneLine(hello))
-                                 : hello;
+    *failure =
+        hello.code >= 500
+            ? smtp::MakeReply(451, "4.4.1", session->remote + " refused us: " + OneLine(hello))
+            : hello;
     // Credentials never go in plaintext, so a route with AUTH gains nothing from the fallback:
     // defer and try TLS again next time.
     const bool retry_plain = session->client->tls_failed() && options.auth_user.empty() &&
@@ -254,7 +278,8 @@ io::Task<bool> DestinationHost::Open(Destination* d, Session* session, smtp::Rep
       plain_retry = true;
       continue;
     }
-    if (sessions >= ctx_.config.mx_session_limit) break;
+    if (sessions >= ctx_.config.mx_session_limit)
+      break;
   }
   co_return false;
 }
@@ -279,7 +304,8 @@ io::Task<void> DestinationHost::Transfer(Destination* d, Session* session) {
       have_next = false;
     } else {
       const bool got = co_await TakeJob(d, &job);
-      if (!got) break;
+      if (!got)
+        break;
     }
     if (const uint64_t wait = d->rate.Reserve(ctx_.WallMicros()); wait > 0) {
       co_await io::Sleep(ctx_.shard, std::chrono::microseconds(wait));
@@ -310,7 +336,8 @@ io::Task<void> DestinationHost::Transfer(Destination* d, Session* session) {
       d->ready.pop_front();
       have_next = true;
     }
-    TransactionResult result = co_await client.Send(job.message, have_next ? &next.message : nullptr);
+    TransactionResult result =
+        co_await client.Send(job.message, have_next ? &next.message : nullptr);
     job.message.body.reset();
     Report(job, std::move(result.recipients), session->remote, client.capabilities().dsn);
     if (!result.connection_usable || ++sent >= d->max_messages_per_connection || ctx_.stopping) {
@@ -337,7 +364,8 @@ io::Detached DestinationHost::RunWorker(Destination* d) {
     Job job;
     for (;;) {
       const bool got = co_await TakeJob(d, &job);
-      if (!got) break;
+      if (!got)
+        break;
       co_await DeliverMaildir(d, std::move(job));
     }
   } else {
@@ -346,9 +374,9 @@ io::Detached DestinationHost::RunWorker(Destination* d) {
     const bool connected = co_await Open(d, &session, &failure);
     if (!connected) {
       ctx_.SeriesFor(d->label).connection_failures->Inc(ctx_.index);
-      d->backoff.Fail(failure, session.remote, ctx_.WallMicros(),
-                      static_cast<uint64_t>(ctx_.config.destination_backoff.count()) *
-                          kMicrosPerSecond);
+      d->backoff.Fail(
+          failure, session.remote, ctx_.WallMicros(),
+          static_cast<uint64_t>(ctx_.config.destination_backoff.count()) * kMicrosPerSecond);
       spdlog::warn("destination {}: {}", d->key, OneLine(failure));
       DeferAll(*d, failure, session.remote);
     } else {
@@ -359,14 +387,15 @@ io::Detached DestinationHost::RunWorker(Destination* d) {
   --d->workers;
   --workers_;
   d->last_used_us = ctx_.WallMicros();
-  if (!ctx_.stopping && !d->ready.empty()) MaybeStartWorker(*d);
+  if (!ctx_.stopping && !d->ready.empty())
+    MaybeStartWorker(*d);
 }
 
-std::vector<smtp::Reply> DestinationHost::MaildirBlocking(const std::string& root,
-                                                          const Job& job) {
+std::vector<smtp::Reply> DestinationHost::MaildirBlocking(const std::string& root, const Job& job) {
   std::vector<smtp::Reply> out;
   Result<std::string> stored = std::string();
-  if (!job.message.body) stored = ctx_.spool.ReadBody(job.id);
+  if (!job.message.body)
+    stored = ctx_.spool.ReadBody(job.id);
   for (const OutboundRecipient& rcpt : job.message.recipients) {
     if (!stored.ok()) {
       out.push_back(smtp::MakeReply(
@@ -378,8 +407,7 @@ std::vector<smtp::Reply> DestinationHost::MaildirBlocking(const std::string& roo
     if (path.ok()) {
       out.push_back(smtp::MakeReply(250, "2.0.0", "delivered to maildir " + *path));
     } else {
-      out.push_back(
-          smtp::MakeReply(451, "4.3.0", "maildir " + root + ": " + path.error().message));
+      out.push_back(smtp::MakeReply(451, "4.3.0", "maildir " + root + ": " + path.error().message));
     }
   }
   return out;
@@ -397,14 +425,16 @@ io::Task<void> DestinationHost::DeliverMaildir(Destination* d, Job job) {
 void DestinationHost::BeginShutdown() {
   for (auto& [key, d] : destinations_) {
     DeferAll(*d, ShuttingDown(), "");
-    for (IdleWaiter* w : d->idle) w->Resume(false);  // "no job": the worker says QUIT
+    for (IdleWaiter* w : d->idle)
+      w->Resume(false);  // "no job": the worker says QUIT
     d->idle.clear();
   }
 }
 
 void DestinationHost::Abort() {
   for (auto& [key, d] : destinations_) {
-    for (io::Connection* c : d->connections) c->Abort();
+    for (io::Connection* c : d->connections)
+      c->Abort();
   }
 }
 

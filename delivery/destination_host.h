@@ -37,7 +37,9 @@ class DestinationHost {
 
   // Before Start(): the TLS client context shared by all shards (null: no outbound TLS;
   // opportunistic routes then send in plaintext).
-  void SetTlsContext(std::shared_ptr<tls::ClientContext> ctx) { tls_context_ = std::move(ctx); }
+  void SetTlsContext(std::shared_ptr<tls::ClientContext> ctx) {
+    tls_context_ = std::move(ctx);
+  }
   // Arms the idle sweep.
   void Start();
 
@@ -49,8 +51,12 @@ class DestinationHost {
   void BeginShutdown();
   // Grace over: abort the connections left.
   void Abort();
-  bool quiescent() const { return workers_ == 0; }
-  size_t destinations() const { return destinations_.size(); }
+  bool quiescent() const {
+    return workers_ == 0;
+  }
+  size_t destinations() const {
+    return destinations_.size();
+  }
 
  private:
   // An open, greeted connection of a worker.

@@ -27,7 +27,8 @@ TEST(RateLimiterTest, SpacesSendsOneIntervalApart) {
 TEST(RateLimiterTest, UnlimitedNeverWaits) {
   RateLimiter rate;
   EXPECT_FALSE(rate.limited());
-  for (int i = 0; i < 100; ++i) EXPECT_EQ(rate.Reserve(kStart), 0u);
+  for (int i = 0; i < 100; ++i)
+    EXPECT_EQ(rate.Reserve(kStart), 0u);
 }
 
 TEST(DestinationBackoffTest, TemporaryFailureBacksOffForTheConfiguredTime) {
@@ -135,7 +136,8 @@ TEST(DestinationTest, OneConnectionPerJobBeyondTheRunningWorkersUpToTheLimit) {
 // by hand, nothing sleeps, the event loop never runs.
 class IdleWaiterTest : public ::testing::Test {
  protected:
-  IdleWaiterTest() : shard_(0, Options(&clock_)) {}
+  IdleWaiterTest() : shard_(0, Options(&clock_)) {
+  }
   static io::ShardOptions Options(const Clock* clock) {
     io::ShardOptions o;
     o.clock = clock;

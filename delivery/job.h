@@ -49,10 +49,13 @@ class JobGrouper {
  public:
   JobGrouper(const queue::MessageId& id, unsigned owner, const queue::Envelope& envelope,
              std::shared_ptr<const std::string> body)
-      : id_(id), owner_(owner), envelope_(envelope), body_(std::move(body)) {}
-  void Add(size_t rcpt, const std::string& key, const RouteConfig* route,
-           const std::string& domain, std::vector<MxTarget> mx_targets);
-  std::vector<Job> Take() { return std::move(jobs_); }
+      : id_(id), owner_(owner), envelope_(envelope), body_(std::move(body)) {
+  }
+  void Add(size_t rcpt, const std::string& key, const RouteConfig* route, const std::string& domain,
+           std::vector<MxTarget> mx_targets);
+  std::vector<Job> Take() {
+    return std::move(jobs_);
+  }
 
  private:
   queue::MessageId id_;

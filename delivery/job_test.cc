@@ -11,8 +11,8 @@ queue::Envelope ThreeRecipients() {
   env.envid = "abc";
   env.smtputf8 = true;
   for (const char* a : {"b@one.example", "c@two.example", "d@one.example"}) {
-    env.recipients.push_back({a, 0, "rfc822;" + std::string(a), queue::RecipientState::kPending,
-                              0, ""});
+    env.recipients.push_back(
+        {a, 0, "rfc822;" + std::string(a), queue::RecipientState::kPending, 0, ""});
   }
   return env;
 }

@@ -18,10 +18,14 @@ class CachedBody {
  public:
   CachedBody() = default;
   CachedBody(std::shared_ptr<const std::string> body, std::atomic<int64_t>* used)
-      : body_(std::move(body)), used_(used) {}
-  ~CachedBody() { Release(); }
+      : body_(std::move(body)), used_(used) {
+  }
+  ~CachedBody() {
+    Release();
+  }
   CachedBody(CachedBody&& o) noexcept
-      : body_(std::move(o.body_)), used_(std::exchange(o.used_, nullptr)) {}
+      : body_(std::move(o.body_)), used_(std::exchange(o.used_, nullptr)) {
+  }
   CachedBody& operator=(CachedBody&& o) noexcept {
     if (this != &o) {
       Release();
@@ -31,7 +35,9 @@ class CachedBody {
     return *this;
   }
 
-  const std::shared_ptr<const std::string>& get() const { return body_; }
+  const std::shared_ptr<const std::string>& get() const {
+    return body_;
+  }
   // Jobs may still hold the bytes for a moment; the budget is given back now.
   void Release() {
     if (used_ != nullptr && body_) {
@@ -50,7 +56,8 @@ class CachedBody {
 
 struct MessageOwner::Message final : public io::TimerHandler {
   Message(MessageOwner* o, const queue::MessageId& id, queue::Envelope env)
-      : owner(o), state(id, std::move(env)) {}
+      : owner(o), state(id, std::move(env)) {
+  }
 
   MessageOwner* owner;
   MessageState state;
@@ -65,16 +72,19 @@ struct MessageOwner::Message final : public io::TimerHandler {
     // Never start work from inside the wheel's walk: go through the mailbox.
     o->ctx_.shard.Post([o, mid] {
       auto it = o->messages_.find(mid);
-      if (it != o->messages_.end()) o->Dispatch(*it->second);
+      if (it != o->messages_.end())
+        o->Dispatch(*it->second);
     });
   }
 };
 
 MessageOwner::MessageOwner(DeliveryContext& ctx, DeliveryShard& shard)
-    : ctx_(ctx), shard_(shard), rng_(std::random_device{}()) {}
+    : ctx_(ctx), shard_(shard), rng_(std::random_device{}()) {
+}
 
 MessageOwner::~MessageOwner() {
-  for (auto& [id, m] : messages_) ctx_.shard.timers().Cancel(m->timer);
+  for (auto& [id, m] : messages_)
+    ctx_.shard.timers().Cancel(m->timer);
 }
 
 uint64_t MessageOwner::RetryDelay(uint32_t attempts) {
@@ -101,7 +111,8 @@ void MessageOwner::Adopt(const queue::MessageId& id, queue::Envelope envelope,
   }
   Message& ref = *m;
   messages_[id] = std::move(m);
-  if (ctx_.stopping) return;
+  if (ctx_.stopping)
+    return;
   Schedule(ref);
 }
 
@@ -110,14 +121,15 @@ void MessageOwner::Schedule(Message& m) {
   // monotonic clock.
   ctx_.shard.timers().Cancel(m.timer);
   const uint64_t delay_us = m.state.DelayUntilDue(ctx_.WallMicros());
-  m.timer =
-      ctx_.shard.timers().Add(ctx_.shard.Now() + std::chrono::microseconds(delay_us), &m);
+  m.timer = ctx_.shard.timers().Add(ctx_.shard.Now() + std::chrono::microseconds(delay_us), &m);
 }
 
 void MessageOwner::Dispatch(Message& m) {
-  if (ctx_.stopping || m.state.in_round()) return;
+  if (ctx_.stopping || m.state.in_round())
+    return;
   std::vector<size_t> pending = m.state.PendingRecipients();
-  if (pending.empty()) return;
+  if (pending.empty())
+    return;
   ++rounds_in_flight_;
   const uint64_t now = ctx_.WallMicros();
   if (m.state.Expired(now)) {
@@ -146,7 +158,8 @@ io::Detached MessageOwner::Route(queue::MessageId id, std::vector<size_t> recipi
   for (size_t i : recipients) {
     const queue::Recipient& r = m->state.envelope().recipients[i];
     std::string domain = DomainOf(r.address);
-    if (domain.empty()) domain = ctx_.hostname;  // <postmaster>
+    if (domain.empty())
+      domain = ctx_.hostname;  // <postmaster>
     const RouteConfig* route = config.routes.empty() ? nullptr : FindRoute(config.routes, domain);
     if (!config.routes.empty() && route == nullptr) {
       // No route for this domain: a configuration gap, not a remote answer.
@@ -163,8 +176,9 @@ io::Detached MessageOwner::Route(queue::MessageId id, std::vector<size_t> recipi
           // (Only trusted clients could relay to one: gateway RelayAllowed.)
           const std::optional<io::IpAddress> ip = AddressLiteralIp(domain);
           if (!ip) {
-            PostResult(id, {i},
-                       smtp::MakeReply(550, "5.1.2", "cannot deliver to address literal " + domain));
+            PostResult(
+                id, {i},
+                smtp::MakeReply(550, "5.1.2", "cannot deliver to address literal " + domain));
             continue;
           }
           key = "literal:" + ip->ToString();
@@ -203,7 +217,8 @@ io::Detached MessageOwner::Route(queue::MessageId id, std::vector<size_t> recipi
     ++m->jobs_out;
     shard_.SendJob(std::move(job));
   }
-  if (--m->jobs_out == 0) FinishRound(id);
+  if (--m->jobs_out == 0)
+    FinishRound(id);
 }
 
 void MessageOwner::PostResult(const queue::MessageId& id, std::vector<size_t> rcpts,
@@ -254,12 +269,14 @@ void MessageOwner::OnJobResult(JobResult result) {
     spdlog::info("{} id={} to=<{}> relay={} reply=\"{}\"", ToString(outcome),
                  m.state.id().ToString(), r.address, relay, r.last_reply);
   }
-  if (m.jobs_out > 0 && --m.jobs_out == 0) FinishRound(m.state.id());
+  if (m.jobs_out > 0 && --m.jobs_out == 0)
+    FinishRound(m.state.id());
 }
 
 io::Detached MessageOwner::FinishRound(queue::MessageId id) {
   auto it = messages_.find(id);
-  if (it == messages_.end()) co_return;
+  if (it == messages_.end())
+    co_return;
   ++finishing_;
   Message* m = it->second.get();
   const uint64_t now = ctx_.WallMicros();
@@ -313,7 +330,8 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
         MakeBounceEnvelope(env, dsn.message.size(), ctx_.hostname, ctx_.config, now);
     const queue::MessageId bounce_id = ctx_.ids.Next();
 
-    if (pending) m->state.Retry(now, RetryDelay(env.attempts));
+    if (pending)
+      m->state.Retry(now, RetryDelay(env.attempts));
     // The report and the failure it reports are one synced batch: both or neither.
     std::vector<queue::Spool::Change> changes(2);
     changes[0].kind = queue::Spool::Change::Kind::kPut;
@@ -336,7 +354,8 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
     }
     if (status == queue::CommitStatus::kOk) {
       committed = true;
-      for (const MessageState::Notice& n : end.notices) ctx_.tel.Dsn(ctx_.index, n.action);
+      for (const MessageState::Notice& n : end.notices)
+        ctx_.tel.Dsn(ctx_.index, n.action);
       LogDsn(ctx_.tel.events(), bounce_id, m->state, end.notices.front().action,
              end.notices.size());
       spdlog::info("bounce id={} for={} to=<{}>", bounce_id.ToString(), id.ToString(),
@@ -355,7 +374,8 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
   --finishing_;
 
   if (!pending) {
-    if (!committed) ctx_.spool.Remove(id);  // unsynced: a lost removal means a duplicate, never a loss
+    if (!committed)
+      ctx_.spool.Remove(id);  // unsynced: a lost removal means a duplicate, never a loss
     messages_.erase(id);
     co_return;
   }
@@ -365,7 +385,8 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
   }
   LogDeferrals(ctx_.tel.events(), m->state, now);
   m->state.Finish();
-  if (!ctx_.stopping) Schedule(*m);
+  if (!ctx_.stopping)
+    Schedule(*m);
 }
 
 void MessageOwner::BeginShutdown() {
@@ -392,10 +413,12 @@ MessageOwner::Counts MessageOwner::Count() const {
     }
     std::string last;
     for (const queue::Recipient& r : env.recipients) {
-      if (r.state != queue::RecipientState::kPending) continue;
+      if (r.state != queue::RecipientState::kPending)
+        continue;
       const std::string domain = DomainOf(r.address);
       std::string label = ctx_.DestinationLabel(domain.empty() ? ctx_.hostname : domain);
-      if (label == last) continue;  // count a message once per destination (mostly)
+      if (label == last)
+        continue;  // count a message once per destination (mostly)
       last = label;
       Counts::PerDestination& d = counts.destinations[label];
       ++d.messages;

@@ -40,7 +40,9 @@ class MessageOwner {
   MessageOwner& operator=(const MessageOwner&) = delete;
 
   // Process-wide bytes of bodies held for first attempts (delivery.body_cache_bytes).
-  void SetBodyCache(std::atomic<int64_t>* used) { body_cache_ = used; }
+  void SetBodyCache(std::atomic<int64_t>* used) {
+    body_cache_ = used;
+  }
 
   // A message that was just queued, or found in the spool at start. `body`, when given, is the
   // message as spooled; it is kept for the first attempt if the body cache has room.
@@ -51,13 +53,17 @@ class MessageOwner {
   // Shutdown: no more attempts start; the spool keeps every message's state.
   void BeginShutdown();
   // No round of this shard is running.
-  bool quiescent() const { return rounds_in_flight_ == 0 && finishing_ == 0; }
+  bool quiescent() const {
+    return rounds_in_flight_ == 0 && finishing_ == 0;
+  }
 
-  size_t messages() const { return messages_.size(); }
+  size_t messages() const {
+    return messages_.size();
+  }
   struct Counts {
-    uint64_t scheduled = 0;  // waiting for their first attempt
-    uint64_t deferred = 0;   // waiting for a retry
-    uint64_t in_flight = 0;  // being delivered now
+    uint64_t scheduled = 0;           // waiting for their first attempt
+    uint64_t deferred = 0;            // waiting for a retry
+    uint64_t in_flight = 0;           // being delivered now
     uint64_t oldest_received_us = 0;  // 0 = none
     struct PerDestination {
       uint64_t messages = 0;

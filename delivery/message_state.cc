@@ -13,7 +13,8 @@ bool MessageState::HasPending() const {
 std::vector<size_t> MessageState::PendingRecipients() const {
   std::vector<size_t> pending;
   for (size_t i = 0; i < env_.recipients.size(); ++i) {
-    if (env_.recipients[i].state == queue::RecipientState::kPending) pending.push_back(i);
+    if (env_.recipients[i].state == queue::RecipientState::kPending)
+      pending.push_back(i);
   }
   return pending;
 }
@@ -25,10 +26,10 @@ std::vector<size_t> MessageState::Expire(uint64_t now_us) {
   for (size_t i : expired) {
     queue::Recipient& r = env_.recipients[i];
     r.state = queue::RecipientState::kBounced;
-    if (!WantsFailureDsn(r.notify)) continue;  // RFC 3461 §4.1, as for any other failure
+    if (!WantsFailureDsn(r.notify))
+      continue;  // RFC 3461 §4.1, as for any other failure
     notices_.push_back({i, "4.4.7",
-                        "message expired after " + AgeText(age) +
-                            " in the queue; last error: " +
+                        "message expired after " + AgeText(age) + " in the queue; last error: " +
                             (r.last_reply.empty() ? "none" : r.last_reply),
                         "", DsnAction::kFailed});
   }
@@ -51,8 +52,8 @@ Outcome MessageState::Record(size_t rcpt, const smtp::Reply& reply, const Attemp
     case Outcome::kBounced:
       r.state = queue::RecipientState::kBounced;
       if (WantsFailureDsn(r.notify)) {
-        notices_.push_back({rcpt, StatusOf(reply), r.last_reply, RemoteMtaOf(attempt.remote),
-                            DsnAction::kFailed});
+        notices_.push_back(
+            {rcpt, StatusOf(reply), r.last_reply, RemoteMtaOf(attempt.remote), DsnAction::kFailed});
       }
       break;
     case Outcome::kDeferred:

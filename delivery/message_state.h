@@ -52,13 +52,21 @@ class MessageState {
     bool double_bounce = false;   // notices dropped: the message itself was a bounce
   };
 
-  MessageState(queue::MessageId id, queue::Envelope envelope)
-      : id_(id), env_(std::move(envelope)) {}
+  MessageState(queue::MessageId id, queue::Envelope envelope) : id_(id), env_(std::move(envelope)) {
+  }
 
-  const queue::MessageId& id() const { return id_; }
-  const queue::Envelope& envelope() const { return env_; }
-  bool in_round() const { return in_round_; }
-  const std::vector<Deferral>& deferrals() const { return deferrals_; }
+  const queue::MessageId& id() const {
+    return id_;
+  }
+  const queue::Envelope& envelope() const {
+    return env_;
+  }
+  bool in_round() const {
+    return in_round_;
+  }
+  const std::vector<Deferral>& deferrals() const {
+    return deferrals_;
+  }
 
   bool HasPending() const;
   // The recipients a new round tries, by index in the envelope.
@@ -75,7 +83,9 @@ class MessageState {
   }
 
   // Starts a round.
-  void Begin() { in_round_ = true; }
+  void Begin() {
+    in_round_ = true;
+  }
   // Starts a round that bounces every pending recipient of an expired message; returns them.
   std::vector<size_t> Expire(uint64_t now_us);
   // One recipient's reply in this round: updates its state and last reply, keeps what the DSN
@@ -88,7 +98,9 @@ class MessageState {
   // to fail (and be reported) on a later attempt.
   void Unreport(const std::vector<Notice>& notices);
   // The next attempt: due at now + delay.
-  void Retry(uint64_t now_us, uint64_t delay_us) { env_.next_due_us = now_us + delay_us; }
+  void Retry(uint64_t now_us, uint64_t delay_us) {
+    env_.next_due_us = now_us + delay_us;
+  }
   // The round is over (after the spool has the outcome, or it was handed to the writer).
   void Finish() {
     in_round_ = false;

@@ -27,7 +27,8 @@ class MessageStateTest : public ::testing::Test {
   }
 
   // A message as the gateway queues it at the clock's current time.
-  queue::Envelope Queued(std::vector<std::string> recipients, std::string sender = "a@example.com") {
+  queue::Envelope Queued(std::vector<std::string> recipients,
+                         std::string sender = "a@example.com") {
     queue::Envelope env;
     env.sender = std::move(sender);
     for (std::string& r : recipients) {
@@ -35,17 +36,22 @@ class MessageStateTest : public ::testing::Test {
     }
     env.received_at_us = clock_.WallMicros();
     env.next_due_us = env.received_at_us;
-    env.expires_at_us = env.received_at_us + static_cast<uint64_t>(config_.max_age.count()) * kSecond;
+    env.expires_at_us =
+        env.received_at_us + static_cast<uint64_t>(config_.max_age.count()) * kSecond;
     return env;
   }
-  uint64_t Now() const { return clock_.WallMicros(); }
+  uint64_t Now() const {
+    return clock_.WallMicros();
+  }
   // One round in which every pending recipient gets `reply`; then the retry, as MessageOwner
   // schedules it (jitter 1 here).
   MessageState::RoundEnd Round(MessageState& m, const smtp::Reply& reply) {
     m.Begin();
-    for (size_t i : m.PendingRecipients()) m.Record(i, reply, kRelayed, "example");
+    for (size_t i : m.PendingRecipients())
+      m.Record(i, reply, kRelayed, "example");
     MessageState::RoundEnd end = m.End();
-    if (end.pending) m.Retry(Now(), RetryDelayMicros(config_, m.envelope().attempts, 1.0));
+    if (end.pending)
+      m.Retry(Now(), RetryDelayMicros(config_, m.envelope().attempts, 1.0));
     m.Finish();
     return end;
   }
@@ -184,7 +190,8 @@ TEST_F(MessageStateTest, DueTimeSurvivesARestart) {
   ASSERT_TRUE(decoded.ok());
   MessageState recovered({1, 1}, std::move(*decoded));
   EXPECT_EQ(recovered.DelayUntilDue(Now()), 500 * kSecond);
-  EXPECT_EQ(recovered.PendingRecipients(), (std::vector<size_t>{1}));  // the delivered one stays done
+  EXPECT_EQ(recovered.PendingRecipients(),
+            (std::vector<size_t>{1}));  // the delivered one stays done
   EXPECT_EQ(recovered.envelope().attempts, 1u);
 
   // Down past the due time: due at once, never "in the past".

@@ -21,8 +21,10 @@ const char* ToString(Outcome outcome) {
 }
 
 Outcome OutcomeOf(const smtp::Reply& reply) {
-  if (reply.code >= 200 && reply.code < 300) return Outcome::kDelivered;
-  if (reply.code >= 500) return Outcome::kBounced;
+  if (reply.code >= 200 && reply.code < 300)
+    return Outcome::kDelivered;
+  if (reply.code >= 500)
+    return Outcome::kBounced;
   return Outcome::kDeferred;
 }
 
@@ -35,8 +37,10 @@ uint64_t RetryDelayMicros(const DeliveryConfig& config, uint32_t attempts, doubl
 }
 
 bool WantsFailureDsn(uint8_t notify) {
-  if (notify == 0) return true;
-  if (notify & smtp::kNotifyNever) return false;
+  if (notify == 0)
+    return true;
+  if (notify & smtp::kNotifyNever)
+    return false;
   return (notify & smtp::kNotifyFailure) != 0;
 }
 
@@ -46,34 +50,41 @@ bool WantsSuccessDsn(uint8_t notify, bool final_delivery, bool peer_dsn) {
 }
 
 std::string StatusOf(const smtp::Reply& reply) {
-  if (!reply.enhanced.empty()) return reply.enhanced;
+  if (!reply.enhanced.empty())
+    return reply.enhanced;
   return reply.code >= 500 ? "5.0.0" : "4.0.0";
 }
 
 std::string OneLine(const smtp::Reply& reply) {
   std::string text = std::to_string(reply.code);
-  if (!reply.enhanced.empty()) text += " " + reply.enhanced;
+  if (!reply.enhanced.empty())
+    text += " " + reply.enhanced;
   std::string body = reply.text;
   std::replace(body.begin(), body.end(), '\n', ' ');
-  if (!body.empty()) text += " " + body;
+  if (!body.empty())
+    text += " " + body;
   return text;
 }
 
 std::string RemoteMtaOf(const std::string& label) {
-  if (label.empty() || label.rfind("maildir:", 0) == 0) return "";
+  if (label.empty() || label.rfind("maildir:", 0) == 0)
+    return "";
   return label.substr(0, label.find('['));
 }
 
 std::string AgeText(uint64_t micros) {
   const uint64_t s = micros / kMicrosPerSecond;
-  if (s < 2 * 3600) return std::to_string(s) + " seconds";
-  if (s < 2 * 86400) return std::to_string(s / 3600) + " hours";
+  if (s < 2 * 3600)
+    return std::to_string(s) + " seconds";
+  if (s < 2 * 86400)
+    return std::to_string(s / 3600) + " hours";
   return std::to_string(s / 86400) + " days";
 }
 
 std::string DomainOf(const std::string& address) {
   const size_t at = address.rfind('@');
-  if (at == std::string::npos) return "";
+  if (at == std::string::npos)
+    return "";
   return AsciiToLower(std::string_view(address).substr(at + 1));
 }
 

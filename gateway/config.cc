@@ -25,12 +25,14 @@ namespace {
 class TableReader {
  public:
   TableReader(const toml::table& t, std::string file, std::string prefix)
-      : t_(t), file_(std::move(file)), prefix_(std::move(prefix)) {}
+      : t_(t), file_(std::move(file)), prefix_(std::move(prefix)) {
+  }
 
   std::string Where(const toml::node* n, std::string_view key) const {
     std::ostringstream o;
     o << file_;
-    if (n) o << ":" << n->source().begin.line;
+    if (n)
+      o << ":" << n->source().begin.line;
     o << ": " << prefix_ << key;
     return o.str();
   }
@@ -42,7 +44,8 @@ class TableReader {
 
   bool String(std::string_view key, std::string* out, std::string* err) {
     const toml::node* n = Get(key);
-    if (!n) return true;
+    if (!n)
+      return true;
     if (auto v = n->value<std::string>()) {
       *out = *v;
       return true;
@@ -54,7 +57,8 @@ class TableReader {
   template <typename T>
   bool Integer(std::string_view key, T* out, int64_t min, int64_t max, std::string* err) {
     const toml::node* n = Get(key);
-    if (!n) return true;
+    if (!n)
+      return true;
     auto v = n->value<int64_t>();
     if (!v || !n->is_integer()) {
       *err = Where(n, key) + ": expected an integer";
@@ -71,14 +75,16 @@ class TableReader {
 
   bool Secs(std::string_view key, Seconds* out, int64_t min, int64_t max, std::string* err) {
     int64_t v = out->count();
-    if (!Integer(key, &v, min, max, err)) return false;
+    if (!Integer(key, &v, min, max, err))
+      return false;
     *out = Seconds(v);
     return true;
   }
 
   bool StringList(std::string_view key, std::vector<std::string>* out, std::string* err) {
     const toml::node* n = Get(key);
-    if (!n) return true;
+    if (!n)
+      return true;
     const toml::array* a = n->as_array();
     if (!a) {
       *err = Where(n, key) + ": expected an array of strings";
@@ -113,12 +119,15 @@ class TableReader {
   std::set<std::string> used_;
 };
 
-bool ParseListener(const toml::table& t, const std::string& file, size_t index,
-                   ListenerConfig* l, std::string* err) {
+bool ParseListener(const toml::table& t, const std::string& file, size_t index, ListenerConfig* l,
+                   std::string* err) {
   TableReader r(t, file, "listener[" + std::to_string(index) + "].");
-  if (!r.String("name", &l->name, err)) return false;
-  if (l->name.empty()) l->name = "listener" + std::to_string(index);
-  if (!r.String("address", &l->address, err)) return false;
+  if (!r.String("name", &l->name, err))
+    return false;
+  if (l->name.empty())
+    l->name = "listener" + std::to_string(index);
+  if (!r.String("address", &l->address, err))
+    return false;
   if (!io::SocketAddress::Parse(l->address, 1).ok()) {
     *err = r.Where(t.get("address"), "address") + ": '" + l->address + "' is not an IP address";
     return false;
@@ -127,10 +136,12 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
     *err = r.Where(&t, "port") + ": required";
     return false;
   }
-  if (!r.Integer("port", &l->port, 1, 65535, err)) return false;
+  if (!r.Integer("port", &l->port, 1, 65535, err))
+    return false;
 
   std::vector<std::string> nets;
-  if (!r.StringList("mynetworks", &nets, err)) return false;
+  if (!r.StringList("mynetworks", &nets, err))
+    return false;
   for (const std::string& s : nets) {
     auto c = io::Cidr::Parse(s);
     if (!c) {
@@ -140,18 +151,23 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
     l->mynetworks.push_back(*c);
   }
   std::vector<std::string> domains;
-  if (!r.StringList("relay_domains", &domains, err)) return false;
-  for (std::string& d : domains) l->relay_domains.push_back(AsciiToLower(d));
+  if (!r.StringList("relay_domains", &domains, err))
+    return false;
+  for (std::string& d : domains)
+    l->relay_domains.push_back(AsciiToLower(d));
 
   if (!r.Integer("max_message_size", &l->max_message_size, 1024, int64_t{1} << 40, err)) {
     return false;
   }
-  if (!r.Integer("max_recipients", &l->max_recipients, 1, 100000, err)) return false;
-  if (!r.Integer("max_line_length", &l->max_line_length, 512, 1 << 20, err)) return false;
+  if (!r.Integer("max_recipients", &l->max_recipients, 1, 100000, err))
+    return false;
+  if (!r.Integer("max_line_length", &l->max_line_length, 512, 1 << 20, err))
+    return false;
   if (!r.Integer("max_data_line_length", &l->max_data_line_length, 1000, 1 << 30, err)) {
     return false;
   }
-  if (!r.Integer("max_connections", &l->max_connections, 1, 1000000, err)) return false;
+  if (!r.Integer("max_connections", &l->max_connections, 1, 1000000, err))
+    return false;
   if (!r.Integer("max_connections_per_ip", &l->max_connections_per_ip, 1, 1000000, err)) {
     return false;
   }
@@ -166,13 +182,18 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
            ": must not be above hard_error_limit (" + std::to_string(l->hard_error_limit) + ")";
     return false;
   }
-  if (!r.Integer("max_junk_commands", &l->max_junk_commands, 1, 100000, err)) return false;
-  if (!r.Integer("max_received_headers", &l->max_received_headers, 1, 10000, err)) return false;
-  if (!r.Secs("command_timeout", &l->command_timeout, 1, 86400, err)) return false;
-  if (!r.Secs("data_timeout", &l->data_timeout, 1, 86400, err)) return false;
+  if (!r.Integer("max_junk_commands", &l->max_junk_commands, 1, 100000, err))
+    return false;
+  if (!r.Integer("max_received_headers", &l->max_received_headers, 1, 10000, err))
+    return false;
+  if (!r.Secs("command_timeout", &l->command_timeout, 1, 86400, err))
+    return false;
+  if (!r.Secs("data_timeout", &l->data_timeout, 1, 86400, err))
+    return false;
 
   std::string bare = "reject";
-  if (!r.String("bare_newline", &bare, err)) return false;
+  if (!r.String("bare_newline", &bare, err))
+    return false;
   if (bare == "reject") {
     l->bare_newline = smtp::BareNewline::kReject;
   } else if (bare == "normalize") {
@@ -183,7 +204,8 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   }
 
   std::string tls = "none";
-  if (!r.String("tls", &tls, err)) return false;
+  if (!r.String("tls", &tls, err))
+    return false;
   if (tls == "none") {
     l->tls = ListenerConfig::Tls::kNone;
   } else if (tls == "starttls") {
@@ -210,8 +232,7 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   }
   l->tls13_only = min_version == "1.3";
   if (l->tls != ListenerConfig::Tls::kNone && (l->certificate.empty() || l->private_key.empty())) {
-    *err = r.Where(&t, "certificate") + ": tls = \"" + tls +
-           "\" needs certificate and private_key";
+    *err = r.Where(&t, "certificate") + ": tls = \"" + tls + "\" needs certificate and private_key";
     return false;
   }
   if (const toml::node* n = r.Get("sni")) {
@@ -223,8 +244,8 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
     size_t k = 0;
     for (const toml::node& e : *a) {
       ListenerConfig::SniCertificate c;
-      TableReader er(*e.as_table(), file, "listener[" + std::to_string(index) + "].sni[" +
-                                              std::to_string(k++) + "].");
+      TableReader er(*e.as_table(), file,
+                     "listener[" + std::to_string(index) + "].sni[" + std::to_string(k++) + "].");
       if (!er.String("name", &c.name, err) || !er.String("certificate", &c.certificate, err) ||
           !er.String("private_key", &c.private_key, err) ||
           !er.String("rsa_certificate", &c.rsa_certificate, err) ||
@@ -243,7 +264,8 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
     return false;
   }
   std::string auth = "off";
-  if (!r.String("auth", &auth, err)) return false;
+  if (!r.String("auth", &auth, err))
+    return false;
   if (auth == "off") {
     l->auth = ListenerConfig::Auth::kOff;
   } else if (auth == "optional") {
@@ -256,7 +278,8 @@ bool ParseListener(const toml::table& t, const std::string& file, size_t index,
   }
   auto boolean = [&](const char* key, bool* out) {
     const toml::node* n = r.Get(key);
-    if (!n) return true;
+    if (!n)
+      return true;
     auto v = n->value<bool>();
     if (!v || !n->is_boolean()) {
       *err = r.Where(n, key) + ": expected true or false";
@@ -318,16 +341,20 @@ bool ParseDelivery(const toml::table& t, const std::string& file, delivery::Deli
 bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
                 delivery::RouteConfig* route, std::string* err) {
   TableReader r(t, file, "route[" + std::to_string(index) + "].");
-  if (!r.String("name", &route->name, err)) return false;
-  if (route->name.empty()) route->name = "route" + std::to_string(index);
-  if (!r.StringList("domains", &route->domains, err)) return false;
+  if (!r.String("name", &route->name, err))
+    return false;
+  if (route->name.empty())
+    route->name = "route" + std::to_string(index);
+  if (!r.StringList("domains", &route->domains, err))
+    return false;
   if (route->domains.empty()) {
     *err = r.Where(t.get("domains") ? t.get("domains") : &t, "domains") +
            ": required (e.g. [\"example.com\", \"*.example.org\", \"*\"])";
     return false;
   }
   std::string type;
-  if (!r.String("type", &type, err)) return false;
+  if (!r.String("type", &type, err))
+    return false;
   std::optional<delivery::RouteType> parsed;
   for (const delivery::RouteType candidate :
        {delivery::RouteType::kMx, delivery::RouteType::kSmarthost, delivery::RouteType::kLmtp,
@@ -358,8 +385,8 @@ bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
   } else if (tls == "disabled") {
     route->tls = delivery::ClientOptions::TlsPolicy::kDisabled;
   } else {
-    *err = r.Where(t.get("tls"), "tls") +
-           ": must be \"opportunistic\", \"required\" or \"disabled\"";
+    *err =
+        r.Where(t.get("tls"), "tls") + ": must be \"opportunistic\", \"required\" or \"disabled\"";
     return false;
   }
   if (route->auth_user.empty() != route->auth_password.empty()) {
@@ -367,8 +394,9 @@ bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
     return false;
   }
   if (!route->auth_user.empty() && route->tls == delivery::ClientOptions::TlsPolicy::kDisabled) {
-    *err = r.Where(&t, "auth_user") + ": credentials are only sent over TLS; tls must not be "
-                                      "\"disabled\"";
+    *err = r.Where(&t, "auth_user") +
+           ": credentials are only sent over TLS; tls must not be "
+           "\"disabled\"";
     return false;
   }
   std::string rate;
@@ -389,8 +417,8 @@ bool ParseRoute(const toml::table& t, const std::string& file, size_t index,
     }
     route->max_message_rate = *v;
   }
-  const bool needs_host = route->type == delivery::RouteType::kSmarthost ||
-                          route->type == delivery::RouteType::kLmtp;
+  const bool needs_host =
+      route->type == delivery::RouteType::kSmarthost || route->type == delivery::RouteType::kLmtp;
   if (needs_host && route->host.empty()) {
     *err = r.Where(&t, "host") + ": required for type \"" + type + "\"";
     return false;
@@ -409,8 +437,10 @@ unsigned AutoShards() {
   unsigned cpus = 0;
   cpu_set_t set;
   CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = static_cast<unsigned>(CPU_COUNT(&set));
-  if (cpus == 0) cpus = std::thread::hardware_concurrency();
+  if (sched_getaffinity(0, sizeof(set), &set) == 0)
+    cpus = static_cast<unsigned>(CPU_COUNT(&set));
+  if (cpus == 0)
+    cpus = std::thread::hardware_concurrency();
   // One core is left to the threads that are not shards (the spool writer, RocksDB's flushes and
   // compactions, the worker pool) and to the kernel's network and disk work; a shard on every core
   // makes them preempt shards. On 2 cores, 1 shard took 15-25% less CPU per message than 2 and
@@ -435,11 +465,13 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   for (const char* section : {"server", "spool", "listener", "delivery", "route", "admin"}) {
     top.Get(section);
   }
-  if (!top.CheckUnknown(&err)) return MakeError(err, EINVAL);
+  if (!top.CheckUnknown(&err))
+    return MakeError(err, EINVAL);
 
   if (const toml::node* n = root.get("server")) {
     const toml::table* t = n->as_table();
-    if (!t) return MakeError(top.Where(n, "server") + ": expected a table", EINVAL);
+    if (!t)
+      return MakeError(top.Where(n, "server") + ": expected a table", EINVAL);
     TableReader r(*t, name, "server.");
     if (!r.String("hostname", &c.hostname, &err) || !r.Integer("shards", &c.shards, 0, 256, &err) ||
         !r.Integer("node_id", &c.node_id, 0, 65535, &err) ||
@@ -459,7 +491,7 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
                            std::to_string(c.max_body_memory) + ")",
                        EINVAL);
     }
-    static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
+    static const std::set<std::string> kLevels = {"trace", "debug",    "info", "warn",
                                                   "error", "critical", "off"};
     if (!kLevels.count(c.log_level)) {
       return MakeError(r.Where(t->get("log_level"), "log_level") +
@@ -469,7 +501,8 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   }
   if (const toml::node* n = root.get("spool")) {
     const toml::table* t = n->as_table();
-    if (!t) return MakeError(top.Where(n, "spool") + ": expected a table", EINVAL);
+    if (!t)
+      return MakeError(top.Where(n, "spool") + ": expected a table", EINVAL);
     TableReader r(*t, name, "spool.");
     if (!r.String("path", &c.spool.path, &err) ||
         !r.Integer("max_pending_messages", &c.spool.max_pending_messages, 1, 10000000, &err) ||
@@ -493,14 +526,16 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
     size_t i = 0;
     for (const toml::node& e : *a) {
       ListenerConfig l;
-      if (!ParseListener(*e.as_table(), name, i, &l, &err)) return MakeError(err, EINVAL);
+      if (!ParseListener(*e.as_table(), name, i, &l, &err))
+        return MakeError(err, EINVAL);
       c.listeners.push_back(std::move(l));
       ++i;
     }
   }
   if (const toml::node* n = root.get("admin")) {
     const toml::table* t = n->as_table();
-    if (!t) return MakeError(top.Where(n, "admin") + ": expected a table", EINVAL);
+    if (!t)
+      return MakeError(top.Where(n, "admin") + ": expected a table", EINVAL);
     TableReader r(*t, name, "admin.");
     c.admin.enabled = true;
     if (!r.String("address", &c.admin.address, &err) ||
@@ -517,8 +552,10 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
   }
   if (const toml::node* n = root.get("delivery")) {
     const toml::table* t = n->as_table();
-    if (!t) return MakeError(top.Where(n, "delivery") + ": expected a table", EINVAL);
-    if (!ParseDelivery(*t, name, &c.delivery, &err)) return MakeError(err, EINVAL);
+    if (!t)
+      return MakeError(top.Where(n, "delivery") + ": expected a table", EINVAL);
+    if (!ParseDelivery(*t, name, &c.delivery, &err))
+      return MakeError(err, EINVAL);
   }
   if (const toml::node* n = root.get("route")) {
     const toml::array* a = n->as_array();
@@ -528,7 +565,8 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
     size_t i = 0;
     for (const toml::node& e : *a) {
       delivery::RouteConfig route;
-      if (!ParseRoute(*e.as_table(), name, i, &route, &err)) return MakeError(err, EINVAL);
+      if (!ParseRoute(*e.as_table(), name, i, &route, &err))
+        return MakeError(err, EINVAL);
       c.delivery.routes.push_back(std::move(route));
       ++i;
     }
@@ -564,13 +602,15 @@ Result<Config> ParseConfig(std::string_view text, const std::string& name) {
     }
     c.hostname = buf;
   }
-  if (c.shards == 0) c.shards = AutoShards();
+  if (c.shards == 0)
+    c.shards = AutoShards();
   return c;
 }
 
 Result<Config> LoadConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return MakeError(path + ": cannot open: " + std::strerror(errno), errno);
+  if (!in)
+    return MakeError(path + ": cannot open: " + std::strerror(errno), errno);
   std::ostringstream text;
   text << in.rdbuf();
   return ParseConfig(text.str(), path);

@@ -67,7 +67,7 @@ struct ListenerConfig {
     std::string rsa_certificate, rsa_private_key;
   };
   std::vector<SniCertificate> sni;  // [[listener.sni]]: certificates chosen by the client's SNI
-  bool tls13_only = false;                       // tls_min_version = "1.3"
+  bool tls13_only = false;          // tls_min_version = "1.3"
   Seconds handshake_timeout{30};
 
   // SMTP AUTH (RFC 4954): PLAIN and LOGIN against a users file of crypt(3) hashes.
@@ -75,8 +75,8 @@ struct ListenerConfig {
   Auth auth = Auth::kOff;
   std::string users_file;
   bool allow_plaintext_auth = false;  // AUTH without TLS: only for tests and trusted links
-  bool auth_header = false;           // name the user in Received (Postfix smtpd_sasl_authenticated_header)
-  bool submission_fixups = true;      // RFC 6409 §8: add Message-ID/Date when missing (authenticated)
+  bool auth_header = false;  // name the user in Received (Postfix smtpd_sasl_authenticated_header)
+  bool submission_fixups = true;  // RFC 6409 §8: add Message-ID/Date when missing (authenticated)
 };
 
 struct SpoolConfig {
@@ -98,12 +98,12 @@ struct AdminConfig {
 };
 
 struct Config {
-  std::string source;  // path of the file it came from
+  std::string source;    // path of the file it came from
   std::string hostname;  // greeting and Received; default gethostname()
   unsigned shards = 0;   // 0 = AutoShards()
   uint16_t node_id = 0;  // part of message ids; distinct per host sharing a spool namespace
   std::string log_level = "info";
-  std::string event_log;  // JSON event log path; "-" = stdout; empty = off
+  std::string event_log;           // JSON event log path; "-" = stdout; empty = off
   size_t max_connections = 10000;  // process-wide
   // Per-client accounting (connections per address, the AUTH failure throttle, the share of the
   // body budget) keys a client by its network of this prefix: one host usually owns a whole
@@ -115,7 +115,7 @@ struct Config {
   // 452 4.3.1 (at MAIL with SIZE, at DATA/BDAT, or after the final dot if it ran out mid-body).
   int64_t max_body_memory = int64_t{512} << 20;
   int64_t max_body_memory_per_client = int64_t{64} << 20;
-  Seconds shutdown_grace{30};      // SIGTERM: transactions in DATA may finish this long
+  Seconds shutdown_grace{30};  // SIGTERM: transactions in DATA may finish this long
   SpoolConfig spool;
   std::vector<ListenerConfig> listeners;
   delivery::DeliveryConfig delivery;

@@ -1,7 +1,8 @@
 #include "gateway/config.h"
 
-#include <gtest/gtest.h>
 #include <sched.h>
+
+#include <gtest/gtest.h>
 
 namespace sluice::gateway {
 namespace {
@@ -40,7 +41,8 @@ TEST(ConfigTest, AutoShardsFollowsTheAffinityMaskLessOne) {
   const int cpus = CPU_COUNT(&all);
   EXPECT_EQ(AutoShards(), cpus > 1 ? static_cast<unsigned>(cpus - 1) : 1u);
   int first = 0;
-  while (!CPU_ISSET(first, &all)) ++first;
+  while (!CPU_ISSET(first, &all))
+    ++first;
   cpu_set_t one;
   CPU_ZERO(&one);
   CPU_SET(first, &one);
@@ -74,8 +76,8 @@ TEST(ConfigTest, TlsAndAuthNeedTheirFiles) {
   auto no_cert = ParseConfig("[[listener]]\nport = 587\ntls = \"starttls\"\n", "x.toml");
   ASSERT_FALSE(no_cert.ok());
   EXPECT_NE(no_cert.error().message.find("needs certificate and private_key"), std::string::npos);
-  auto plain_auth = ParseConfig(
-      "[[listener]]\nport = 2525\nauth = \"required\"\nusers_file = \"u\"\n", "y.toml");
+  auto plain_auth =
+      ParseConfig("[[listener]]\nport = 2525\nauth = \"required\"\nusers_file = \"u\"\n", "y.toml");
   ASSERT_FALSE(plain_auth.ok());
   EXPECT_NE(plain_auth.error().message.find("only offered over TLS"), std::string::npos);
   auto ok = ParseConfig(
@@ -100,10 +102,9 @@ TEST(ConfigTest, RejectsBadValues) {
   EXPECT_FALSE(ParseConfig("[[listener]]\n", "p.toml").ok());  // port required
   EXPECT_FALSE(ParseConfig("[[listener]]\nport = 25\naddress = \"localhost\"\n", "a.toml").ok());
   EXPECT_FALSE(ParseConfig("[[listener]]\nport = 25\nbare_newline = \"ok\"\n", "b.toml").ok());
+  EXPECT_FALSE(ParseConfig("[[listener]]\nport = 25\n[[listener]]\nport = 25\n", "dup.toml").ok());
   EXPECT_FALSE(
-      ParseConfig("[[listener]]\nport = 25\n[[listener]]\nport = 25\n", "dup.toml").ok());
-  EXPECT_FALSE(ParseConfig("[server]\nlog_level = \"loud\"\n[[listener]]\nport = 25\n", "l.toml")
-                   .ok());
+      ParseConfig("[server]\nlog_level = \"loud\"\n[[listener]]\nport = 25\n", "l.toml").ok());
   EXPECT_FALSE(ParseConfig("[spool]\npath = \"\"\n[[listener]]\nport = 25\n", "sp.toml").ok());
 }
 

@@ -108,7 +108,8 @@ void RegisterSpoolMetrics(sluice::metrics::Registry& registry, sluice::queue::Sp
 // even that is too low for the configured connections plus the spool's files.
 void RaiseFileLimit(const sluice::gateway::Config& config) {
   rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+    return;
   if (rl.rlim_cur < rl.rlim_max) {
     const rlim_t before = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max;
@@ -166,17 +167,17 @@ int Run(const std::string& config_path) {
                         "Messages made durable by one spool write (group commit).", {},
                         metrics::ExponentialBuckets(1, 2, 12))
           .WithLabels({});
-  metrics::Histogram& write_seconds =
-      registry
-          .AddHistogram("sluice_spool_write_duration_seconds",
-                        "One spool write, including its fsync.", {},
-                        metrics::ExponentialBuckets(0.00005, 2, 18))
-          .WithLabels({});
+  metrics::Histogram& write_seconds = registry
+                                          .AddHistogram("sluice_spool_write_duration_seconds",
+                                                        "One spool write, including its fsync.", {},
+                                                        metrics::ExponentialBuckets(0.00005, 2, 18))
+                                          .WithLabels({});
   const unsigned other = registry.other_thread();
 
   queue::SpoolOptions spool_options;
   spool_options.on_batch = [&group_size, &write_seconds, other](size_t messages, double seconds) {
-    if (messages > 0) group_size.Observe(other, static_cast<double>(messages));
+    if (messages > 0)
+      group_size.Observe(other, static_cast<double>(messages));
     write_seconds.Observe(other, seconds);
   };
   spool_options.path = config->spool.path;
@@ -252,7 +253,8 @@ int Run(const std::string& config_path) {
     }
     if (sig == SIGHUP) {
       // logrotate: reopen the event log by path (no copytruncate needed).
-      if (events) events->Reopen();
+      if (events)
+        events->Reopen();
       // New certificates and users files for new connections; existing
       // connections keep what they started with.
       if (auto r = server.LoadSecurity(); !r) {
@@ -270,11 +272,13 @@ int Run(const std::string& config_path) {
   }
   server.Shutdown();
   server.Wait();
-  if (admin) admin->Stop();
+  if (admin)
+    admin->Stop();
   // Every session is gone, so nothing waits on the spool any more; this
   // commits what is queued and closes RocksDB.
   (*spool)->Shutdown();
-  if (events) events->Stop();
+  if (events)
+    events->Stop();
   spdlog::info("sluiced stopped");
   return 0;
 }

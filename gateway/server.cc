@@ -4,7 +4,6 @@
 #include <condition_variable>
 
 #include "base/clock.h"
-
 #include "base/log.h"
 #include "gateway/shard_context.h"
 
@@ -22,8 +21,10 @@ Server::Server(const Config& config, queue::Spool& spool, metrics::Registry& reg
       pool_(config.delivery.workers),
       drained_(new std::atomic<bool>[config.shards]),
       listener_connections_(new std::atomic<size_t>[config.listeners.size()]) {
-  for (size_t i = 0; i < config.listeners.size(); ++i) listener_connections_[i] = 0;
-  for (unsigned i = 0; i < config.shards; ++i) drained_[i] = false;
+  for (size_t i = 0; i < config.listeners.size(); ++i)
+    listener_connections_[i] = 0;
+  for (unsigned i = 0; i < config.shards; ++i)
+    drained_[i] = false;
 }
 
 Server::~Server() {
@@ -32,7 +33,8 @@ Server::~Server() {
 }
 
 Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
-  if (auto r = LoadSecurity(); !r) return r;
+  if (auto r = LoadSecurity(); !r)
+    return r;
   running_ = true;  // before the listeners open: sessions check it
   for (unsigned i = 0; i < config_.shards; ++i) {
     shards_.push_back(std::make_unique<ShardContext>(*this, i));
@@ -45,10 +47,13 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
   } else {
     spdlog::warn("outbound TLS disabled: {}", ctx.error().message);
   }
-  for (auto& s : shards_) s->delivery().SetTlsContext(client_tls);
+  for (auto& s : shards_)
+    s->delivery().SetTlsContext(client_tls);
   std::vector<delivery::DeliveryShard*> peers;
-  for (auto& s : shards_) peers.push_back(&s->delivery());
-  for (auto& s : shards_) s->delivery().SetPeers(peers, &delivery_posts_, &body_cache_bytes_);
+  for (auto& s : shards_)
+    peers.push_back(&s->delivery());
+  for (auto& s : shards_)
+    s->delivery().SetPeers(peers, &delivery_posts_, &body_cache_bytes_);
   recovered_.resize(config_.shards);
   for (auto& entry : recovered) {
     recovered_[entry.first.shard() % config_.shards].push_back(std::move(entry));
@@ -58,7 +63,8 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
   }
   std::unique_lock lock(start_mu_);
   start_cv_.wait(lock, [this] { return started_ == config_.shards || !start_error_.empty(); });
-  if (!start_error_.empty()) return MakeError(start_error_);
+  if (!start_error_.empty())
+    return MakeError(start_error_);
   ready_ = true;
   return {};
 }
@@ -66,11 +72,13 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
 void Server::ShardMain(unsigned id) {
   ShardContext& ctx = *shards_[id];
   auto init = ctx.shard().Init();
-  if (init) init = ctx.Start(std::move(recovered_[id]));
+  if (init)
+    init = ctx.Start(std::move(recovered_[id]));
   {
     std::lock_guard lock(start_mu_);
     if (!init) {
-      if (start_error_.empty()) start_error_ = init.error().message;
+      if (start_error_.empty())
+        start_error_ = init.error().message;
     } else {
       ++started_;
       if (id == 0) {
@@ -79,7 +87,8 @@ void Server::ShardMain(unsigned id) {
     }
   }
   start_cv_.notify_all();
-  if (!init) return;
+  if (!init)
+    return;
   ctx.shard().Run();
 }
 
@@ -104,12 +113,14 @@ Result<void> Server::LoadSecurity() {
         o.sni.push_back(std::move(entry));
       }
       auto ctx = tls::ServerContext::Create(o);
-      if (!ctx) return MakeError("listener '" + l.name + "': " + ctx.error().message);
+      if (!ctx)
+        return MakeError("listener '" + l.name + "': " + ctx.error().message);
       loaded[i].tls = *ctx;
     }
     if (l.auth != ListenerConfig::Auth::kOff) {
       auto users = auth::UserDb::Load(l.users_file);
-      if (!users) return MakeError("listener '" + l.name + "': " + users.error().message);
+      if (!users)
+        return MakeError("listener '" + l.name + "': " + users.error().message);
       loaded[i].users = *users;
     }
   }
@@ -140,7 +151,8 @@ bool Server::AllDrained() const {
   // Flags first, then the counter: a post that made a drained shard busy
   // again was counted before it ran and is uncounted only after.
   for (unsigned i = 0; i < config_.shards; ++i) {
-    if (!drained_[i].load()) return false;
+    if (!drained_[i].load())
+      return false;
   }
   return delivery_posts_.load() == 0;
 }
@@ -177,8 +189,8 @@ void Server::CollectShards(metrics::Exposition& out) {
        [](const io::ShardStats& s) { return static_cast<double>(s.cq_overflow.load()); }},
       {"sluice_shard_loop_iterations_total", "Event-loop iterations.", MetricType::kCounter,
        [](const io::ShardStats& s) { return static_cast<double>(s.loop_iterations.load()); }},
-      {"sluice_tls_abrupt_eof_total",
-       "TLS connections the peer closed without close_notify.", MetricType::kCounter,
+      {"sluice_tls_abrupt_eof_total", "TLS connections the peer closed without close_notify.",
+       MetricType::kCounter,
        [](const io::ShardStats& s) { return static_cast<double>(s.tls_abrupt_eof.load()); }},
       {"sluice_shard_busy_seconds_total",
        "Time the shard's loop spent working (not waiting in io_uring_enter); rate() is the "
@@ -196,7 +208,8 @@ void Server::CollectShards(metrics::Exposition& out) {
              "Broken invariants of Sluice's own code seen and survived (logged as BUG; a debug "
              "build aborts instead). Anything above 0 is worth a bug report.",
              MetricType::kCounter);
-  out.Sample("sluice_bugs_total", {}, static_cast<double>(g_bug_count.load(std::memory_order_relaxed)));
+  out.Sample("sluice_bugs_total", {},
+             static_cast<double>(g_bug_count.load(std::memory_order_relaxed)));
   out.Family("sluice_smtpd_body_memory_bytes",
              "Message bytes held in memory while they are received (bounded by "
              "server.max_body_memory).",
@@ -258,9 +271,11 @@ void Server::CollectQueue(metrics::Exposition& out) {
     return received == 0 ? 0.0 : std::max(0.0, (now - static_cast<double>(received)) / 1e6);
   };
   out.Family("sluice_queue_messages", "Messages in the queue, by state.", MetricType::kGauge);
-  out.Sample("sluice_queue_messages", {{"state", "scheduled"}}, static_cast<double>(total.scheduled));
+  out.Sample("sluice_queue_messages", {{"state", "scheduled"}},
+             static_cast<double>(total.scheduled));
   out.Sample("sluice_queue_messages", {{"state", "deferred"}}, static_cast<double>(total.deferred));
-  out.Sample("sluice_queue_messages", {{"state", "in_flight"}}, static_cast<double>(total.in_flight));
+  out.Sample("sluice_queue_messages", {{"state", "in_flight"}},
+             static_cast<double>(total.in_flight));
   out.Family("sluice_queue_oldest_message_age_seconds",
              "Age of the oldest message still waiting for delivery (0 when the queue is empty).",
              MetricType::kGauge);
@@ -279,7 +294,8 @@ void Server::CollectQueue(metrics::Exposition& out) {
              static_cast<double>(body_cache_bytes_.load(std::memory_order_relaxed)));
   // Bounded: the destinations with the most messages, the rest as "other".
   std::vector<std::pair<std::string, delivery::DeliveryShard::QueueSnapshot::PerDestination>> by;
-  for (auto& e : total.destinations) by.emplace_back(e.first, e.second);
+  for (auto& e : total.destinations)
+    by.emplace_back(e.first, e.second);
   std::sort(by.begin(), by.end(), [](const auto& a, const auto& b) {
     return a.second.messages != b.second.messages ? a.second.messages > b.second.messages
                                                   : a.first < b.first;
@@ -322,7 +338,8 @@ void Server::Shutdown() {
 
 void Server::Wait() {
   for (auto& t : threads_) {
-    if (t.joinable()) t.join();
+    if (t.joinable())
+      t.join();
   }
 }
 
@@ -357,7 +374,8 @@ Server::Admission Server::AdmitConnection(size_t listener, const std::string& cl
     std::lock_guard lock(per_ip_mu_);
     size_t& n = per_ip_[key];
     if (n >= l.max_connections_per_ip) {
-      if (n == 0) per_ip_.erase(key);
+      if (n == 0)
+        per_ip_.erase(key);
       listener_connections_[listener].fetch_sub(1);
       total_connections_.fetch_sub(1);
       return Admission::kTooManyFromIp;
@@ -373,7 +391,8 @@ void Server::ReleaseConnection(size_t listener, const std::string& client) {
   {
     std::lock_guard lock(per_ip_mu_);
     auto it = per_ip_.find(key);
-    if (it != per_ip_.end() && --it->second == 0) per_ip_.erase(it);
+    if (it != per_ip_.end() && --it->second == 0)
+      per_ip_.erase(it);
   }
   listener_connections_[listener].fetch_sub(1);
   total_connections_.fetch_sub(1);

@@ -44,10 +44,18 @@ class Server {
   void Shutdown();
   void Wait();
 
-  const Config& config() const { return config_; }
-  queue::Spool& spool() { return spool_; }
-  Telemetry& telemetry() { return telemetry_; }
-  delivery::DeliveryTelemetry& delivery_telemetry() { return delivery_telemetry_; }
+  const Config& config() const {
+    return config_;
+  }
+  queue::Spool& spool() {
+    return spool_;
+  }
+  Telemetry& telemetry() {
+    return telemetry_;
+  }
+  delivery::DeliveryTelemetry& delivery_telemetry() {
+    return delivery_telemetry_;
+  }
   // Scrape-time collectors: per-shard reactor counters, queue gauges (asks
   // every shard for a snapshot and waits briefly).
   void CollectShards(metrics::Exposition& out);
@@ -56,11 +64,21 @@ class Server {
   std::pair<bool, std::string> Ready() const;
   // False from the moment Shutdown() is called (any thread), before the
   // shards have heard about it.
-  bool running() const { return running_.load(); }
-  metrics::Registry& registry() { return registry_; }
-  metrics::EventLog* events() { return events_; }
-  io::BlockingPool& pool() { return pool_; }
-  ShardContext& shard(unsigned i) { return *shards_[i]; }
+  bool running() const {
+    return running_.load();
+  }
+  metrics::Registry& registry() {
+    return registry_;
+  }
+  metrics::EventLog* events() {
+    return events_;
+  }
+  io::BlockingPool& pool() {
+    return pool_;
+  }
+  ShardContext& shard(unsigned i) {
+    return *shards_[i];
+  }
 
   // TLS contexts and users files per listener. LoadSecurity() at start (an
   // error stops the daemon) and on SIGHUP (an error keeps the old ones and is
@@ -68,7 +86,9 @@ class Server {
   Result<void> LoadSecurity();
   std::shared_ptr<tls::ServerContext> TlsContext(size_t listener) const;
   std::shared_ptr<const auth::UserDb> Users(size_t listener) const;
-  auth::FailureThrottle& auth_throttle() { return auth_throttle_; }
+  auth::FailureThrottle& auth_throttle() {
+    return auth_throttle_;
+  }
 
   // Any thread: hands a message found in the spool after the fact (see
   // queue::Spool::SetRecoveredHandler) to the shard that owns its id.
@@ -76,7 +96,9 @@ class Server {
 
   // Shutdown: a shard may leave its loop only when every shard has drained
   // and no delivery post between shards is in flight.
-  void SetDrained(unsigned shard, bool drained) { drained_[shard].store(drained); }
+  void SetDrained(unsigned shard, bool drained) {
+    drained_[shard].store(drained);
+  }
   bool AllDrained() const;
 
   // The key of a client for per-client accounting: its network (server.client_ipv4_prefix,

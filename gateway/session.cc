@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <ctime>
 
+#include "auth/base64.h"
+#include "auth/sasl.h"
 #include "base/ascii.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -13,8 +15,6 @@
 #include "smtp/header.h"
 #include "smtp/reply.h"
 #include "tls/transform.h"
-#include "auth/base64.h"
-#include "auth/sasl.h"
 
 namespace sluice::gateway {
 
@@ -22,7 +22,8 @@ using io::ReadStatus;
 using smtp::Verb;
 
 struct Session::BdatState {
-  explicit BdatState(smtp::DataLimits limits) : reader(limits) {}
+  explicit BdatState(smtp::DataLimits limits) : reader(limits) {
+  }
   smtp::BdatReader reader;
 };
 
@@ -70,29 +71,37 @@ void Session::ReleaseSlot() {
 void Session::Reply(int code, std::string_view enhanced, std::string_view text) {
   smtp::AppendReply(&out_, code, enhanced, text);
   tel_.Reply(shard_index_, code);
-  if (code >= 500) ++errors_;
+  if (code >= 500)
+    ++errors_;
 }
 
 void Session::Reject(Rejection kind, std::string_view stage, const std::string& recipient) {
   tel_.Reject(shard_index_, kind);
   metrics::EventLog* log = tel_.events();
-  if (log == nullptr) return;
+  if (log == nullptr)
+    return;
   // The reply just appended is the last line of out_.
   std::string_view reply = out_;
-  if (reply.size() >= 2) reply.remove_suffix(2);
+  if (reply.size() >= 2)
+    reply.remove_suffix(2);
   const size_t nl = reply.rfind('\n');
-  if (nl != std::string_view::npos) reply.remove_prefix(nl + 1);
+  if (nl != std::string_view::npos)
+    reply.remove_prefix(nl + 1);
   metrics::Event e("rejected");
   e.Str("stage", stage);
-  if (reply.size() >= 3) e.Int("code", (reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0'));
+  if (reply.size() >= 3)
+    e.Int("code", (reply[0] - '0') * 100 + (reply[1] - '0') * 10 + (reply[2] - '0'));
   e.Str("reply", reply).Str("client_ip", peer_.ToString()).Str("listener", listener_.name);
-  if (in_mail_) e.Str("sender", mail_.path.ToString());
-  if (!recipient.empty()) e.Str("recipient", recipient);
+  if (in_mail_)
+    e.Str("sender", mail_.path.ToString());
+  if (!recipient.empty())
+    e.Str("recipient", recipient);
   log->Write(std::move(e));
 }
 
 io::Task<bool> Session::Flush(Duration timeout) {
-  if (out_.empty()) co_return true;
+  if (out_.empty())
+    co_return true;
   std::string data;
   data.swap(out_);
   const bool ok = co_await conn_.SendAll(std::move(data), timeout);
@@ -170,7 +179,8 @@ io::Task<void> Session::Run() {
     series.accepted->Inc(shard_index_);
     // Implicit TLS (RFC 8314): the handshake comes before the greeting.
     bool up = true;
-    if (listener_.tls == ListenerConfig::Tls::kImplicit) up = co_await StartTls();
+    if (listener_.tls == ListenerConfig::Tls::kImplicit)
+      up = co_await StartTls();
     if (up) {
       Reply(220, "", host + " ESMTP Sluice");
       co_await Converse();
@@ -324,7 +334,8 @@ io::Task<Session::Outcome> Session::Handle(std::string line) {
 
 io::Task<bool> Session::StartTls() {
   auto ctx = ctx_.server().TlsContext(listener_index_);
-  if (!ctx) co_return false;
+  if (!ctx)
+    co_return false;
   auto transform = std::make_unique<tls::TlsTransform>(tls::Stream::Server(ctx));
   tls::TlsTransform* t = transform.get();
   conn_.StartTransform(std::move(transform));
@@ -332,9 +343,9 @@ io::Task<bool> Session::StartTls() {
   const std::string version = ok ? t->stream().version() : "none";
   tel_.TlsHandshake(shard_index_, listener_.name, version, ok);
   if (!ok) {
-    spdlog::info("TLS handshake with {} failed on {}: {}", peer_.ToString(), listener_.name,
-                 t->stream().error().empty() ? "timeout or connection closed"
-                                             : t->stream().error());
+    spdlog::info(
+        "TLS handshake with {} failed on {}: {}", peer_.ToString(), listener_.name,
+        t->stream().error().empty() ? "timeout or connection closed" : t->stream().error());
     co_return false;
   }
   secure_ = true;
@@ -364,7 +375,8 @@ io::Task<Session::Outcome> Session::OnStartTls(std::string arg) {
   lines_.Reset();
   Reply(220, "2.0.0", "Ready to start TLS");
   const bool sent = co_await Flush();
-  if (!sent) co_return Outcome::kClose;
+  if (!sent)
+    co_return Outcome::kClose;
   const bool up = co_await StartTls();
   if (!up) {
     out_.clear();  // nothing can be said in plaintext any more
@@ -400,9 +412,11 @@ io::Task<std::optional<std::string>> Session::ReadAuthLine() {
       continue;
     }
     const bool sent = co_await Flush();
-    if (!sent) co_return std::nullopt;
+    if (!sent)
+      co_return std::nullopt;
     const io::ReadStatus st = co_await conn_.WaitForData(listener_.command_timeout, false);
-    if (st != io::ReadStatus::kData) co_return std::nullopt;
+    if (st != io::ReadStatus::kData)
+      co_return std::nullopt;
   }
 }
 
@@ -443,13 +457,15 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
   }
   const std::string& mechanism = parsed->mechanism;  // upper-cased by ParseAuth
   std::optional<std::string_view> initial;
-  if (parsed->initial_response) initial = *parsed->initial_response;
+  if (parsed->initial_response)
+    initial = *parsed->initial_response;
   auth::SaslExchange sasl = auth::SaslExchange::Start(mechanism, initial);
   auth::SaslExchange::Step step = sasl.Next();
   while (step.kind == auth::SaslExchange::Step::kChallenge) {
     Reply(334, "", step.challenge_b64);
     std::optional<std::string> line = co_await ReadAuthLine();
-    if (!line) co_return Outcome::kClose;
+    if (!line)
+      co_return Outcome::kClose;
     step = sasl.Feed(*line);
   }
   if (step.kind == auth::SaslExchange::Step::kError) {
@@ -461,9 +477,8 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
   const auth::UserDb* db = users.get();
   const std::string* user = &step.user;
   const std::string* password = &step.password;
-  auto verify = ctx_.server().pool().Run(ctx_.shard(), [db, user, password] {
-    return db != nullptr && db->Verify(*user, *password);
-  });
+  auto verify = ctx_.server().pool().Run(
+      ctx_.shard(), [db, user, password] { return db != nullptr && db->Verify(*user, *password); });
   const bool ok = co_await verify;
   tel_.Auth(shard_index_, listener_.name, mechanism == "LOGIN" ? "login" : "plain", ok);
   if (ok) {
@@ -478,7 +493,8 @@ io::Task<Session::Outcome> Session::OnAuth(std::string arg) {
   const MonoTime now = ctx_.shard().Now();
   throttle.RecordFailure(ip, now);
   const auto delay = throttle.DelayFor(ip, now);
-  if (delay.count() > 0) co_await io::Sleep(ctx_.shard(), delay);
+  if (delay.count() > 0)
+    co_await io::Sleep(ctx_.shard(), delay);
   Reply(535, "5.7.8", "Error: authentication credentials invalid");
   co_return Outcome::kContinue;
 }
@@ -503,7 +519,8 @@ Session::Outcome Session::OnEhlo(std::string_view arg, bool extended) {
   text += "PIPELINING\n";
   text += "SIZE " + std::to_string(listener_.max_message_size) + "\n";
   text += "8BITMIME\nSMTPUTF8\nENHANCEDSTATUSCODES\nCHUNKING\nDSN";
-  if (listener_.tls == ListenerConfig::Tls::kStartTls && !secure_) text += "\nSTARTTLS";
+  if (listener_.tls == ListenerConfig::Tls::kStartTls && !secure_)
+    text += "\nSTARTTLS";
   // RFC 4954 §4: AUTH only where it may be used: over TLS unless the
   // listener explicitly allows plaintext.
   if (listener_.auth != ListenerConfig::Auth::kOff && auth_user_.empty() &&
@@ -535,8 +552,7 @@ Session::Outcome Session::OnMail(std::string_view arg) {
   }
   const smtp::MailParams& p = mail->params;
   const bool has_params = p.size || p.body != smtp::BodyType::kUnspecified || p.smtputf8 ||
-                          p.ret != smtp::Ret::kUnspecified || !p.envid.empty() ||
-                          !p.auth.empty();
+                          p.ret != smtp::Ret::kUnspecified || !p.envid.empty() || !p.auth.empty();
   if (!esmtp_ && has_params) {
     // Extensions exist only after EHLO (RFC 5321 §4.1.1.1).
     Reply(555, "5.5.4", "Error: ESMTP parameters require EHLO");
@@ -576,8 +592,8 @@ Session::Outcome Session::OnMail(std::string_view arg) {
     auto users = ctx_.server().Users(listener_index_);
     const std::string domain = AsciiToLower(mail->path.mailbox.domain);
     if (users && !users->SenderAllowed(auth_user_, domain)) {
-      Reply(553, "5.7.1", "<" + mail->path.ToString() + ">: sender address not owned by user " +
-                              auth_user_);
+      Reply(553, "5.7.1",
+            "<" + mail->path.ToString() + ">: sender address not owned by user " + auth_user_);
       return Outcome::kContinue;
     }
   }
@@ -592,7 +608,8 @@ bool Session::Trusted() const {
   if (!auth_user_.empty())
     return true;
   for (const io::Cidr& net : listener_.mynetworks) {
-    if (net.Contains(peer_)) return true;
+    if (net.Contains(peer_))
+      return true;
   }
   return false;
 }
@@ -610,13 +627,16 @@ bool Session::RelayAllowed(const smtp::Path& rcpt) const {
   if (Trusted())
     return true;  // mynetworks or authenticated: relay anywhere
   const std::string& domain = rcpt.mailbox.domain;
-  if (domain.empty() || domain.front() == '[') return false;  // literals only from mynetworks
+  if (domain.empty() || domain.front() == '[')
+    return false;  // literals only from mynetworks
   std::string d = AsciiToLower(domain);
-  if (!d.empty() && d.back() == '.') d.pop_back();
+  if (!d.empty() && d.back() == '.')
+    d.pop_back();
   for (const std::string& rule : listener_.relay_domains) {
     if (rule.rfind("*.", 0) == 0) {
       const std::string_view suffix = std::string_view(rule).substr(1);  // ".example.com"
-      if (d.size() > suffix.size() && d.compare(d.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      if (d.size() > suffix.size() &&
+          d.compare(d.size() - suffix.size(), suffix.size(), suffix) == 0) {
         return true;
       }
     } else if (d == rule) {
@@ -696,8 +716,10 @@ std::string Session::ReceivedHeader(const std::string& id) const {
   // RFC 3848: ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both).
   h += " (Sluice) with ";
   h += esmtp_ ? "ESMTP" : "SMTP";
-  if (esmtp_ && secure_) h += "S";
-  if (esmtp_ && !auth_user_.empty()) h += "A";
+  if (esmtp_ && secure_)
+    h += "S";
+  if (esmtp_ && !auth_user_.empty())
+    h += "A";
   h += " id ";
   h += id;
   if (rcpts_.size() == 1) {
@@ -778,9 +800,9 @@ bool Session::RejectBody(bool bare_newline, bool too_big, bool line_too_long) {
     Reply(552, "5.3.4", "Error: message size exceeds fixed maximum message size");
     Reject(Rejection::kMessageTooBig, "data", "");
   } else if (line_too_long) {
-    Reply(550, "5.6.0", "Error: message line longer than " +
-                            std::to_string(listener_.max_data_line_length - 2) +
-                            " octets (RFC 5322 section 2.1.1)");
+    Reply(550, "5.6.0",
+          "Error: message line longer than " + std::to_string(listener_.max_data_line_length - 2) +
+              " octets (RFC 5322 section 2.1.1)");
     Reject(Rejection::kLineTooLong, "data", "");
   } else {
     return false;
@@ -823,11 +845,11 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
   }
   Reply(354, "", "End data with <CR><LF>.<CR><LF>");
   const bool sent = co_await Flush();
-  if (!sent) co_return Outcome::kClose;
+  if (!sent)
+    co_return Outcome::kClose;
 
   smtp::DataReader reader(smtp::DataLimits{listener_.max_message_size,
-                                           listener_.max_data_line_length,
-                                           listener_.bare_newline});
+                                           listener_.max_data_line_length, listener_.bare_newline});
   // A body is consumed as it arrives: the inbox may take more than at the command level.
   conn_.SetMultishot(true);
   conn_.SetInboxHighWater(io::Connection::kInboxHighWater);
@@ -846,10 +868,12 @@ io::Task<Session::Outcome> Session::OnData(std::string_view arg) {
     }
     const size_t n = reader.Feed(input, &body_);
     conn_.Consume(n);
-    if (reader.done()) break;
+    if (reader.done())
+      break;
     // Not interruptible: a transaction in DATA may finish during shutdown.
     const ReadStatus st = co_await conn_.WaitForData(listener_.data_timeout, false);
-    if (st == ReadStatus::kData) continue;
+    if (st == ReadStatus::kData)
+      continue;
     AbandonBody(st);
     co_return Outcome::kClose;
   }
@@ -885,9 +909,9 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     error = smtp::MakeReply(503, "5.5.1", "Error: need MAIL command");
   } else if (rcpts_.empty()) {
     failed = true;
-    error = smtp::MakeReply(rcpt_attempts_ > 0 ? 554 : 503, "5.5.1",
-                            rcpt_attempts_ > 0 ? "Error: no valid recipients"
-                                               : "Error: need RCPT command");
+    error = smtp::MakeReply(
+        rcpt_attempts_ > 0 ? 554 : 503, "5.5.1",
+        rcpt_attempts_ > 0 ? "Error: no valid recipients" : "Error: need RCPT command");
   }
   if (!failed && !bdat_active_) {
     bdat_active_ = true;
@@ -912,7 +936,8 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
   smtp::BdatReader* reader = failed ? nullptr : &bdat_->reader;
   std::unique_ptr<smtp::BdatReader> sink_reader;
   if (!reader) {
-    sink_reader = std::make_unique<smtp::BdatReader>(smtp::DataLimits{0, SIZE_MAX, smtp::BareNewline::kNormalize});
+    sink_reader = std::make_unique<smtp::BdatReader>(
+        smtp::DataLimits{0, SIZE_MAX, smtp::BareNewline::kNormalize});
     reader = sink_reader.get();
   }
   reader->StartChunk(size, last);
@@ -927,9 +952,11 @@ io::Task<Session::Outcome> Session::OnBdat(std::string arg) {
     const size_t n = reader->Feed(conn_.inbox(), target);
     conn_.Consume(n);
     discard.clear();
-    if (reader->chunk_done()) break;
+    if (reader->chunk_done())
+      break;
     const ReadStatus st = co_await conn_.WaitForData(listener_.data_timeout, false);
-    if (st == ReadStatus::kData) continue;
+    if (st == ReadStatus::kData)
+      continue;
     AbandonBody(st);
     co_return Outcome::kClose;
   }
@@ -996,8 +1023,8 @@ io::Task<Session::Outcome> Session::Commit() {
   env.recipients = rcpts_;
   env.received_at_us = ctx_.shard().clock().WallMicros();
   env.next_due_us = env.received_at_us;
-  env.expires_at_us = env.received_at_us +
-                      static_cast<uint64_t>(cfg.delivery.max_age.count()) * 1000000;
+  env.expires_at_us =
+      env.received_at_us + static_cast<uint64_t>(cfg.delivery.max_age.count()) * 1000000;
   env.body_size = body_.size();
   env.client_ip = peer_.ToString();
   env.helo = helo_;
@@ -1026,7 +1053,8 @@ io::Task<Session::Outcome> Session::Commit() {
       break;
     }
     commits.Cancel(token);
-    if (admit == queue::Admit::kFull) tel_.backpressure().Inc(shard_index_);
+    if (admit == queue::Admit::kFull)
+      tel_.backpressure().Inc(shard_index_);
     if (admit == queue::Admit::kUnhealthy || ctx_.shard().Now() >= deadline) {
       status = admit == queue::Admit::kUnhealthy ? queue::CommitStatus::kIoError
                                                  : queue::CommitStatus::kTimedOut;
@@ -1048,7 +1076,8 @@ io::Task<Session::Outcome> Session::Commit() {
       ls.recipients->Inc(shard_index_, env.recipients.size());
       if (metrics::EventLog* log = tel_.events()) {
         std::vector<std::string> rcpts;
-        for (const queue::Recipient& r : env.recipients) rcpts.push_back(r.address);
+        for (const queue::Recipient& r : env.recipients)
+          rcpts.push_back(r.address);
         metrics::Event e("received");
         e.Str("id", id_.ToString())
             .Str("sender", env.sender)

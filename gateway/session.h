@@ -38,11 +38,19 @@ class Session {
   io::Task<void> Run();
   // Shutdown: an idle session answers 421 4.3.2 and closes; one in DATA
   // finishes its transaction first.
-  void Interrupt() { conn_.Interrupt(); }
+  void Interrupt() {
+    conn_.Interrupt();
+  }
   // Grace period over: fail every pending read and send.
-  void Abort() { conn_.Abort(); }
-  size_t listener_index() const { return listener_index_; }
-  const io::IpAddress& peer() const { return peer_; }
+  void Abort() {
+    conn_.Abort();
+  }
+  size_t listener_index() const {
+    return listener_index_;
+  }
+  const io::IpAddress& peer() const {
+    return peer_;
+  }
   // Gives the connection slot back (once): when the session has ended, before its socket is
   // torn down, so the client's next connection is judged without it.
   void ReleaseSlot();
@@ -78,7 +86,9 @@ class Session {
   // Replies are collected and flushed together once the client's pipelined
   // input is consumed (RFC 2920 §3.2).
   void Reply(int code, std::string_view enhanced, std::string_view text);
-  void Reply(const smtp::Reply& r) { Reply(r.code, r.enhanced, r.text); }
+  void Reply(const smtp::Reply& r) {
+    Reply(r.code, r.enhanced, r.text);
+  }
   // Counts a refusal and writes a "rejected" event with the reply just queued.
   void Reject(Rejection kind, std::string_view stage, const std::string& recipient);
   // Sends the replies queued so far; false if the client did not take them within `timeout`

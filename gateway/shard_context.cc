@@ -19,24 +19,29 @@ ShardContext::ShardContext(Server& server, unsigned id)
       ids_(server.config().node_id, static_cast<uint16_t>(id)),
       delivery_(std::make_unique<delivery::DeliveryShard>(
           shard_, id, server.config().delivery, server.config().hostname, server.spool(),
-          server.pool(), commits_, ids_, server.delivery_telemetry())) {}
+          server.pool(), commits_, ids_, server.delivery_telemetry())) {
+}
 
 Result<void> ShardContext::Start(
     std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
   const Config& cfg = server_.config();
-  if (auto r = delivery_->Start(); !r) return MakeError("delivery: " + r.error().message);
-  for (auto& [id, env] : recovered) delivery_->Adopt(id, std::move(env));
+  if (auto r = delivery_->Start(); !r)
+    return MakeError("delivery: " + r.error().message);
+  for (auto& [id, env] : recovered)
+    delivery_->Adopt(id, std::move(env));
   for (size_t i = 0; i < cfg.listeners.size(); ++i) {
     const ListenerConfig& l = cfg.listeners[i];
     auto addr = io::SocketAddress::Parse(l.address, l.port);
-    if (!addr) return addr.error();
+    if (!addr)
+      return addr.error();
     // A session only sends replies (and a TLS handshake's few KiB): a small, fixed send buffer
     // bounds what the kernel holds for a client that does not read them (autotuning would let
     // it grow to tcp_wmem's maximum, 4 MiB, per connection).
     auto fd = io::ListenTcp(*addr, 1024, kSessionSendBuffer);
-    if (!fd) return MakeError("listener '" + l.name + "': " + fd.error().message, fd.error().code);
-    auto listener = std::make_unique<io::Listener>(shard_, *fd,
-                                                   [this, i](int cfd) { OnAccept(i, cfd); });
+    if (!fd)
+      return MakeError("listener '" + l.name + "': " + fd.error().message, fd.error().code);
+    auto listener =
+        std::make_unique<io::Listener>(shard_, *fd, [this, i](int cfd) { OnAccept(i, cfd); });
     listener->Start();
     listeners_.push_back(std::move(listener));
   }
@@ -140,33 +145,40 @@ io::Detached ShardContext::RunSession(std::unique_ptr<Session> session) {
 }
 
 void ShardContext::BeginShutdown() {
-  if (stopping_) return;
+  if (stopping_)
+    return;
   stopping_ = true;
   DrainAndQuit();
 }
 
 io::Detached ShardContext::DrainAndQuit() {
-  for (auto& l : listeners_) l->Stop();
-  for (Session* s : sessions_) s->Interrupt();
+  for (auto& l : listeners_)
+    l->Stop();
+  for (Session* s : sessions_)
+    s->Interrupt();
   delivery_->BeginShutdown();
   const MonoTime deadline = shard_.Now() + server_.config().shutdown_grace;
   bool aborted = false;
   bool resolver_stopping = false;
   for (;;) {
     bool listeners_done = true;
-    for (auto& l : listeners_) listeners_done = listeners_done && l->stopped();
+    for (auto& l : listeners_)
+      listeners_done = listeners_done && l->stopped();
     const bool drained = listeners_done && sessions_.empty() && accepted_.empty() && !judging_ &&
                          waiting_admission_ == 0 && delivery_->quiescent();
     server_.SetDrained(shard_.id(), drained);
     if (drained && server_.AllDrained()) {
-      if (!resolver_stopping) delivery_->StopResolver();
+      if (!resolver_stopping)
+        delivery_->StopResolver();
       resolver_stopping = true;
-      if (delivery_->stopped()) break;
+      if (delivery_->stopped())
+        break;
     }
     if (!aborted && shard_.Now() >= deadline) {
       spdlog::warn("shard {}: shutdown grace over, closing {} sessions", shard_.id(),
                    sessions_.size());
-      for (Session* s : sessions_) s->Abort();
+      for (Session* s : sessions_)
+        s->Abort();
       delivery_->Abort();
       aborted = true;
     }

@@ -31,13 +31,25 @@ class ShardContext final {
   ShardContext(const ShardContext&) = delete;
   ShardContext& operator=(const ShardContext&) = delete;
 
-  io::Shard& shard() { return shard_; }
+  io::Shard& shard() {
+    return shard_;
+  }
   // Spool completions back onto this shard: sessions and delivery wait on it.
-  queue::CommitWaiter& commits() { return commits_; }
-  delivery::DeliveryShard& delivery() { return *delivery_; }
-  Server& server() { return server_; }
-  queue::MessageIdGenerator& ids() { return ids_; }
-  bool stopping() const { return stopping_; }
+  queue::CommitWaiter& commits() {
+    return commits_;
+  }
+  delivery::DeliveryShard& delivery() {
+    return *delivery_;
+  }
+  Server& server() {
+    return server_;
+  }
+  queue::MessageIdGenerator& ids() {
+    return ids_;
+  }
+  bool stopping() const {
+    return stopping_;
+  }
 
   // Shard thread: bind listeners, start delivery and adopt the messages
   // recovered from the spool that this shard owns.

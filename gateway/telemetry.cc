@@ -77,8 +77,8 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
   auto& connections = r.AddCounter("sluice_smtpd_connections_total",
                                    "Inbound SMTP connections, accepted or refused at connect.",
                                    {"listener", "result", "reason"});
-  auto& active = r.AddGauge("sluice_smtpd_connections", "Inbound SMTP connections open now.",
-                            {"listener"});
+  auto& active =
+      r.AddGauge("sluice_smtpd_connections", "Inbound SMTP connections open now.", {"listener"});
   auto& messages = r.AddCounter("sluice_smtpd_messages_received_total",
                                 "Messages accepted (250 after the spool fsync).", {"listener"});
   auto& bytes = r.AddCounter("sluice_smtpd_received_bytes_total",
@@ -86,10 +86,9 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
                              {"listener"});
   auto& recipients = r.AddCounter("sluice_smtpd_recipients_total",
                                   "Recipients of accepted messages.", {"listener"});
-  auto& transaction = r.AddHistogram(
-      "sluice_smtpd_transaction_duration_seconds",
-      "From MAIL FROM to the final reply of an accepted message.", {"listener"},
-      metrics::ExponentialBuckets(0.0005, 2, 18));
+  auto& transaction = r.AddHistogram("sluice_smtpd_transaction_duration_seconds",
+                                     "From MAIL FROM to the final reply of an accepted message.",
+                                     {"listener"}, metrics::ExponentialBuckets(0.0005, 2, 18));
   for (const ListenerConfig& l : config.listeners) {
     ListenerSeries s{};
     s.accepted = &connections.WithLabels({l.name, "accepted", "none"});
@@ -105,19 +104,20 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
     listeners_.push_back(s);
   }
 
-  auto& commands = r.AddCounter("sluice_smtpd_commands_total", "SMTP commands received.",
-                                {"command"});
+  auto& commands =
+      r.AddCounter("sluice_smtpd_commands_total", "SMTP commands received.", {"command"});
   for (int v = 0; v <= static_cast<int>(smtp::Verb::kUnknown); ++v) {
     const std::string lower = AsciiToLower(smtp::ToString(static_cast<smtp::Verb>(v)));
     commands_.push_back(&commands.WithLabels({lower}));
   }
-  auto& replies = r.AddCounter("sluice_smtpd_replies_total", "SMTP replies sent, by class.",
-                               {"class"});
+  auto& replies =
+      r.AddCounter("sluice_smtpd_replies_total", "SMTP replies sent, by class.", {"class"});
   const char* classes[] = {"2xx", "3xx", "4xx", "5xx"};
-  for (size_t i = 0; i < 4; ++i) replies_[i] = &replies.WithLabels({classes[i]});
-  auto& rejections = r.AddCounter("sluice_smtpd_rejections_total",
-                                  "Recipients, messages and sessions refused, by reason.",
-                                  {"kind"});
+  for (size_t i = 0; i < 4; ++i)
+    replies_[i] = &replies.WithLabels({classes[i]});
+  auto& rejections =
+      r.AddCounter("sluice_smtpd_rejections_total",
+                   "Recipients, messages and sessions refused, by reason.", {"kind"});
   for (size_t i = 0; i < rejections_.size(); ++i) {
     rejections_[i] = &rejections.WithLabels({ToString(static_cast<Rejection>(i))});
   }
@@ -126,10 +126,10 @@ Telemetry::Telemetry(metrics::Registry& r, const Config& config, metrics::EventL
                                     "durable (fsync'd) and the session may answer 250.",
                                     {}, metrics::ExponentialBuckets(0.0001, 2, 18))
                          .WithLabels({});
-  backpressure_ = &r.AddCounter("sluice_spool_backpressure_total",
-                                "Times a session found the spool writer's queue full and waited.",
-                                {})
-                       .WithLabels({});
+  backpressure_ =
+      &r.AddCounter("sluice_spool_backpressure_total",
+                    "Times a session found the spool writer's queue full and waited.", {})
+           .WithLabels({});
 }
 
 }  // namespace sluice::gateway

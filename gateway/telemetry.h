@@ -57,16 +57,21 @@ class Telemetry {
     metrics::Counter* recipients;
     metrics::Histogram* transaction_seconds;
   };
-  const ListenerSeries& listener(size_t index) const { return listeners_[index]; }
+  const ListenerSeries& listener(size_t index) const {
+    return listeners_[index];
+  }
 
   void Command(unsigned shard, smtp::Verb verb) {
     commands_[static_cast<size_t>(verb)]->Inc(shard);
   }
   void Reply(unsigned shard, int code) {
     const int cls = code / 100;
-    if (cls >= 2 && cls <= 5) replies_[static_cast<size_t>(cls - 2)]->Inc(shard);
+    if (cls >= 2 && cls <= 5)
+      replies_[static_cast<size_t>(cls - 2)]->Inc(shard);
   }
-  void Reject(unsigned shard, Rejection r) { rejections_[static_cast<size_t>(r)]->Inc(shard); }
+  void Reject(unsigned shard, Rejection r) {
+    rejections_[static_cast<size_t>(r)]->Inc(shard);
+  }
 
   void TlsHandshake(unsigned shard, const std::string& listener, const std::string& version,
                     bool ok) {
@@ -76,9 +81,15 @@ class Telemetry {
     auth_.WithLabels({listener, mechanism, ok ? "success" : "failure"}).Inc(shard);
   }
 
-  metrics::Histogram& commit_seconds() { return *commit_seconds_; }
-  metrics::Counter& backpressure() { return *backpressure_; }
-  metrics::EventLog* events() { return events_; }
+  metrics::Histogram& commit_seconds() {
+    return *commit_seconds_;
+  }
+  metrics::Counter& backpressure() {
+    return *backpressure_;
+  }
+  metrics::EventLog* events() {
+    return events_;
+  }
 
  private:
   std::vector<ListenerSeries> listeners_;

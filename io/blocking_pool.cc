@@ -3,8 +3,10 @@
 namespace sluice::io {
 
 BlockingPool::BlockingPool(unsigned threads) {
-  if (threads == 0) threads = 1;
-  for (unsigned i = 0; i < threads; ++i) threads_.emplace_back([this] { Worker(); });
+  if (threads == 0)
+    threads = 1;
+  for (unsigned i = 0; i < threads; ++i)
+    threads_.emplace_back([this] { Worker(); });
 }
 
 BlockingPool::~BlockingPool() {
@@ -13,7 +15,8 @@ BlockingPool::~BlockingPool() {
     stopping_ = true;
   }
   cv_.notify_all();
-  for (auto& t : threads_) t.join();
+  for (auto& t : threads_)
+    t.join();
 }
 
 void BlockingPool::Submit(std::function<void()> fn) {
@@ -30,7 +33,8 @@ void BlockingPool::Worker() {
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping and drained
+      if (queue_.empty())
+        return;  // stopping and drained
       fn = std::move(queue_.front());
       queue_.pop_front();
     }

@@ -38,15 +38,20 @@ class BlockingPool {
   class Awaiter {
    public:
     Awaiter(BlockingPool& pool, Shard& shard, Fn fn)
-        : pool_(pool), shard_(shard), fn_(std::move(fn)) {}
-    bool await_ready() const noexcept { return false; }
+        : pool_(pool), shard_(shard), fn_(std::move(fn)) {
+    }
+    bool await_ready() const noexcept {
+      return false;
+    }
     void await_suspend(std::coroutine_handle<> h) {
       pool_.Submit([this, h] {
         result_.emplace(fn_());
         shard_.Post([this, h] { shard_.Schedule(h); });
       });
     }
-    auto await_resume() { return std::move(*result_); }
+    auto await_resume() {
+      return std::move(*result_);
+    }
 
    private:
     BlockingPool& pool_;

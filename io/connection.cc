@@ -29,17 +29,23 @@ const char* ToString(ReadStatus status) {
   return "unknown";
 }
 
-Connection::Connection(Shard& shard, int fd) : shard_(shard), fd_(fd) {}
-
-Connection::~Connection() {
-  if (ops_in_flight_ != 0) SLUICE_BUG("connection freed with requests in flight");
-  if (!closed_ && fd_ >= 0) ::close(fd_);
+Connection::Connection(Shard& shard, int fd) : shard_(shard), fd_(fd) {
 }
 
-void Connection::Start() { ArmRecv(); }
+Connection::~Connection() {
+  if (ops_in_flight_ != 0)
+    SLUICE_BUG("connection freed with requests in flight");
+  if (!closed_ && fd_ >= 0)
+    ::close(fd_);
+}
+
+void Connection::Start() {
+  ArmRecv();
+}
 
 void Connection::ArmRecv() {
-  if (recv_armed_ || eof_ || error_ != 0 || closed_) return;
+  if (recv_armed_ || eof_ || error_ != 0 || closed_)
+    return;
   io_uring_sqe* sqe = shard_.GetSqe();
   // Recv selecting from the shard's buffer ring: no buffer is pinned to an idle connection.
   // Multishot (kernel 6.0) for streams; single-shot (len 0: the buffer's size) where one request
@@ -65,8 +71,10 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
       if (transform_) {
         // Decrypt in place of the copy: the plaintext lands in the inbox.
         const bool handshaking = !transform_->handshake_done();
-        if (!transform_->Receive(data, &inbox_)) transform_error_ = true;
-        if (handshaking || transform_error_) raw_progress_ = true;
+        if (!transform_->Receive(data, &inbox_))
+          transform_error_ = true;
+        if (handshaking || transform_error_)
+          raw_progress_ = true;
       } else {
         inbox_.append(data);
       }
@@ -77,8 +85,10 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
       (transform_error_ || transform_->peer_closed()) && error_ == 0) {
     // A TLS failure or close_notify ends the stream for the owner. (During
     // the handshake, Handshake() sends the alert and reports the failure.)
-    if (transform_error_) error_ = EPROTO;
-    else eof_ = true;
+    if (transform_error_)
+      error_ = EPROTO;
+    else
+      eof_ = true;
   }
   const bool more = flags & IORING_CQE_F_MORE;
   if (res == 0) {
@@ -109,7 +119,8 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     if (!recv_paused_ && inbox().size() >= high_water_)
       recv_paused_ = true;
     const bool behind = recv_paused_ && inbox().size() >= low_water_ && !reader_;
-    if (!closed_ && !behind) ArmRecv();
+    if (!closed_ && !behind)
+      ArmRecv();
   }
 
   if (!closed_ && recv_armed_ && !recv_paused_ && inbox().size() >= high_water_) {
@@ -172,23 +183,29 @@ void Connection::WakeReader() {
 
 void Connection::OnTimer() {
   read_timer_ = {};
-  if (reader_) WakeReader();
+  if (reader_)
+    WakeReader();
 }
 
 void Connection::Interrupt() {
   interrupted_ = true;
-  if (reader_ && reader_interruptible_) WakeReader();
+  if (reader_ && reader_interruptible_)
+    WakeReader();
 }
 
 void Connection::Abort() {
-  if (closed_) return;
-  if (error_ == 0) error_ = ECONNABORTED;
+  if (closed_)
+    return;
+  if (error_ == 0)
+    error_ = ECONNABORTED;
   CancelOps();
-  if (reader_) WakeReader();
+  if (reader_)
+    WakeReader();
 }
 
 void Connection::CancelOps() {
-  if (ops_in_flight_ == 0) return;
+  if (ops_in_flight_ == 0)
+    return;
   const unsigned known = (recv_armed_ ? 1u : 0u) + (send_user_data_ != 0 ? 1u : 0u);
   if (known != ops_in_flight_) {
     shard_.CancelFd(fd_);  // two sends at once: not how this class is used; still correct
@@ -197,14 +214,19 @@ void Connection::CancelOps() {
   // By user_data: the kernel finds each request in its hash. Cancelling by fd instead makes it
   // walk every armed request of the ring, which with 10,000 idle connections (each with its
   // multishot recv armed) cost 7% of the process's CPU at only 140 closes/s.
-  if (recv_armed_) shard_.Cancel(recv_user_data_);
-  if (send_user_data_ != 0) shard_.Cancel(send_user_data_);
+  if (recv_armed_)
+    shard_.Cancel(recv_user_data_);
+  if (send_user_data_ != 0)
+    shard_.Cancel(send_user_data_);
 }
 
 bool Connection::ReadAwaiter::await_ready() {
-  if (c_.inbox().size() > c_.seen_ || c_.raw_progress_) return true;
-  if (c_.eof_ || c_.error_ != 0) return true;
-  if (interruptible_ && c_.interrupted_) return true;
+  if (c_.inbox().size() > c_.seen_ || c_.raw_progress_)
+    return true;
+  if (c_.eof_ || c_.error_ != 0)
+    return true;
+  if (interruptible_ && c_.interrupted_)
+    return true;
   return false;
 }
 
@@ -220,7 +242,8 @@ void Connection::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
   c_.read_timer_ = c_.shard_.timers().Add(c_.shard_.Now() + timeout_, &c_);
   // A paused recv resumes once the owner drained the inbox (Consume); if it
   // is waiting now, the inbox is below the mark, so make sure we receive.
-  if (!c_.recv_armed_) c_.ArmRecv();
+  if (!c_.recv_armed_)
+    c_.ArmRecv();
 }
 
 ReadStatus Connection::ReadAwaiter::await_resume() {
@@ -250,17 +273,25 @@ class Connection::SendOp final : public CompletionHandler, public TimerHandler {
     c_.send_user_data_ = user_data_;
     timer_ = c_.shard_.timers().Add(deadline, this);
   }
-  bool await_ready() const noexcept { return done_; }
-  void await_suspend(std::coroutine_handle<> h) noexcept { waiter_ = h; }
-  int32_t await_resume() const noexcept { return res_; }
+  bool await_ready() const noexcept {
+    return done_;
+  }
+  void await_suspend(std::coroutine_handle<> h) noexcept {
+    waiter_ = h;
+  }
+  int32_t await_resume() const noexcept {
+    return res_;
+  }
 
   void OnCompletion(int32_t res, uint32_t /*flags*/) override {
     res_ = res;
     done_ = true;
     c_.shard_.timers().Cancel(timer_);
-    if (c_.send_user_data_ == user_data_) c_.send_user_data_ = 0;
+    if (c_.send_user_data_ == user_data_)
+      c_.send_user_data_ = 0;
     c_.OpDone();
-    if (waiter_) c_.shard_.Schedule(waiter_);
+    if (waiter_)
+      c_.shard_.Schedule(waiter_);
   }
   void OnTimer() override {
     timer_ = {};
@@ -280,7 +311,8 @@ Task<bool> Connection::SendAll(std::string data, Duration timeout) {
   if (transform_) {
     // Anything the transform produced on its own (tickets, alerts) goes first.
     std::string cipher = transform_->TakeOutput();
-    if (!transform_->Send(data, &cipher)) co_return false;
+    if (!transform_->Send(data, &cipher))
+      co_return false;
     const bool ok = co_await SendRaw(std::move(cipher), timeout);
     co_return ok;
   }
@@ -292,12 +324,15 @@ Task<bool> Connection::SendRaw(std::string data, Duration timeout) {
   const MonoTime deadline = shard_.Now() + timeout;
   size_t off = 0;
   while (off < data.size()) {
-    if (closed_ || error_ != 0) co_return false;
+    if (closed_ || error_ != 0)
+      co_return false;
     SendOp op(*this, data.data() + off, data.size() - off, deadline);
     const int32_t res = co_await op;
     if (res <= 0) {
-      if (res == -EINTR || res == -EAGAIN) continue;
-      if (res < 0 && res != -ECANCELED) error_ = -res;
+      if (res == -EINTR || res == -EAGAIN)
+        continue;
+      if (res < 0 && res != -ECANCELED)
+        error_ = -res;
       co_return false;
     }
     off += static_cast<size_t>(res);
@@ -320,9 +355,14 @@ void Connection::OpDone() {
 namespace {
 struct AwaitHandle {
   std::coroutine_handle<>* slot;
-  bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) noexcept { *slot = h; }
-  void await_resume() const noexcept {}
+  bool await_ready() const noexcept {
+    return false;
+  }
+  void await_suspend(std::coroutine_handle<> h) noexcept {
+    *slot = h;
+  }
+  void await_resume() const noexcept {
+  }
 };
 }  // namespace
 
@@ -332,7 +372,8 @@ void Connection::StartTransform(std::unique_ptr<StreamTransform> transform) {
   std::string early(inbox());
   DiscardInbox();
   seen_ = 0;
-  if (!early.empty() && !transform_->Receive(early, &inbox_)) transform_error_ = true;
+  if (!early.empty() && !transform_->Receive(early, &inbox_))
+    transform_error_ = true;
 }
 
 Task<bool> Connection::Handshake(Duration timeout) {
@@ -341,16 +382,20 @@ Task<bool> Connection::Handshake(Duration timeout) {
     std::string out = transform_->TakeOutput();
     if (!out.empty()) {
       const bool sent = co_await SendRaw(std::move(out), deadline - shard_.Now());
-      if (!sent) co_return false;
+      if (!sent)
+        co_return false;
     }
     if (transform_error_ || transform_->failed()) {
       // The alert (e.g. protocol_version, RFC 8446 §4.2.1) went out above.
-      if (error_ == 0) error_ = EPROTO;
+      if (error_ == 0)
+        error_ = EPROTO;
       co_return false;
     }
-    if (transform_->handshake_done()) co_return true;
+    if (transform_->handshake_done())
+      co_return true;
     const Duration left = deadline - shard_.Now();
-    if (left <= Duration::zero()) co_return false;
+    if (left <= Duration::zero())
+      co_return false;
     // Handshake records produce no plaintext; OnCompletion flags raw
     // progress so this wait wakes for them.
     const ReadStatus st = co_await WaitForData(left, false);
@@ -361,7 +406,8 @@ Task<bool> Connection::Handshake(Duration timeout) {
 }
 
 Task<void> Connection::Close() {
-  if (closed_) co_return;
+  if (closed_)
+    co_return;
   if (transform_ && transform_->handshake_done() && error_ == 0 && !eof_) {
     // close_notify, best effort and brief: the peer may be gone already.
     transform_->Close();
@@ -372,7 +418,8 @@ Task<void> Connection::Close() {
     }
   }
   closed_ = true;
-  if (reader_) WakeReader();
+  if (reader_)
+    WakeReader();
   if (ops_in_flight_ > 0) {
     CancelOps();
     co_await AwaitHandle{&closer_};
@@ -390,13 +437,17 @@ class ConnectDeadline final : public TimerHandler {
       : shard_(shard), user_data_(user_data) {
     id_ = shard_.timers().Add(shard_.Now() + timeout, this);
   }
-  ~ConnectDeadline() override { shard_.timers().Cancel(id_); }
+  ~ConnectDeadline() override {
+    shard_.timers().Cancel(id_);
+  }
   void OnTimer() override {
     id_ = {};
     fired_ = true;
     shard_.Cancel(user_data_);
   }
-  bool fired() const { return fired_; }
+  bool fired() const {
+    return fired_;
+  }
 
  private:
   Shard& shard_;
@@ -409,7 +460,8 @@ class ConnectDeadline final : public TimerHandler {
 
 Task<Result<int>> ConnectTcp(Shard& shard, SocketAddress address, Duration timeout) {
   const int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) co_return MakeError(std::string("socket: ") + std::strerror(errno), errno);
+  if (fd < 0)
+    co_return MakeError(std::string("socket: ") + std::strerror(errno), errno);
   // Writes are whole command groups or body chunks: no Nagle delay (see ListenTcp).
   const int one = 1;
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -417,7 +469,8 @@ Task<Result<int>> ConnectTcp(Shard& shard, SocketAddress address, Duration timeo
   io_uring_prep_connect(op.sqe(), fd, address.get(), address.len);
   ConnectDeadline deadline(shard, op.user_data(), timeout);
   const int32_t res = co_await op;
-  if (res == 0) co_return fd;
+  if (res == 0)
+    co_return fd;
   ::close(fd);
   const int err = (res == -ECANCELED && deadline.fired()) ? ETIMEDOUT : -res;
   co_return MakeError("connect " + address.ToString() + ": " + std::strerror(err), err);

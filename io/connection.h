@@ -7,8 +7,8 @@
 // waits for the last completion before closing the fd.
 
 #include <coroutine>
-#include <memory>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -56,22 +56,33 @@ class Connection final : private CompletionHandler, private TimerHandler {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  int fd() const { return fd_; }
-  Shard& shard() { return shard_; }
+  int fd() const {
+    return fd_;
+  }
+  Shard& shard() {
+    return shard_;
+  }
 
   // Starts receiving. Call once.
   void Start();
 
-  std::string_view inbox() const { return std::string_view(inbox_).substr(inbox_pos_); }
+  std::string_view inbox() const {
+    return std::string_view(inbox_).substr(inbox_pos_);
+  }
   void Consume(size_t n);
   // Drops everything received so far (STARTTLS injection defence).
-  void DiscardInbox() { Consume(inbox().size()); }
-  bool eof() const { return eof_; }
+  void DiscardInbox() {
+    Consume(inbox().size());
+  }
+  bool eof() const {
+    return eof_;
+  }
 
   class ReadAwaiter {
    public:
     ReadAwaiter(Connection& c, Duration timeout, bool interruptible)
-        : c_(c), timeout_(timeout), interruptible_(interruptible) {}
+        : c_(c), timeout_(timeout), interruptible_(interruptible) {
+    }
     bool await_ready();
     void await_suspend(std::coroutine_handle<> h);
     ReadStatus await_resume();
@@ -95,7 +106,9 @@ class Connection final : private CompletionHandler, private TimerHandler {
   // Wakes an interruptible WaitForData with kInterrupted; later interruptible
   // waits return kInterrupted at once.
   void Interrupt();
-  bool interrupted() const { return interrupted_; }
+  bool interrupted() const {
+    return interrupted_;
+  }
 
   // Forced close during shutdown: pending and later reads and sends fail at
   // once. The owner still calls Close().
@@ -110,15 +123,19 @@ class Connection final : private CompletionHandler, private TimerHandler {
   // to it. Then Handshake() drives it to completion or failure.
   void StartTransform(std::unique_ptr<StreamTransform> transform);
   Task<bool> Handshake(Duration timeout);
-  StreamTransform* transform() { return transform_.get(); }
-  bool secure() const { return transform_ != nullptr && transform_->handshake_done(); }
+  StreamTransform* transform() {
+    return transform_.get();
+  }
+  bool secure() const {
+    return transform_ != nullptr && transform_->handshake_done();
+  }
 
  private:
   class SendOp;
 
   void ArmRecv();
   void OnCompletion(int32_t res, uint32_t flags) override;  // multishot recv
-  void OnTimer() override;                                   // read deadline
+  void OnTimer() override;                                  // read deadline
   void WakeReader();
   void OpDone();
   // Cancels the armed recv and the send in flight, each by its user_data.
@@ -148,8 +165,8 @@ class Connection final : private CompletionHandler, private TimerHandler {
   bool transform_error_ = false;
   bool raw_progress_ = false;  // ciphertext arrived during the handshake
 
-  unsigned ops_in_flight_ = 0;   // the armed recv and sends
-  uint64_t send_user_data_ = 0;  // the (latest) send in flight (0: none)
+  unsigned ops_in_flight_ = 0;      // the armed recv and sends
+  uint64_t send_user_data_ = 0;     // the (latest) send in flight (0: none)
   std::coroutine_handle<> closer_;  // waits for ops_in_flight_ == 0
   bool closed_ = false;
 };

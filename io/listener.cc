@@ -10,18 +10,24 @@
 namespace sluice::io {
 
 Listener::Listener(Shard& shard, int listen_fd, AcceptFn on_accept)
-    : shard_(shard), fd_(listen_fd), on_accept_(std::move(on_accept)) {}
+    : shard_(shard), fd_(listen_fd), on_accept_(std::move(on_accept)) {
+}
 
 Listener::~Listener() {
   shard_.timers().Cancel(retry_timer_);
-  if (armed_) SLUICE_BUG("listener freed with accept in flight");
-  if (fd_ >= 0) ::close(fd_);
+  if (armed_)
+    SLUICE_BUG("listener freed with accept in flight");
+  if (fd_ >= 0)
+    ::close(fd_);
 }
 
-void Listener::Start() { Arm(); }
+void Listener::Start() {
+  Arm();
+}
 
 void Listener::Arm() {
-  if (armed_ || stopping_) return;
+  if (armed_ || stopping_)
+    return;
   io_uring_sqe* sqe = shard_.GetSqe();
   io_uring_prep_multishot_accept(sqe, fd_, nullptr, nullptr, SOCK_CLOEXEC);
   user_data_ = shard_.Arm(sqe, this);
@@ -29,7 +35,8 @@ void Listener::Arm() {
 }
 
 void Listener::OnCompletion(int32_t res, uint32_t flags) {
-  if (!(flags & IORING_CQE_F_MORE)) armed_ = false;
+  if (!(flags & IORING_CQE_F_MORE))
+    armed_ = false;
   if (res >= 0) {
     if (stopping_) {
       ::close(res);  // raced with Stop(): never start a session
@@ -63,7 +70,8 @@ void Listener::OnTimer() {
 }
 
 void Listener::Stop() {
-  if (stopping_) return;
+  if (stopping_)
+    return;
   stopping_ = true;
   shard_.timers().Cancel(retry_timer_);
   retry_timer_ = {};

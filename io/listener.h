@@ -23,8 +23,12 @@ class Listener final : private CompletionHandler, private TimerHandler {
   void Start();
   // Stops accepting and closes the socket once the accept request is gone.
   void Stop();
-  bool stopped() const { return stopping_ && !armed_; }
-  uint64_t accept_errors() const { return accept_errors_; }
+  bool stopped() const {
+    return stopping_ && !armed_;
+  }
+  uint64_t accept_errors() const {
+    return accept_errors_;
+  }
 
  private:
   void Arm();

@@ -1,12 +1,13 @@
 #include "io/net.h"
 
-#include <arpa/inet.h>
-#include <netinet/tcp.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
 
 namespace sluice::io {
 
@@ -57,7 +58,8 @@ std::string IpAddress::ToString() const {
 std::optional<Cidr> Cidr::Parse(std::string_view text) {
   const size_t slash = text.find('/');
   auto ip = IpAddress::Parse(text.substr(0, slash));
-  if (!ip) return std::nullopt;
+  if (!ip)
+    return std::nullopt;
   const int max = ip->is_v4() ? 32 : 128;
   int prefix = max;
   if (slash != std::string_view::npos) {
@@ -86,23 +88,28 @@ IpAddress IpAddress::Network(unsigned prefix) const {
 }
 
 bool Cidr::Contains(const IpAddress& ip) const {
-  if (ip.is_v4() != net_.is_v4()) return false;
+  if (ip.is_v4() != net_.is_v4())
+    return false;
   const auto& a = ip.bytes();
   const auto& b = net_.bytes();
   int bits = prefix_;
   for (size_t i = 0; bits > 0; ++i, bits -= 8) {
     const uint8_t mask = bits >= 8 ? 0xff : static_cast<uint8_t>(0xff << (8 - bits));
-    if ((a[i] & mask) != (b[i] & mask)) return false;
+    if ((a[i] & mask) != (b[i] & mask))
+      return false;
   }
   return true;
 }
 
-std::string Cidr::ToString() const { return net_.ToString() + "/" + std::to_string(prefix_); }
+std::string Cidr::ToString() const {
+  return net_.ToString() + "/" + std::to_string(prefix_);
+}
 
 Result<SocketAddress> SocketAddress::Parse(std::string_view host, uint16_t port) {
   SocketAddress out;
   std::string h(host);
-  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']')
+    h = h.substr(1, h.size() - 2);
   auto* sin = reinterpret_cast<sockaddr_in*>(&out.storage);
   if (inet_pton(AF_INET, h.c_str(), &sin->sin_addr) == 1) {
     sin->sin_family = AF_INET;
@@ -136,7 +143,8 @@ std::string SocketAddress::ToString() const {
 
 Result<int> ListenTcp(const SocketAddress& addr, int backlog, int send_buffer) {
   const int fd = ::socket(addr.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return MakeError(std::string("socket: ") + std::strerror(errno), errno);
+  if (fd < 0)
+    return MakeError(std::string("socket: ") + std::strerror(errno), errno);
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   // Inherited by accepted sockets. Replies are already coalesced per read batch, so Nagle only
@@ -166,7 +174,8 @@ Result<int> ListenTcp(const SocketAddress& addr, int backlog, int send_buffer) {
 std::optional<SocketAddress> PeerAddress(int fd) {
   SocketAddress a;
   a.len = sizeof(a.storage);
-  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a.storage), &a.len) != 0) return std::nullopt;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a.storage), &a.len) != 0)
+    return std::nullopt;
   return a;
 }
 

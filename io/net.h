@@ -2,14 +2,14 @@
 
 // IP addresses, CIDR blocks and socket helpers.
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "base/result.h"
 
@@ -22,9 +22,13 @@ class IpAddress {
  public:
   static std::optional<IpAddress> Parse(std::string_view text);
   static IpAddress FromSockaddr(const sockaddr* sa);
-  bool is_v4() const { return v4_; }
+  bool is_v4() const {
+    return v4_;
+  }
   std::string ToString() const;
-  const std::array<uint8_t, 16>& bytes() const { return bytes_; }  // v4 in the first 4 bytes
+  const std::array<uint8_t, 16>& bytes() const {
+    return bytes_;
+  }  // v4 in the first 4 bytes
   bool operator==(const IpAddress&) const = default;
   // The address with every bit past `prefix` cleared: the network it belongs to. A prefix past
   // the family's width (32, 128) keeps the whole address.
@@ -52,7 +56,9 @@ struct SocketAddress {
   socklen_t len = 0;
 
   static Result<SocketAddress> Parse(std::string_view host, uint16_t port);
-  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+  const sockaddr* get() const {
+    return reinterpret_cast<const sockaddr*>(&storage);
+  }
   std::string ToString() const;  // "127.0.0.1:25", "[::1]:25"
 };
 

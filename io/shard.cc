@@ -1,12 +1,13 @@
 #include "io/shard.h"
 
-#include <sys/eventfd.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 
 #include "base/log.h"
 
@@ -16,7 +17,6 @@ namespace {
 // The shard whose loop runs on this thread (null elsewhere).
 thread_local Shard* tls_running_shard = nullptr;
 }  // namespace
-
 
 namespace {
 
@@ -42,7 +42,8 @@ std::string RingSetupAdvice(int err) {
 // Drains the mailbox when the eventfd fires; re-arms itself.
 class Shard::WakeReader final : public CompletionHandler {
  public:
-  explicit WakeReader(Shard& shard) : shard_(shard) {}
+  explicit WakeReader(Shard& shard) : shard_(shard) {
+  }
   void OnCompletion(int32_t res, uint32_t /*flags*/) override {
     if (res < 0 && res != -EINTR && res != -ECANCELED) {
       spdlog::error("shard {}: eventfd read failed: {}", shard_.id(), std::strerror(-res));
@@ -58,7 +59,8 @@ Shard::Shard(unsigned id, ShardOptions options)
     : id_(id),
       options_(options),
       clock_(options.clock != nullptr ? options.clock : &SystemClock::Instance()),
-      timers_(clock_->Now()) {}
+      timers_(clock_->Now()) {
+}
 
 Shard::~Shard() {
   if (ring_ready_) {
@@ -67,9 +69,11 @@ Shard::~Shard() {
     }
     io_uring_queue_exit(&ring_);
   }
-  if (buf_ring_) munmap(buf_ring_, buf_ring_bytes_);
+  if (buf_ring_)
+    munmap(buf_ring_, buf_ring_bytes_);
   std::free(recv_buffers_);
-  if (wake_fd_ >= 0) ::close(wake_fd_);
+  if (wake_fd_ >= 0)
+    ::close(wake_fd_);
 }
 
 Result<void> Shard::SetupRing() {
@@ -104,7 +108,8 @@ Result<void> Shard::SetupRing() {
       }
       return {};
     }
-    if (last != -EINVAL) break;  // EINVAL: flag unknown to this kernel, try fewer
+    if (last != -EINVAL)
+      break;  // EINVAL: flag unknown to this kernel, try fewer
   }
   return MakeError(RingSetupAdvice(-last), -last);
 }
@@ -114,9 +119,10 @@ Result<void> Shard::SetupRecvBuffers() {
   // ring by hand (docs/design.md §6.2). Needs kernel 5.19.
   const unsigned n = options_.recv_buffers;
   buf_ring_bytes_ = size_t{n} * sizeof(io_uring_buf);
-  void* mem = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
-                   -1, 0);
-  if (mem == MAP_FAILED) return MakeError("mmap of buffer ring failed", errno);
+  void* mem =
+      mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+  if (mem == MAP_FAILED)
+    return MakeError("mmap of buffer ring failed", errno);
   buf_ring_ = static_cast<io_uring_buf_ring*>(mem);
   io_uring_buf_ring_init(buf_ring_);
   io_uring_buf_reg reg{};
@@ -146,10 +152,13 @@ Result<void> Shard::SetupRecvBuffers() {
 }
 
 Result<void> Shard::Init() {
-  if (auto r = SetupRing(); !r) return r;
-  if (auto r = SetupRecvBuffers(); !r) return r;
+  if (auto r = SetupRing(); !r)
+    return r;
+  if (auto r = SetupRecvBuffers(); !r)
+    return r;
   wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) return MakeError("eventfd failed", errno);
+  if (wake_fd_ < 0)
+    return MakeError("eventfd failed", errno);
   wake_handler_ = std::make_unique<WakeReader>(*this);
   ArmWakeRead();
   timers_ = TimerWheel(clock_->Now());
@@ -208,14 +217,16 @@ void Shard::ReturnRecvBuffer(unsigned bid) {
 
 void Shard::Dispatch(const io_uring_cqe* cqe) {
   const uint64_t user_data = io_uring_cqe_get_data64(cqe);
-  if (user_data == kIgnoreUserData) return;
+  if (user_data == kIgnoreUserData)
+    return;
   const uint32_t index = static_cast<uint32_t>(user_data);
   const uint32_t generation = static_cast<uint32_t>(user_data >> 32);
   if (index >= slots_.size() || slots_[index].generation != generation ||
       slots_[index].handler == nullptr) {
     stats_.stale_cqes.store(stats_.stale_cqes.load(std::memory_order_relaxed) + 1,
                             std::memory_order_relaxed);
-    if (cqe->flags & IORING_CQE_F_BUFFER) ReturnRecvBuffer(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    if (cqe->flags & IORING_CQE_F_BUFFER)
+      ReturnRecvBuffer(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
     SLUICE_BUG("completion for a freed op slot");
     return;
   }
@@ -224,7 +235,8 @@ void Shard::Dispatch(const io_uring_cqe* cqe) {
     // Last completion of this request: the slot can be reused.
     OpSlot& slot = slots_[index];
     slot.handler = nullptr;
-    if (++slot.generation == 0) slot.generation = 1;
+    if (++slot.generation == 0)
+      slot.generation = 1;
     free_slots_.push_back(index);
   }
   handler->OnCompletion(cqe->res, cqe->flags);
@@ -258,12 +270,14 @@ void Shard::Post(std::function<void()> fn) {
 }
 
 void Shard::DrainMailbox() {
-  if (!mailbox_pending_.exchange(false, std::memory_order_acquire)) return;
+  if (!mailbox_pending_.exchange(false, std::memory_order_acquire))
+    return;
   {
     std::lock_guard lock(mailbox_mu_);
     mailbox_work_.swap(mailbox_);
   }
-  for (auto& fn : mailbox_work_) fn();
+  for (auto& fn : mailbox_work_)
+    fn();
   mailbox_work_.clear();
 }
 
@@ -275,7 +289,8 @@ void Shard::Run() {
     DrainMailbox();
     timers_.Advance(clock_->Now());
     RunReady();
-    if (quit_) break;
+    if (quit_)
+      break;
 
     const Duration wait = timers_.NextTimeout(clock_->Now());
     __kernel_timespec ts{};

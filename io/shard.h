@@ -53,11 +53,11 @@ struct ShardOptions {
 
 // Counters owned by the shard thread, read by other threads with relaxed loads.
 struct ShardStats {
-  std::atomic<uint64_t> enobufs{0};        // multishot recv ran out of buffers
-  std::atomic<uint64_t> cq_overflow{0};    // CQ overflow observed
-  std::atomic<uint64_t> stale_cqes{0};     // CQE for a freed slot (a bug)
+  std::atomic<uint64_t> enobufs{0};      // multishot recv ran out of buffers
+  std::atomic<uint64_t> cq_overflow{0};  // CQ overflow observed
+  std::atomic<uint64_t> stale_cqes{0};   // CQE for a freed slot (a bug)
   std::atomic<uint64_t> loop_iterations{0};
-  std::atomic<uint64_t> busy_ns{0};        // time not spent waiting in io_uring_enter
+  std::atomic<uint64_t> busy_ns{0};         // time not spent waiting in io_uring_enter
   std::atomic<uint64_t> tls_abrupt_eof{0};  // TLS peers that closed TCP without close_notify
 };
 
@@ -77,13 +77,25 @@ class Shard {
   // Runs the event loop until Quit(). On the shard thread.
   void Run();
   // Ends Run() after the current iteration. On the shard thread.
-  void Quit() { quit_ = true; }
+  void Quit() {
+    quit_ = true;
+  }
 
-  unsigned id() const { return id_; }
-  const char* ring_features() const { return ring_features_; }
-  const ShardStats& stats() const { return stats_; }
-  const Clock& clock() const { return *clock_; }
-  MonoTime Now() const { return clock_->Now(); }
+  unsigned id() const {
+    return id_;
+  }
+  const char* ring_features() const {
+    return ring_features_;
+  }
+  const ShardStats& stats() const {
+    return stats_;
+  }
+  const Clock& clock() const {
+    return *clock_;
+  }
+  MonoTime Now() const {
+    return clock_->Now();
+  }
 
   // ---- Shard-thread API ----
   // A free SQE (submits pending ones when the SQ is full).
@@ -95,11 +107,17 @@ class Shard {
   // Cancels every request on fd (IORING_ASYNC_CANCEL_FD|ALL, kernel 5.19).
   void CancelFd(int fd);
   // Resumes h from the event loop (never inline).
-  void Schedule(std::coroutine_handle<> h) { ready_.push_back(h); }
-  TimerWheel& timers() { return timers_; }
+  void Schedule(std::coroutine_handle<> h) {
+    ready_.push_back(h);
+  }
+  TimerWheel& timers() {
+    return timers_;
+  }
 
   // Provided receive buffers (buffer ring group kRecvBufferGroup).
-  const char* RecvBuffer(unsigned bid) const { return recv_buffers_ + size_t{bid} * options_.recv_buffer_size; }
+  const char* RecvBuffer(unsigned bid) const {
+    return recv_buffers_ + size_t{bid} * options_.recv_buffer_size;
+  }
   void ReturnRecvBuffer(unsigned bid);
 
   // ---- Any thread ----
@@ -142,7 +160,7 @@ class Shard {
   std::unique_ptr<WakeReader> wake_handler_;
 
   std::mutex mailbox_mu_;
-  std::vector<std::function<void()>> mailbox_;  // guarded by mailbox_mu_
+  std::vector<std::function<void()>> mailbox_;       // guarded by mailbox_mu_
   std::vector<std::function<void()>> mailbox_work_;  // shard thread only
   std::atomic<bool> mailbox_pending_{false};
 
@@ -159,18 +177,29 @@ class UringOp final : public CompletionHandler {
   explicit UringOp(Shard& shard) : shard_(shard), sqe_(shard.GetSqe()) {
     user_data_ = shard.Arm(sqe_, this);
   }
-  io_uring_sqe* sqe() { return sqe_; }
-  uint64_t user_data() const { return user_data_; }
+  io_uring_sqe* sqe() {
+    return sqe_;
+  }
+  uint64_t user_data() const {
+    return user_data_;
+  }
 
-  bool await_ready() const noexcept { return done_; }
-  void await_suspend(std::coroutine_handle<> h) noexcept { waiter_ = h; }
-  int32_t await_resume() const noexcept { return res_; }
+  bool await_ready() const noexcept {
+    return done_;
+  }
+  void await_suspend(std::coroutine_handle<> h) noexcept {
+    waiter_ = h;
+  }
+  int32_t await_resume() const noexcept {
+    return res_;
+  }
 
   void OnCompletion(int32_t res, uint32_t flags) override {
     res_ = res;
     flags_ = flags;
     done_ = true;
-    if (waiter_) shard_.Schedule(waiter_);
+    if (waiter_)
+      shard_.Schedule(waiter_);
   }
 
  private:
@@ -205,14 +234,20 @@ class Yield {
 // co_await Sleep(shard, d): resumes after d (timer wheel resolution).
 class Sleep final : public TimerHandler {
  public:
-  Sleep(Shard& shard, Duration d) : shard_(shard), d_(d) {}
-  bool await_ready() const noexcept { return d_ <= Duration::zero(); }
+  Sleep(Shard& shard, Duration d) : shard_(shard), d_(d) {
+  }
+  bool await_ready() const noexcept {
+    return d_ <= Duration::zero();
+  }
   void await_suspend(std::coroutine_handle<> h) {
     waiter_ = h;
     shard_.timers().Add(shard_.Now() + d_, this);
   }
-  void await_resume() const noexcept {}
-  void OnTimer() override { shard_.Schedule(waiter_); }
+  void await_resume() const noexcept {
+  }
+  void OnTimer() override {
+    shard_.Schedule(waiter_);
+  }
 
  private:
   Shard& shard_;

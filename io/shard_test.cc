@@ -27,10 +27,12 @@ TEST_F(ShardTest, PostRunsOnShardThread) {
   std::vector<std::thread> posters;
   for (int t = 0; t < 4; ++t) {
     posters.emplace_back([&] {
-      for (int i = 0; i < 1000; ++i) shard_->Post([&] { ran.fetch_add(1); });
+      for (int i = 0; i < 1000; ++i)
+        shard_->Post([&] { ran.fetch_add(1); });
     });
   }
-  for (auto& t : posters) t.join();
+  for (auto& t : posters)
+    t.join();
   WaitFor([&] { return ran.load() >= 4000; }, seconds(5));
   EXPECT_EQ(ran.load(), 4000);
   EXPECT_NE(shard_tid, std::this_thread::get_id());

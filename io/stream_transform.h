@@ -16,7 +16,8 @@ class StreamTransform {
 
   // Called once when the transform is installed: a TLS client speaks first
   // (its ClientHello then waits in TakeOutput()).
-  virtual void Start() {}
+  virtual void Start() {
+  }
 
   // Received ciphertext: advances the handshake or decrypts, appending
   // plaintext to *plain. false on a fatal protocol error.

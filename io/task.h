@@ -25,21 +25,30 @@ class Task;
 namespace detail {
 
 struct FinalAwaiter {
-  bool await_ready() const noexcept { return false; }
+  bool await_ready() const noexcept {
+    return false;
+  }
   template <typename Promise>
   std::coroutine_handle<> await_suspend(std::coroutine_handle<Promise> h) noexcept {
     auto next = h.promise().continuation;
     return next ? next : std::noop_coroutine();
   }
-  void await_resume() const noexcept {}
+  void await_resume() const noexcept {
+  }
 };
 
 struct PromiseBase {
   std::coroutine_handle<> continuation;
-  std::suspend_always initial_suspend() noexcept { return {}; }
-  FinalAwaiter final_suspend() noexcept { return {}; }
+  std::suspend_always initial_suspend() noexcept {
+    return {};
+  }
+  FinalAwaiter final_suspend() noexcept {
+    return {};
+  }
   // The data path does not throw; an escaping exception is a bug.
-  void unhandled_exception() noexcept { std::terminate(); }
+  void unhandled_exception() noexcept {
+    std::terminate();
+  }
 };
 
 }  // namespace detail
@@ -49,7 +58,9 @@ class [[nodiscard]] Task {
  public:
   struct promise_type : detail::PromiseBase {
     std::optional<T> value;
-    Task get_return_object() { return Task(Handle::from_promise(*this)); }
+    Task get_return_object() {
+      return Task(Handle::from_promise(*this));
+    }
     template <typename U>
     void return_value(U&& v) {
       value.emplace(std::forward<U>(v));
@@ -57,22 +68,29 @@ class [[nodiscard]] Task {
   };
   using Handle = std::coroutine_handle<promise_type>;
 
-  Task(Task&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+  Task(Task&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {
+  }
   Task& operator=(Task&&) = delete;
   Task(const Task&) = delete;
   ~Task() {
-    if (h_) h_.destroy();
+    if (h_)
+      h_.destroy();
   }
 
-  bool await_ready() const noexcept { return false; }
+  bool await_ready() const noexcept {
+    return false;
+  }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
     h_.promise().continuation = awaiter;
     return h_;
   }
-  T await_resume() { return std::move(*h_.promise().value); }
+  T await_resume() {
+    return std::move(*h_.promise().value);
+  }
 
  private:
-  explicit Task(Handle h) : h_(h) {}
+  explicit Task(Handle h) : h_(h) {
+  }
   Handle h_;
 };
 
@@ -80,27 +98,36 @@ template <>
 class [[nodiscard]] Task<void> {
  public:
   struct promise_type : detail::PromiseBase {
-    Task get_return_object() { return Task(Handle::from_promise(*this)); }
-    void return_void() {}
+    Task get_return_object() {
+      return Task(Handle::from_promise(*this));
+    }
+    void return_void() {
+    }
   };
   using Handle = std::coroutine_handle<promise_type>;
 
-  Task(Task&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {}
+  Task(Task&& other) noexcept : h_(std::exchange(other.h_, nullptr)) {
+  }
   Task& operator=(Task&&) = delete;
   Task(const Task&) = delete;
   ~Task() {
-    if (h_) h_.destroy();
+    if (h_)
+      h_.destroy();
   }
 
-  bool await_ready() const noexcept { return false; }
+  bool await_ready() const noexcept {
+    return false;
+  }
   std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
     h_.promise().continuation = awaiter;
     return h_;
   }
-  void await_resume() const noexcept {}
+  void await_resume() const noexcept {
+  }
 
  private:
-  explicit Task(Handle h) : h_(h) {}
+  explicit Task(Handle h) : h_(h) {
+  }
   Handle h_;
 };
 
@@ -108,11 +135,20 @@ class [[nodiscard]] Task<void> {
 // returns. Used for the top-level coroutine of a connection or listener.
 struct Detached {
   struct promise_type {
-    Detached get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
+    Detached get_return_object() noexcept {
+      return {};
+    }
+    std::suspend_never initial_suspend() noexcept {
+      return {};
+    }
+    std::suspend_never final_suspend() noexcept {
+      return {};
+    }
+    void return_void() noexcept {
+    }
+    void unhandled_exception() noexcept {
+      std::terminate();
+    }
   };
 };
 

@@ -24,7 +24,9 @@ class TimerWheel {
   struct Id {
     uint32_t index = 0;
     uint32_t generation = 0;  // 0 = no timer
-    explicit operator bool() const { return generation != 0; }
+    explicit operator bool() const {
+      return generation != 0;
+    }
   };
 
   static constexpr Duration kTick = std::chrono::milliseconds(10);
@@ -41,7 +43,9 @@ class TimerWheel {
   // Time until the earliest possible expiry, or a negative duration if none
   // (the event loop then waits without a timeout).
   Duration NextTimeout(MonoTime now);
-  size_t size() const { return live_; }
+  size_t size() const {
+    return live_;
+  }
 
  private:
   static constexpr uint32_t kNil = UINT32_MAX;
@@ -68,8 +72,8 @@ class TimerWheel {
   uint64_t current_tick_ = 0;  // every tick < current_tick_ has been processed
   std::vector<Entry> entries_;
   std::vector<uint32_t> free_;
-  std::vector<uint32_t> heads_;           // per slot: first entry, or kNil
-  std::vector<uint64_t> occupied_;        // one bit per slot: its list is not empty
+  std::vector<uint32_t> heads_;     // per slot: first entry, or kNil
+  std::vector<uint64_t> occupied_;  // one bit per slot: its list is not empty
   static constexpr uint64_t kUnknown = UINT64_MAX;
   uint64_t earliest_tick_ = kUnknown;  // lower bound on the earliest live tick, or kUnknown
   size_t live_ = 0;

@@ -1,10 +1,10 @@
 #include "io/timer_wheel.h"
 
-#include <gtest/gtest.h>
-
 #include <map>
 #include <random>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace sluice::io {
 namespace {
@@ -14,7 +14,9 @@ using std::chrono::seconds;
 
 struct Recorder : TimerHandler {
   int fired = 0;
-  void OnTimer() override { ++fired; }
+  void OnTimer() override {
+    ++fired;
+  }
 };
 
 TEST(TimerWheelTest, FiresNotBeforeDeadline) {
@@ -64,9 +66,11 @@ TEST(TimerWheelTest, BigJumpFiresEverythingDue) {
   MonoTime t0{};
   TimerWheel w(t0);
   std::vector<Recorder> rs(100);
-  for (size_t i = 0; i < rs.size(); ++i) w.Add(t0 + milliseconds(37 * i), &rs[i]);
+  for (size_t i = 0; i < rs.size(); ++i)
+    w.Add(t0 + milliseconds(37 * i), &rs[i]);
   w.Advance(t0 + seconds(3600));
-  for (auto& r : rs) EXPECT_EQ(r.fired, 1);
+  for (auto& r : rs)
+    EXPECT_EQ(r.fired, 1);
 }
 
 TEST(TimerWheelTest, NextTimeoutIsALowerBound) {
@@ -98,7 +102,8 @@ TEST(TimerWheelTest, HandlerMayAddTimers) {
     MonoTime* now;
     int fired = 0;
     void OnTimer() override {
-      if (++fired < 3) w->Add(*now + milliseconds(100), this);
+      if (++fired < 3)
+        w->Add(*now + milliseconds(100), this);
     }
   } h;
   MonoTime now = t0;
@@ -158,7 +163,8 @@ TEST(TimerWheelTest, MatchesAModelUnderRandomChurn) {
       ++next;
     } else if (op < 8 && !planned.empty()) {
       auto it = planned.lower_bound(rng() % next);
-      if (it == planned.end()) it = planned.begin();
+      if (it == planned.end())
+        it = planned.begin();
       if (!it->second.cancelled && handlers[it->first].fired == 0) {
         w.Cancel(it->second.id);
         it->second.cancelled = true;

@@ -14,8 +14,8 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include "base/wait_for.h"
 #include "base/temp_dir.h"
+#include "base/wait_for.h"
 #include "metrics/registry.h"
 
 namespace sluice::metrics {

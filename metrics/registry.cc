@@ -327,7 +327,7 @@ void Registry::ReserveNamesLocked(const std::string& name, MetricType type,
 }
 
 CounterFamily& Registry::AddCounterUnlocked(std::string name, std::string help,
-                                    std::vector<std::string> label_names) {
+                                            std::vector<std::string> label_names) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto* f = FindCompatibleLocked(name, MetricType::kCounter, label_names)) {
     return static_cast<CounterFamily&>(*f);
@@ -343,7 +343,7 @@ CounterFamily& Registry::AddCounterUnlocked(std::string name, std::string help,
 }
 
 GaugeFamily& Registry::AddGaugeUnlocked(std::string name, std::string help,
-                                std::vector<std::string> label_names) {
+                                        std::vector<std::string> label_names) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (auto* f = FindCompatibleLocked(name, MetricType::kGauge, label_names)) {
     return static_cast<GaugeFamily&>(*f);
@@ -359,8 +359,8 @@ GaugeFamily& Registry::AddGaugeUnlocked(std::string name, std::string help,
 }
 
 HistogramFamily& Registry::AddHistogramUnlocked(std::string name, std::string help,
-                                        std::vector<std::string> label_names,
-                                        std::vector<double> upper_bounds) {
+                                                std::vector<std::string> label_names,
+                                                std::vector<double> upper_bounds) {
   if (!upper_bounds.empty() && std::isinf(upper_bounds.back()) && upper_bounds.back() > 0) {
     upper_bounds.pop_back();  // +Inf is always there
   }
@@ -388,8 +388,10 @@ HistogramFamily& Registry::AddHistogramUnlocked(std::string name, std::string he
 void Registry::TouchOverflow(detail::FamilyBase& family) {
   // Families with labels can overflow: show their overflow counter from the
   // start, at 0, so increase() sees the first overflow and alerts can name it.
-  if (overflow_family_ == nullptr || &family == overflow_family_) return;
-  if (family.label_names().empty()) return;
+  if (overflow_family_ == nullptr || &family == overflow_family_)
+    return;
+  if (family.label_names().empty())
+    return;
   OverflowCounterFor(family.name());
 }
 

@@ -95,26 +95,27 @@ TEST(RegistryTest, ScrapeIsInRegistrationOrderWithCollectorsInterleaved) {
   hist.WithLabels({"in"}).Observe(1, 2);
 
   // Families with labels show their overflow counter at 0 from the start.
-  EXPECT_EQ(registry.Scrape(), std::string(kOverflowHeader) +
-                                   "sluice_metrics_series_overflow_total{family=\"sluice_a_total\"} 0\n"
-                                   "sluice_metrics_series_overflow_total{family=\"sluice_c_seconds\"} 0\n" +
-                                   "# HELP sluice_a_total A.\n"
-                                   "# TYPE sluice_a_total counter\n"
-                                   "sluice_a_total{kind=\"x\"} 2\n"
-                                   "sluice_a_total{kind=\"y\\\"z\"} 1\n"
-                                   "# HELP sluice_b B.\n"
-                                   "# TYPE sluice_b gauge\n"
-                                   "sluice_b 0.5\n"
-                                   "# HELP sluice_c_seconds C.\n"
-                                   "# TYPE sluice_c_seconds histogram\n"
-                                   "sluice_c_seconds_bucket{side=\"in\",le=\"0.5\"} 1\n"
-                                   "sluice_c_seconds_bucket{side=\"in\",le=\"1\"} 1\n"
-                                   "sluice_c_seconds_bucket{side=\"in\",le=\"+Inf\"} 2\n"
-                                   "sluice_c_seconds_sum{side=\"in\"} 2.25\n"
-                                   "sluice_c_seconds_count{side=\"in\"} 2\n"
-                                   "# HELP sluice_d D.\n"
-                                   "# TYPE sluice_d gauge\n"
-                                   "sluice_d -3\n");
+  EXPECT_EQ(registry.Scrape(),
+            std::string(kOverflowHeader) +
+                "sluice_metrics_series_overflow_total{family=\"sluice_a_total\"} 0\n"
+                "sluice_metrics_series_overflow_total{family=\"sluice_c_seconds\"} 0\n" +
+                "# HELP sluice_a_total A.\n"
+                "# TYPE sluice_a_total counter\n"
+                "sluice_a_total{kind=\"x\"} 2\n"
+                "sluice_a_total{kind=\"y\\\"z\"} 1\n"
+                "# HELP sluice_b B.\n"
+                "# TYPE sluice_b gauge\n"
+                "sluice_b 0.5\n"
+                "# HELP sluice_c_seconds C.\n"
+                "# TYPE sluice_c_seconds histogram\n"
+                "sluice_c_seconds_bucket{side=\"in\",le=\"0.5\"} 1\n"
+                "sluice_c_seconds_bucket{side=\"in\",le=\"1\"} 1\n"
+                "sluice_c_seconds_bucket{side=\"in\",le=\"+Inf\"} 2\n"
+                "sluice_c_seconds_sum{side=\"in\"} 2.25\n"
+                "sluice_c_seconds_count{side=\"in\"} 2\n"
+                "# HELP sluice_d D.\n"
+                "# TYPE sluice_d gauge\n"
+                "sluice_d -3\n");
 }
 
 TEST(RegistryTest, SameLabelsGiveTheSameSeriesAndReferencesStayValid) {

@@ -21,14 +21,17 @@ uint64_t CommitWaiter::Reserve() {
   return (uint64_t{s.generation} << 32) | index;
 }
 
-void CommitWaiter::Cancel(uint64_t token) { Free(token); }
+void CommitWaiter::Cancel(uint64_t token) {
+  Free(token);
+}
 
 void CommitWaiter::Free(uint64_t token) {
   const auto index = static_cast<uint32_t>(token);
   Slot& s = slots_[index];
   s.in_use = false;
   s.waiter = nullptr;
-  if (++s.generation == 0) s.generation = 1;
+  if (++s.generation == 0)
+    s.generation = 1;
   free_.push_back(index);
   --outstanding_;
 }
@@ -56,7 +59,8 @@ void CommitWaiter::OnCommitted(uint64_t token, CommitStatus status) {
     was_empty = done_.empty();
     done_.emplace_back(token, status);
   }
-  if (was_empty) shard_.Post([this] { Drain(); });
+  if (was_empty)
+    shard_.Post([this] { Drain(); });
 }
 
 void CommitWaiter::Drain() {

@@ -31,14 +31,18 @@ namespace sluice::queue {
 
 class CommitWaiter final : public CompletionSink {
  public:
-  explicit CommitWaiter(io::Shard& shard) : shard_(shard) {}
+  explicit CommitWaiter(io::Shard& shard) : shard_(shard) {
+  }
   CommitWaiter(const CommitWaiter&) = delete;
   CommitWaiter& operator=(const CommitWaiter&) = delete;
 
   class Awaiter {
    public:
-    Awaiter(CommitWaiter& waiter, uint64_t token) : waiter_(waiter), token_(token) {}
-    bool await_ready() const noexcept { return false; }
+    Awaiter(CommitWaiter& waiter, uint64_t token) : waiter_(waiter), token_(token) {
+    }
+    bool await_ready() const noexcept {
+      return false;
+    }
     void await_suspend(std::coroutine_handle<> h);
     CommitStatus await_resume();
 
@@ -52,10 +56,14 @@ class CommitWaiter final : public CompletionSink {
   // Shard thread. The spool refused the request (Admit other than kAccepted): frees the token.
   void Cancel(uint64_t token);
   // Shard thread. co_await: the request's status; frees the token. Once per accepted request.
-  Awaiter Wait(uint64_t token) { return Awaiter(*this, token); }
+  Awaiter Wait(uint64_t token) {
+    return Awaiter(*this, token);
+  }
   // Shard thread. Tokens reserved and not yet freed (requests the spool has not answered, or
   // whose answer has not been taken).
-  size_t outstanding() const { return outstanding_; }
+  size_t outstanding() const {
+    return outstanding_;
+  }
 
   // CompletionSink, on the writer thread.
   void OnCommitted(uint64_t token, CommitStatus status) override;

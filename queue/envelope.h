@@ -29,7 +29,7 @@ struct Recipient {
 };
 
 struct Envelope {
-  std::string sender;  // "" = null sender <>
+  std::string sender;     // "" = null sender <>
   uint8_t body_type = 0;  // smtp BodyType value
   bool smtputf8 = false;
   uint8_t ret = 0;  // smtp Ret value

@@ -15,10 +15,10 @@ Envelope FullEnvelope() {
   e.ret = 1;
   e.envid = "QQ314159";
   e.auth_param = "<>";
-  e.recipients.push_back({"a@example.com", 0x0e, "rfc822;a@example.com", RecipientState::kPending,
-                          0, ""});
-  e.recipients.push_back({"ü@exämple.de", 0, "", RecipientState::kDelivered, 3,
-                          "250 2.0.0 Ok: queued"});
+  e.recipients.push_back(
+      {"a@example.com", 0x0e, "rfc822;a@example.com", RecipientState::kPending, 0, ""});
+  e.recipients.push_back(
+      {"ü@exämple.de", 0, "", RecipientState::kDelivered, 3, "250 2.0.0 Ok: queued"});
   e.recipients.push_back(
       {std::string("nul\0inside", 10), 1, "", RecipientState::kBounced, 70000, "550 5.1.1 no"});
   e.received_at_us = 1'700'000'000'123'456;
@@ -100,13 +100,17 @@ TEST(EnvelopeTest, RandomGarbageAndMutationsNeverCrash) {
     std::string input;
     if (i % 2 == 0) {
       input.resize(rng() % 200);
-      for (char& c : input) c = static_cast<char>(rng());
-      if (!input.empty() && i % 4 == 0) input[0] = 1;  // get past the version check
+      for (char& c : input)
+        c = static_cast<char>(rng());
+      if (!input.empty() && i % 4 == 0)
+        input[0] = 1;  // get past the version check
     } else {
       input = good;
       const int flips = 1 + static_cast<int>(rng() % 4);
-      for (int f = 0; f < flips; ++f) input[rng() % input.size()] = static_cast<char>(rng());
-      if (rng() % 3 == 0) input.resize(rng() % input.size());
+      for (int f = 0; f < flips; ++f)
+        input[rng() % input.size()] = static_cast<char>(rng());
+      if (rng() % 3 == 0)
+        input.resize(rng() % input.size());
     }
     Result<Envelope> r = DecodeEnvelope(input);
     if (r.ok()) {

@@ -13,7 +13,8 @@ constexpr size_t kTextLength = 26;  // ceil(128 / 5)
 
 // Value of a Crockford base32 digit, or -1.
 int DigitValue(char c) {
-  if (IsAsciiDigit(c)) return c - '0';
+  if (IsAsciiDigit(c))
+    return c - '0';
   c = AsciiUpper(c);
   switch (c) {
     case 'O':
@@ -27,7 +28,8 @@ int DigitValue(char c) {
       break;
   }
   for (int i = 10; i < 32; ++i) {
-    if (kAlphabet[i] == c) return i;
+    if (kAlphabet[i] == c)
+      return i;
   }
   return -1;
 }
@@ -41,7 +43,8 @@ void PutBigEndian(uint64_t v, char* out) {
 
 uint64_t GetBigEndian(const char* in) {
   uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  for (int i = 0; i < 8; ++i)
+    v = (v << 8) | static_cast<uint8_t>(in[i]);
   return v;
 }
 
@@ -60,13 +63,16 @@ std::string MessageId::ToString() const {
 }
 
 std::optional<MessageId> MessageId::Parse(std::string_view text) {
-  if (text.size() != kTextLength) return std::nullopt;
+  if (text.size() != kTextLength)
+    return std::nullopt;
   uint64_t h = 0;
   uint64_t l = 0;
   for (size_t i = 0; i < kTextLength; ++i) {
     const int d = DigitValue(text[i]);
-    if (d < 0) return std::nullopt;
-    if (i == 0 && d > 7) return std::nullopt;  // 26 * 5 = 130 bits: the top two must be zero
+    if (d < 0)
+      return std::nullopt;
+    if (i == 0 && d > 7)
+      return std::nullopt;  // 26 * 5 = 130 bits: the top two must be zero
     h = (h << 5) | (l >> 59);
     l = (l << 5) | static_cast<uint64_t>(d);
   }
@@ -81,18 +87,21 @@ std::array<char, 16> MessageId::Key() const {
 }
 
 std::optional<MessageId> MessageId::FromKey(std::string_view key) {
-  if (key.size() != 16) return std::nullopt;
+  if (key.size() != 16)
+    return std::nullopt;
   return MessageId{GetBigEndian(key.data()), GetBigEndian(key.data() + 8)};
 }
 
 MessageIdGenerator::MessageIdGenerator(uint16_t node, uint16_t shard)
-    : MessageIdGenerator(node, shard, &UnixMicros, std::random_device()()) {}
+    : MessageIdGenerator(node, shard, &UnixMicros, std::random_device()()) {
+}
 
 MessageIdGenerator::MessageIdGenerator(uint16_t node, uint16_t shard,
                                        std::function<uint64_t()> now_us, uint32_t counter_start)
     : now_us_(std::move(now_us)),
       node_shard_(static_cast<uint64_t>(node) << 48 | static_cast<uint64_t>(shard) << 32),
-      counter_(counter_start) {}
+      counter_(counter_start) {
+}
 
 MessageId MessageIdGenerator::Next() {
   const uint64_t now = now_us_();

@@ -28,9 +28,15 @@ struct MessageId {
   std::array<char, 16> Key() const;
   static std::optional<MessageId> FromKey(std::string_view key);
 
-  uint16_t node() const { return static_cast<uint16_t>(lo >> 48); }
-  uint16_t shard() const { return static_cast<uint16_t>(lo >> 32); }
-  uint32_t counter() const { return static_cast<uint32_t>(lo); }
+  uint16_t node() const {
+    return static_cast<uint16_t>(lo >> 48);
+  }
+  uint16_t shard() const {
+    return static_cast<uint16_t>(lo >> 32);
+  }
+  uint32_t counter() const {
+    return static_cast<uint32_t>(lo);
+  }
 
   auto operator<=>(const MessageId&) const = default;
 };

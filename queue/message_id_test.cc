@@ -87,7 +87,8 @@ TEST(MessageIdTest, ParseAcceptsLowerCaseAndCrockfordAliases) {
 }
 
 TEST(MessageIdTest, GeneratorPacksNodeShardAndTime) {
-  MessageIdGenerator gen(0xABCD, 0x1234, [] { return uint64_t{1'700'000'000'000'000}; }, 41);
+  MessageIdGenerator gen(
+      0xABCD, 0x1234, [] { return uint64_t{1'700'000'000'000'000}; }, 41);
   const MessageId id = gen.Next();
   EXPECT_EQ(id.hi, 1'700'000'000'000'000u);
   EXPECT_EQ(id.node(), 0xABCD);
@@ -97,11 +98,14 @@ TEST(MessageIdTest, GeneratorPacksNodeShardAndTime) {
 
 TEST(MessageIdTest, GeneratorIsStrictlyIncreasingWhenClockStandsStillOrGoesBack) {
   uint64_t now = 1000;
-  MessageIdGenerator gen(1, 2, [&] { return now; }, 0);
+  MessageIdGenerator gen(
+      1, 2, [&] { return now; }, 0);
   MessageId last = gen.Next();
   for (int i = 0; i < 1000; ++i) {
-    if (i % 3 == 0) now -= 7;  // clock going back
-    if (i % 5 == 0) now += 2;
+    if (i % 3 == 0)
+      now -= 7;  // clock going back
+    if (i % 5 == 0)
+      now += 2;
     const MessageId id = gen.Next();
     ASSERT_GT(id, last) << i;
     ASSERT_GE(id.hi, last.hi);
@@ -110,7 +114,8 @@ TEST(MessageIdTest, GeneratorIsStrictlyIncreasingWhenClockStandsStillOrGoesBack)
 }
 
 TEST(MessageIdTest, GeneratorCounterWrapAtSameMicrosecondMovesHiForward) {
-  MessageIdGenerator gen(1, 2, [] { return uint64_t{5000}; }, 0xFFFFFFFEu);
+  MessageIdGenerator gen(
+      1, 2, [] { return uint64_t{5000}; }, 0xFFFFFFFEu);
   const MessageId a = gen.Next();  // counter 0xFFFFFFFF
   const MessageId b = gen.Next();  // counter wraps to 0: hi must move
   EXPECT_EQ(a.hi, 5000u);

@@ -69,10 +69,13 @@ const char* ToString(CommitStatus status) {
 
 Spool::Spool() = default;
 
-Spool::~Spool() { Shutdown(); }
+Spool::~Spool() {
+  Shutdown();
+}
 
 Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
-  if (options.path.empty()) return MakeError("spool: path is empty", EINVAL);
+  if (options.path.empty())
+    return MakeError("spool: path is empty", EINVAL);
   std::error_code ec;
   std::filesystem::create_directories(options.path, ec);
   if (ec) {
@@ -92,7 +95,8 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   // Recovery (docs/design.md §5.7): the WAL was replayed by Open; count what is there. The
   // delivery side rebuilds its schedule from the same scan later.
   Result<uint64_t> count = spool->db_->Count();
-  if (!count.ok()) return count.error();
+  if (!count.ok())
+    return count.error();
   spool->recovered_messages_ = *count;
   Result<uint64_t> quarantined = spool->db_->CountQuarantined();
   if (!quarantined.ok())
@@ -110,8 +114,8 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   return spool;
 }
 
-Admit Spool::Enqueue(const MessageId& id, std::string&& meta, std::string&& body, CompletionSink* sink,
-                     uint64_t token) {
+Admit Spool::Enqueue(const MessageId& id, std::string&& meta, std::string&& body,
+                     CompletionSink* sink, uint64_t token) {
   return writer_->Enqueue(id, std::move(meta), std::move(body), sink, token);
 }
 
@@ -121,7 +125,9 @@ Admit Spool::Enqueue(const MessageId& id, std::string&& meta,
   return writer_->Enqueue(id, std::move(meta), std::move(body), sink, token);
 }
 
-bool Spool::healthy() const { return writer_->healthy(); }
+bool Spool::healthy() const {
+  return writer_->healthy();
+}
 
 bool Spool::disk_low() const {
   return writer_->disk_low();
@@ -150,28 +156,33 @@ void Spool::Shutdown() {
   std::call_once(shutdown_once_, [this] {
     // The writer first: it still needs the DB to commit what is queued. (writer_ is null only
     // when Open failed after opening the DB.)
-    if (writer_ != nullptr) writer_->Stop();
+    if (writer_ != nullptr)
+      writer_->Stop();
     std::unique_lock lock(db_mu_);
-    if (db_ != nullptr) db_->Close(/*sync_wal=*/writer_ != nullptr && writer_->healthy());
+    if (db_ != nullptr)
+      db_->Close(/*sync_wal=*/writer_ != nullptr && writer_->healthy());
     db_.reset();
   });
 }
 
 Result<Envelope> Spool::ReadEnvelope(const MessageId& id) {
   std::shared_lock lock(db_mu_);
-  if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+  if (db_ == nullptr)
+    return MakeError("spool is shut down", ESHUTDOWN);
   return db_->ReadEnvelope(id);
 }
 
 Result<std::string> Spool::ReadBody(const MessageId& id) {
   std::shared_lock lock(db_mu_);
-  if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+  if (db_ == nullptr)
+    return MakeError("spool is shut down", ESHUTDOWN);
   return db_->ReadBody(id);
 }
 
 Result<void> Spool::ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn) {
   std::shared_lock lock(db_mu_);
-  if (db_ == nullptr) return MakeError("spool is shut down", ESHUTDOWN);
+  if (db_ == nullptr)
+    return MakeError("spool is shut down", ESHUTDOWN);
   return db_->ForEach(fn);
 }
 
@@ -280,7 +291,9 @@ SpoolStats Spool::stats() const {
   return stats;
 }
 
-void Spool::PauseWriterForTesting(bool paused) { writer_->SetPausedForTesting(paused); }
+void Spool::PauseWriterForTesting(bool paused) {
+  writer_->SetPausedForTesting(paused);
+}
 
 // --- SpoolReader ---------------------------------------------------------------------------------
 
@@ -289,8 +302,8 @@ namespace {
 // A secondary instance needs a directory of its own for its info log; it holds nothing else.
 Result<std::string> MakeSecondaryDir() {
   const char* tmp = std::getenv("TMPDIR");
-  std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                        "/sluice-spool-reader-XXXXXX";
+  std::string pattern =
+      std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/sluice-spool-reader-XXXXXX";
   if (mkdtemp(pattern.data()) == nullptr) {
     return MakeError("spool reader: mkdtemp " + pattern + ": " + std::strerror(errno), errno);
   }
@@ -309,21 +322,27 @@ Result<std::unique_ptr<SpoolReader>> SpoolReader::Open(const std::string& path) 
     return MakeError("no spool at " + path, ENOENT);
   }
   Result<std::string> secondary = MakeSecondaryDir();
-  if (!secondary.ok()) return secondary.error();
+  if (!secondary.ok())
+    return secondary.error();
   Result<std::unique_ptr<detail::SpoolDb>> db =
       detail::SpoolDb::Open(path, detail::SpoolDb::Mode::kSecondary, nullptr, *secondary);
   // The secondary's info log is only opened by Open; remove it now so nothing is left behind.
   // (RocksDB keeps the open LOG file descriptor, writing to an unlinked file.)
   std::filesystem::remove_all(*secondary, ec);
-  if (!db.ok()) return db.error();
+  if (!db.ok())
+    return db.error();
   std::unique_ptr<SpoolReader> reader(new SpoolReader());
   reader->db_ = std::move(*db);
   return reader;
 }
 
-Result<Envelope> SpoolReader::ReadEnvelope(const MessageId& id) { return db_->ReadEnvelope(id); }
+Result<Envelope> SpoolReader::ReadEnvelope(const MessageId& id) {
+  return db_->ReadEnvelope(id);
+}
 
-Result<std::string> SpoolReader::ReadBody(const MessageId& id) { return db_->ReadBody(id); }
+Result<std::string> SpoolReader::ReadBody(const MessageId& id) {
+  return db_->ReadBody(id);
+}
 
 Result<void> SpoolReader::ForEach(
     const std::function<bool(const MessageId&, const Envelope&)>& fn,
@@ -350,6 +369,8 @@ Result<QuarantinedRecord> SpoolReader::ReadQuarantined(std::string_view name) {
   return db_->ReadQuarantined(*key);
 }
 
-Result<uint64_t> SpoolReader::Count() { return db_->Count(); }
+Result<uint64_t> SpoolReader::Count() {
+  return db_->Count();
+}
 
 }  // namespace sluice::queue

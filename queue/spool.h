@@ -86,21 +86,21 @@ enum class Admit { kAccepted, kFull, kUnhealthy };
 // Counters for metrics. Writer counters are cumulative since Open; RocksDB gauges are read when
 // stats() is called (absent once the spool is shut down).
 struct SpoolStats {
-  uint64_t batches = 0;              // WriteBatches written (successfully or not)
-  uint64_t committed_messages = 0;   // enqueues completed kOk
-  uint64_t timed_out_messages = 0;   // enqueues completed kTimedOut
-  uint64_t failed_messages = 0;      // enqueues completed kIoError
-  uint64_t stalls = 0;               // write attempts answered Status::Incomplete
-  uint64_t dropped_updates = 0;      // Remove/UpdateEnvelope lost to a stall timeout or IO error
-  uint64_t pending_messages = 0;     // admitted, not yet durable
+  uint64_t batches = 0;             // WriteBatches written (successfully or not)
+  uint64_t committed_messages = 0;  // enqueues completed kOk
+  uint64_t timed_out_messages = 0;  // enqueues completed kTimedOut
+  uint64_t failed_messages = 0;     // enqueues completed kIoError
+  uint64_t stalls = 0;              // write attempts answered Status::Incomplete
+  uint64_t dropped_updates = 0;     // Remove/UpdateEnvelope lost to a stall timeout or IO error
+  uint64_t pending_messages = 0;    // admitted, not yet durable
   uint64_t pending_bytes = 0;
   // RocksDB properties (docs/design.md §5.6).
-  uint64_t write_stopped = 0;                       // rocksdb.is-write-stopped
-  uint64_t delayed_write_rate = 0;                  // rocksdb.actual-delayed-write-rate
-  uint64_t estimate_pending_compaction_bytes = 0;   // rocksdb.estimate-pending-compaction-bytes
-  uint64_t running_compactions = 0;                 // rocksdb.num-running-compactions
-  uint64_t memtable_bytes = 0;                      // rocksdb.cur-size-all-mem-tables
-  uint64_t background_errors = 0;                   // rocksdb.background-errors
+  uint64_t write_stopped = 0;                      // rocksdb.is-write-stopped
+  uint64_t delayed_write_rate = 0;                 // rocksdb.actual-delayed-write-rate
+  uint64_t estimate_pending_compaction_bytes = 0;  // rocksdb.estimate-pending-compaction-bytes
+  uint64_t running_compactions = 0;                // rocksdb.num-running-compactions
+  uint64_t memtable_bytes = 0;                     // rocksdb.cur-size-all-mem-tables
+  uint64_t background_errors = 0;                  // rocksdb.background-errors
   // Disk space (sampled by the writer at least once a second).
   uint64_t free_bytes = 0;         // available to us on the spool's file system
   bool disk_low = false;           // free_bytes < min_free_bytes
@@ -142,7 +142,9 @@ class Spool {
   // got 451) but which the reopened DB holds after all: durable, so it must be delivered. Set
   // before the spool takes mail; the handler must only hand it on (post to a shard).
   void SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler);
-  uint64_t recovered_messages() const { return recovered_messages_; }
+  uint64_t recovered_messages() const {
+    return recovered_messages_;
+  }
 
   // Stops accepting (Enqueue → kUnhealthy), commits everything already queued (each request still
   // gets its completion), joins the writer, syncs the WAL and closes the DB. Idempotent; reads

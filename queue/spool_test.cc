@@ -130,11 +130,13 @@ TEST(SpoolTest, ConcurrentEnqueueIsDurableAndRecoveredByteExact) {
         }
       });
     }
-    for (std::thread& th : threads) th.join();
+    for (std::thread& th : threads)
+      th.join();
     ASSERT_TRUE(sink.WaitFor(kThreads * kPerThread));
     std::map<uint64_t, CommitStatus> results = sink.results();
     ASSERT_EQ(results.size(), static_cast<size_t>(kThreads * kPerThread));
-    for (const auto& [token, status] : results) EXPECT_EQ(status, CommitStatus::kOk) << token;
+    for (const auto& [token, status] : results)
+      EXPECT_EQ(status, CommitStatus::kOk) << token;
     const SpoolStats stats = spool->stats();
     EXPECT_EQ(stats.committed_messages, static_cast<uint64_t>(kThreads * kPerThread));
     EXPECT_EQ(stats.pending_messages, 0u);
@@ -174,16 +176,20 @@ TEST(SpoolTest, ForEachIsInIdOrderAndStopsEarly) {
   ASSERT_TRUE(sink.WaitFor(50));
   std::sort(ids.begin(), ids.end());
   std::vector<MessageId> seen;
-  ASSERT_TRUE(spool->ForEach([&](const MessageId& id, const Envelope&) {
-    seen.push_back(id);
-    return true;
-  }).ok());
+  ASSERT_TRUE(spool
+                  ->ForEach([&](const MessageId& id, const Envelope&) {
+                    seen.push_back(id);
+                    return true;
+                  })
+                  .ok());
   EXPECT_EQ(seen, ids);
   seen.clear();
-  ASSERT_TRUE(spool->ForEach([&](const MessageId& id, const Envelope&) {
-    seen.push_back(id);
-    return seen.size() < 3;
-  }).ok());
+  ASSERT_TRUE(spool
+                  ->ForEach([&](const MessageId& id, const Envelope&) {
+                    seen.push_back(id);
+                    return seen.size() < 3;
+                  })
+                  .ok());
   EXPECT_EQ(seen.size(), 3u);
 }
 
@@ -284,7 +290,8 @@ TEST(SpoolTest, AdmissionBoundByMessagesReturnsFull) {
   std::map<uint64_t, CommitStatus> results = sink.results();
   EXPECT_EQ(results.size(), 4u);
   EXPECT_EQ(results.count(3), 0u) << "a refused request gets no completion";
-  for (const auto& [token, status] : results) EXPECT_EQ(status, CommitStatus::kOk);
+  for (const auto& [token, status] : results)
+    EXPECT_EQ(status, CommitStatus::kOk);
 }
 
 TEST(SpoolTest, AdmissionBoundByBytesReturnsFullButAdmitsOneHugeMessage) {
@@ -384,7 +391,8 @@ TEST(SpoolTest, ShutdownDrainsQueuedRequestsAndRefusesNewOnes) {
     EXPECT_EQ(sink.calls(), 0u);
     spool->Shutdown();
     EXPECT_EQ(sink.calls(), kCount) << "Shutdown returns after every completion";
-    for (const auto& [token, status] : sink.results()) EXPECT_EQ(status, CommitStatus::kOk);
+    for (const auto& [token, status] : sink.results())
+      EXPECT_EQ(status, CommitStatus::kOk);
     EXPECT_EQ(spool->Enqueue({6, 0}, "m", "b", &sink, 999), Admit::kUnhealthy);
     EXPECT_FALSE(spool->ReadEnvelope({5, 0}).ok());
     spool->Shutdown();  // idempotent
@@ -400,21 +408,23 @@ TEST(SpoolTest, ReaderSeesCommittedMessagesWhileSpoolIsOpen) {
   TestSink sink;
   std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
   for (uint64_t i = 0; i < 100; ++i) {
-    ASSERT_EQ(spool->Enqueue({7, i}, EncodeEnvelope(MakeEnvelope(i)), MakeBody(i, i * 100), &sink,
-                             i),
-              Admit::kAccepted);
+    ASSERT_EQ(
+        spool->Enqueue({7, i}, EncodeEnvelope(MakeEnvelope(i)), MakeBody(i, i * 100), &sink, i),
+        Admit::kAccepted);
   }
   ASSERT_TRUE(sink.WaitFor(100));
   Result<std::unique_ptr<SpoolReader>> reader = SpoolReader::Open(dir.spool());
   ASSERT_TRUE(reader.ok()) << reader.error().message;
   EXPECT_EQ(*(*reader)->Count(), 100u);
   uint64_t n = 0;
-  ASSERT_TRUE((*reader)->ForEach([&](const MessageId& id, const Envelope& e) {
-    EXPECT_EQ(id, (MessageId{7, n}));
-    EXPECT_EQ(e, MakeEnvelope(n));
-    ++n;
-    return true;
-  }).ok());
+  ASSERT_TRUE((*reader)
+                  ->ForEach([&](const MessageId& id, const Envelope& e) {
+                    EXPECT_EQ(id, (MessageId{7, n}));
+                    EXPECT_EQ(e, MakeEnvelope(n));
+                    ++n;
+                    return true;
+                  })
+                  .ok());
   EXPECT_EQ(n, 100u);
   EXPECT_EQ(*(*reader)->ReadBody({7, 42}), MakeBody(42, 4200));
   EXPECT_EQ((*reader)->ReadEnvelope({8, 0}).error().code, ENOENT);
@@ -471,34 +481,45 @@ TEST(SpoolTest, ShortStallIsRetriedUntilItClears) {
 class FailingSyncFs final : public rocksdb::FileSystemWrapper {
  public:
   explicit FailingSyncFs(std::shared_ptr<rocksdb::FileSystem> base)
-      : rocksdb::FileSystemWrapper(std::move(base)) {}
-  static const char* kClassName() { return "FailingSyncFs"; }
-  const char* Name() const override { return kClassName(); }
+      : rocksdb::FileSystemWrapper(std::move(base)) {
+  }
+  static const char* kClassName() {
+    return "FailingSyncFs";
+  }
+  const char* Name() const override {
+    return kClassName();
+  }
 
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
     std::unique_ptr<rocksdb::FSWritableFile> file;
     rocksdb::IOStatus s = target()->NewWritableFile(name, options, &file, dbg);
-    if (s.ok()) *result = std::make_unique<File>(std::move(file), &armed_);
+    if (s.ok())
+      *result = std::make_unique<File>(std::move(file), &armed_);
     return s;
   }
 
-  void Arm(bool on) { armed_ = on; }
+  void Arm(bool on) {
+    armed_ = on;
+  }
 
  private:
   class File final : public rocksdb::FSWritableFileOwnerWrapper {
    public:
     File(std::unique_ptr<rocksdb::FSWritableFile> file, std::atomic<bool>* armed)
-        : rocksdb::FSWritableFileOwnerWrapper(std::move(file)), armed_(armed) {}
+        : rocksdb::FSWritableFileOwnerWrapper(std::move(file)), armed_(armed) {
+    }
     rocksdb::IOStatus Sync(const rocksdb::IOOptions& options,
                            rocksdb::IODebugContext* dbg) override {
-      if (*armed_) return rocksdb::IOStatus::IOError("injected fdatasync failure");
+      if (*armed_)
+        return rocksdb::IOStatus::IOError("injected fdatasync failure");
       return FSWritableFileOwnerWrapper::Sync(options, dbg);
     }
     rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options,
                             rocksdb::IODebugContext* dbg) override {
-      if (*armed_) return rocksdb::IOStatus::IOError("injected fsync failure");
+      if (*armed_)
+        return rocksdb::IOStatus::IOError("injected fsync failure");
       return FSWritableFileOwnerWrapper::Fsync(options, dbg);
     }
 
@@ -667,15 +688,18 @@ TEST(SpoolCrashTest, KillNineLosesNoAcknowledgedMessage) {
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   while (acked.size() < 3000 && std::chrono::steady_clock::now() < deadline) {
     pollfd pfd{fds[0], POLLIN, 0};
-    if (poll(&pfd, 1, 100) <= 0) continue;
-    if (read(fds[0], &token, sizeof token) != sizeof token) break;
+    if (poll(&pfd, 1, 100) <= 0)
+      continue;
+    if (read(fds[0], &token, sizeof token) != sizeof token)
+      break;
     acked.push_back(token);
   }
   ASSERT_EQ(kill(pid, SIGKILL), 0);
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   // Acknowledgements written before the kill are still in the pipe.
-  while (read(fds[0], &token, sizeof token) == sizeof token) acked.push_back(token);
+  while (read(fds[0], &token, sizeof token) == sizeof token)
+    acked.push_back(token);
   close(fds[0]);
   ASSERT_GE(acked.size(), 3000u) << "child died early";
 

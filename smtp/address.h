@@ -35,7 +35,7 @@ enum class PathRole : uint8_t {
 
 enum class AddressError : uint8_t {
   kNone,
-  kSyntax,          // includes invalid UTF-8 and "<>" where not allowed
+  kSyntax,  // includes invalid UTF-8 and "<>" where not allowed
   kLocalPartTooLong,
   kDomainTooLong,
   kPathTooLong,

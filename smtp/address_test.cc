@@ -7,8 +7,12 @@
 namespace sluice::smtp {
 namespace {
 
-PathParse Fwd(std::string_view s) { return ParsePath(s, PathRole::kForward); }
-PathParse Rev(std::string_view s) { return ParsePath(s, PathRole::kReverse); }
+PathParse Fwd(std::string_view s) {
+  return ParsePath(s, PathRole::kForward);
+}
+PathParse Rev(std::string_view s) {
+  return ParsePath(s, PathRole::kReverse);
+}
 
 TEST(ParsePath, SimpleMailbox) {
   const PathParse p = Fwd("<user@example.com>");
@@ -157,8 +161,8 @@ TEST(ParsePath, DomainAndPathLimits) {
   // A path of exactly 256 octets including the brackets fits, 257 does not.
   const std::string d250 = l63 + "." + l63 + "." + l63 + "." + std::string(58, 'e');
   ASSERT_EQ(d250.size(), 250u);
-  EXPECT_EQ(Fwd("<ab@" + d250 + ">").error, AddressError::kNone);  // 2+1+250+2 = 255
-  EXPECT_EQ(Fwd("<abc@" + d250 + ">").error, AddressError::kNone);  // 256
+  EXPECT_EQ(Fwd("<ab@" + d250 + ">").error, AddressError::kNone);           // 2+1+250+2 = 255
+  EXPECT_EQ(Fwd("<abc@" + d250 + ">").error, AddressError::kNone);          // 256
   EXPECT_EQ(Fwd("<abcd@" + d250 + ">").error, AddressError::kPathTooLong);  // 257
 }
 
@@ -188,9 +192,9 @@ TEST(IsValidUtf8, Table) {
   EXPECT_TRUE(IsValidUtf8("\xE0\xA0\x80"));
   EXPECT_TRUE(IsValidUtf8("\xEF\xBF\xBF"));
   EXPECT_TRUE(IsValidUtf8("\xF0\x90\x80\x80"));
-  EXPECT_TRUE(IsValidUtf8("\xF4\x8F\xBF\xBF"));  // U+10FFFF
-  EXPECT_FALSE(IsValidUtf8("\xC1\xBF"));         // overlong
-  EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));     // overlong
+  EXPECT_TRUE(IsValidUtf8("\xF4\x8F\xBF\xBF"));   // U+10FFFF
+  EXPECT_FALSE(IsValidUtf8("\xC1\xBF"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xE0\x9F\xBF"));      // overlong
   EXPECT_FALSE(IsValidUtf8("\xF0\x8F\xBF\xBF"));  // overlong
   EXPECT_FALSE(IsValidUtf8("\xF4\x90\x80\x80"));  // > U+10FFFF
   EXPECT_FALSE(IsValidUtf8("\xED\xBF\xBF"));      // surrogate

@@ -6,16 +6,19 @@
 
 namespace sluice::smtp {
 
-BdatReader::BdatReader(DataLimits limits) : limits_(limits), sink_(limits.max_size) {}
+BdatReader::BdatReader(DataLimits limits) : limits_(limits), sink_(limits.max_size) {
+}
 
 void BdatReader::StartChunk(uint64_t size, bool last) {
   remaining_ = size;
   last_ = last;
-  if (remaining_ == 0 && last_) Finish();
+  if (remaining_ == 0 && last_)
+    Finish();
 }
 
 void BdatReader::Finish() {
-  if (cr_pending_) bare_newline_ = true;
+  if (cr_pending_)
+    bare_newline_ = true;
   cr_pending_ = false;
   skip_lf_ = false;
   message_done_ = true;
@@ -108,7 +111,8 @@ size_t BdatReader::Feed(std::string_view input, std::string* body) {
   }
   flush(p);
   remaining_ -= take;
-  if (remaining_ == 0 && last_ && !message_done_) Finish();
+  if (remaining_ == 0 && last_ && !message_done_)
+    Finish();
   return take;
 }
 

@@ -31,24 +31,39 @@ class BdatReader {
   // Consumes at most the octets left in the chunk; returns how many.
   size_t Feed(std::string_view input, std::string* body);
 
-  bool chunk_done() const { return remaining_ == 0; }
-  uint64_t remaining() const { return remaining_; }
-  bool message_done() const { return message_done_; }  // the LAST chunk is complete
+  bool chunk_done() const {
+    return remaining_ == 0;
+  }
+  uint64_t remaining() const {
+    return remaining_;
+  }
+  bool message_done() const {
+    return message_done_;
+  }  // the LAST chunk is complete
 
-  bool bare_newline() const { return bare_newline_; }
-  bool line_too_long() const { return line_too_long_; }
-  bool too_big() const { return sink_.too_big(); }
+  bool bare_newline() const {
+    return bare_newline_;
+  }
+  bool line_too_long() const {
+    return line_too_long_;
+  }
+  bool too_big() const {
+    return sink_.too_big();
+  }
   // Reads on to the end without storing anything more (the caller ran out of room): the body
   // is left as it is, every other finding is still made.
   void DropBody() {
     sink_.Drop();
   }
-  uint64_t size() const { return sink_.size(); }
+  uint64_t size() const {
+    return sink_.size();
+  }
 
  private:
   void Count(size_t n) {
     line_len_ += n;
-    if (line_len_ > limits_.max_line) line_too_long_ = true;
+    if (line_len_ > limits_.max_line)
+      line_too_long_ = true;
   }
   void Finish();
 

@@ -26,8 +26,8 @@ std::ostream& operator<<(std::ostream& os, const Outcome& o) {
   for (char c : o.body) {
     escaped += c == '\r' ? std::string("\\r") : c == '\n' ? std::string("\\n") : std::string(1, c);
   }
-  return os << "{body=\"" << escaped << "\" bare=" << o.bare_newline
-            << " long=" << o.line_too_long << " big=" << o.too_big << " size=" << o.size << "}";
+  return os << "{body=\"" << escaped << "\" bare=" << o.bare_newline << " long=" << o.line_too_long
+            << " big=" << o.too_big << " size=" << o.size << "}";
 }
 
 // Sends `message` as BDAT chunks of the given sizes (the last one LAST), each
@@ -83,7 +83,8 @@ Outcome CheckAllSplits(DataLimits limits, std::string_view message) {
   }
   for (size_t size = 1; size <= message.size(); ++size) {
     std::vector<size_t> sizes(message.size() / size, size);
-    if (message.size() % size != 0) sizes.push_back(message.size() % size);
+    if (message.size() % size != 0)
+      sizes.push_back(message.size() % size);
     EXPECT_EQ(Drive(limits, message, sizes, 1000), whole) << "chunk size " << size;
   }
   return whole;
@@ -112,11 +113,13 @@ Outcome Reference(DataLimits limits, std::string_view message) {
   size_t line_start = 0;
   for (size_t i = 0; i < full.size(); ++i) {
     if (full[i] == '\n') {
-      if (i + 1 - line_start > limits.max_line) out.line_too_long = true;
+      if (i + 1 - line_start > limits.max_line)
+        out.line_too_long = true;
       line_start = i + 1;
     }
   }
-  if (full.size() - line_start > limits.max_line) out.line_too_long = true;
+  if (full.size() - line_start > limits.max_line)
+    out.line_too_long = true;
   out.size = full.size();
   out.too_big = full.size() > limits.max_size;
   out.body = full.substr(0, out.too_big ? limits.max_size : full.size());
@@ -223,7 +226,8 @@ TEST(BdatReader, MatchesReferenceOnRandomInput) {
   for (int iter = 0; iter < 20000; ++iter) {
     std::string msg;
     const int len = static_cast<int>(rng() % 40);
-    for (int i = 0; i < len; ++i) msg += alphabet[rng() % sizeof(alphabet)];
+    for (int i = 0; i < len; ++i)
+      msg += alphabet[rng() % sizeof(alphabet)];
     const DataLimits limits{rng() % 40, 3 + rng() % 10,
                             rng() % 2 == 0 ? BareNewline::kReject : BareNewline::kNormalize};
     std::vector<size_t> sizes;

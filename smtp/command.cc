@@ -31,10 +31,13 @@ constexpr std::array<VerbEntry, 14> kVerbs = {{
     {"AUTH", Verb::kAuth},
 }};
 
-Reply Syntax(std::string_view text) { return MakeReply(501, "5.5.4", text); }
+Reply Syntax(std::string_view text) {
+  return MakeReply(501, "5.5.4", text);
+}
 
 std::string_view SkipSpaces(std::string_view s) {
-  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.front() == ' ')
+    s.remove_prefix(1);
   return s;
 }
 
@@ -54,10 +57,12 @@ PathAndRest SplitPath(std::string_view arg, std::string_view keyword, PathRole r
   // "FROM: <a@b>" is not RFC 5321 but many clients send it.
   const std::string_view rest = SkipSpaces(arg.substr(keyword.size()));
   out.parse = ParsePath(rest, role);
-  if (out.parse.error != AddressError::kNone) return out;
+  if (out.parse.error != AddressError::kNone)
+    return out;
   out.params = rest.substr(out.parse.consumed);
   // Parameters are separated from the path by SP: "<a@b>SIZE=1" is an error.
-  if (!out.params.empty() && out.params.front() != ' ') out.syntax_error = true;
+  if (!out.params.empty() && out.params.front() != ' ')
+    out.syntax_error = true;
   return out;
 }
 
@@ -75,8 +80,8 @@ Reply AddressReply(AddressError e, bool sender) {
     case AddressError::kSyntax:
       break;
   }
-  return MakeReply(501, enhanced, sender ? "Bad sender address syntax"
-                                         : "Bad recipient address syntax");
+  return MakeReply(501, enhanced,
+                   sender ? "Bad sender address syntax" : "Bad recipient address syntax");
 }
 
 Reply Utf8Required() {
@@ -87,7 +92,8 @@ Reply Utf8Required() {
 
 const char* ToString(Verb v) {
   for (const VerbEntry& e : kVerbs) {
-    if (e.verb == v) return e.name;
+    if (e.verb == v)
+      return e.name;
   }
   return "UNKNOWN";
 }
@@ -105,28 +111,37 @@ Command ParseCommand(std::string_view line) {
   std::string_view arg;
   if (sp != std::string_view::npos) {
     arg = SkipSpaces(line.substr(sp));
-    while (!arg.empty() && arg.back() == ' ') arg.remove_suffix(1);
+    while (!arg.empty() && arg.back() == ' ')
+      arg.remove_suffix(1);
   }
   return Command{verb, arg};
 }
 
 ReplyOr<MailFrom> ParseMailFrom(std::string_view arg) {
   PathAndRest p = SplitPath(arg, "FROM:", PathRole::kReverse);
-  if (p.syntax_error) return Syntax("Syntax: MAIL FROM:<address> [parameters]");
-  if (p.parse.error != AddressError::kNone) return AddressReply(p.parse.error, true);
+  if (p.syntax_error)
+    return Syntax("Syntax: MAIL FROM:<address> [parameters]");
+  if (p.parse.error != AddressError::kNone)
+    return AddressReply(p.parse.error, true);
   ReplyOr<MailParams> params = ParseMailParams(p.params);
-  if (!params) return params.error();
-  if (p.parse.path.utf8 && !params->smtputf8) return Utf8Required();
+  if (!params)
+    return params.error();
+  if (p.parse.path.utf8 && !params->smtputf8)
+    return Utf8Required();
   return MailFrom{std::move(p.parse.path), std::move(params).value()};
 }
 
 ReplyOr<RcptTo> ParseRcptTo(std::string_view arg, bool smtputf8) {
   PathAndRest p = SplitPath(arg, "TO:", PathRole::kForward);
-  if (p.syntax_error) return Syntax("Syntax: RCPT TO:<address> [parameters]");
-  if (p.parse.error != AddressError::kNone) return AddressReply(p.parse.error, false);
+  if (p.syntax_error)
+    return Syntax("Syntax: RCPT TO:<address> [parameters]");
+  if (p.parse.error != AddressError::kNone)
+    return AddressReply(p.parse.error, false);
   ReplyOr<RcptParams> params = ParseRcptParams(p.params, smtputf8);
-  if (!params) return params.error();
-  if (p.parse.path.utf8 && !smtputf8) return Utf8Required();
+  if (!params)
+    return params.error();
+  if (p.parse.path.utf8 && !smtputf8)
+    return Utf8Required();
   return RcptTo{std::move(p.parse.path), std::move(params).value()};
 }
 
@@ -150,16 +165,19 @@ ReplyOr<BdatArg> ParseBdat(std::string_view arg) {
 }
 
 ReplyOr<std::string> ParseHeloDomain(std::string_view arg) {
-  if (arg.empty()) return Syntax("Syntax: EHLO hostname");
+  if (arg.empty())
+    return Syntax("Syntax: EHLO hostname");
   if (arg.front() == '[') {
-    if (!IsValidAddressLiteral(arg)) return Syntax("Invalid address literal");
+    if (!IsValidAddressLiteral(arg))
+      return Syntax("Invalid address literal");
     return std::string(arg);
   }
   // RFC 5321 Domain, tolerating '_' in labels (common on Windows hosts and
   // harmless: we only log this name and put it in Received).
   std::string tolerant(arg);
   for (char& c : tolerant) {
-    if (c == '_') c = 'x';
+    if (c == '_')
+      c = 'x';
   }
   bool utf8 = false;
   if (tolerant.size() > kMaxDomain || !IsValidDomain(tolerant, &utf8)) {
@@ -173,7 +191,8 @@ ReplyOr<AuthArg> ParseAuth(std::string_view arg) {
   const std::string_view mech = arg.substr(0, sp);
   // RFC 4422 §3.1: sasl-mech = 1*20(UPPER-ALPHA / DIGIT / "-" / "_"); clients
   // may send it in lower case.
-  if (mech.empty() || mech.size() > 20) return Syntax("Syntax: AUTH mechanism [initial-response]");
+  if (mech.empty() || mech.size() > 20)
+    return Syntax("Syntax: AUTH mechanism [initial-response]");
   AuthArg out;
   for (char c : mech) {
     if (!(IsAsciiAlnum(c) || c == '-' || c == '_')) {
@@ -181,7 +200,8 @@ ReplyOr<AuthArg> ParseAuth(std::string_view arg) {
     }
     out.mechanism.push_back(AsciiUpper(c));
   }
-  if (sp == std::string_view::npos) return out;
+  if (sp == std::string_view::npos)
+    return out;
   const std::string_view response = SkipSpaces(arg.substr(sp));
   if (response.empty() || response.find(' ') != std::string_view::npos) {
     return Syntax("Syntax: AUTH mechanism [initial-response]");
@@ -198,8 +218,10 @@ ReplyOr<AuthArg> ParseAuth(std::string_view arg) {
   }
   const size_t pad = response.size() - i;
   bool ok = pad <= 2 && (response.size() % 4) == 0;
-  for (; i < response.size(); ++i) ok = ok && response[i] == '=';
-  if (!ok) return MakeReply(501, "5.5.2", "Invalid base64 data");
+  for (; i < response.size(); ++i)
+    ok = ok && response[i] == '=';
+  if (!ok)
+    return MakeReply(501, "5.5.2", "Invalid base64 data");
   out.initial_response.emplace(response);
   return out;
 }

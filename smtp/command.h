@@ -16,8 +16,21 @@
 namespace sluice::smtp {
 
 enum class Verb {
-  kEhlo, kHelo, kMail, kRcpt, kData, kBdat, kRset, kNoop, kQuit,
-  kVrfy, kExpn, kHelp, kStartTls, kAuth, kUnknown,
+  kEhlo,
+  kHelo,
+  kMail,
+  kRcpt,
+  kData,
+  kBdat,
+  kRset,
+  kNoop,
+  kQuit,
+  kVrfy,
+  kExpn,
+  kHelp,
+  kStartTls,
+  kAuth,
+  kUnknown,
 };
 
 const char* ToString(Verb v);  // "EHLO", ..., "UNKNOWN"

@@ -16,10 +16,10 @@ void ExpectError(const ReplyOr<T>& r, int code, std::string_view enhanced) {
 
 TEST(ParseCommand, AllVerbsCaseInsensitive) {
   const std::pair<const char*, Verb> cases[] = {
-      {"EHLO", Verb::kEhlo}, {"helo", Verb::kHelo}, {"Mail", Verb::kMail},
-      {"rcpt", Verb::kRcpt}, {"DATA", Verb::kData}, {"bdat", Verb::kBdat},
-      {"RSET", Verb::kRset}, {"noop", Verb::kNoop}, {"QUIT", Verb::kQuit},
-      {"VRFY", Verb::kVrfy}, {"EXPN", Verb::kExpn}, {"help", Verb::kHelp},
+      {"EHLO", Verb::kEhlo},         {"helo", Verb::kHelo}, {"Mail", Verb::kMail},
+      {"rcpt", Verb::kRcpt},         {"DATA", Verb::kData}, {"bdat", Verb::kBdat},
+      {"RSET", Verb::kRset},         {"noop", Verb::kNoop}, {"QUIT", Verb::kQuit},
+      {"VRFY", Verb::kVrfy},         {"EXPN", Verb::kExpn}, {"help", Verb::kHelp},
       {"StartTLS", Verb::kStartTls}, {"AUTH", Verb::kAuth},
   };
   for (const auto& [text, verb] : cases) {
@@ -107,7 +107,8 @@ TEST(ParseMailFrom, Utf8SenderNeedsSmtputf8) {
 }
 
 TEST(ParseRcptTo, BasicWithDsnParameters) {
-  const auto r = ParseRcptTo("TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.org");
+  const auto r =
+      ParseRcptTo("TO:<bob@example.org> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.org");
   ASSERT_TRUE(r.ok()) << r.error().text;
   EXPECT_EQ(r->path.ToString(), "bob@example.org");
   EXPECT_EQ(r->params.notify, kNotifySuccess | kNotifyFailure);
@@ -131,9 +132,9 @@ TEST(ParseRcptTo, Errors) {
   ExpectError(ParseRcptTo("TO:<a@b.example> NOTIFY=NEVER notify=NEVER"), 501, "5.5.4");
   ExpectError(ParseRcptTo("TO:<a@b.example>NOTIFY=NEVER"), 501, "5.5.4");
   const std::string l63(63, 'd');
-  ExpectError(ParseRcptTo("TO:<abcd@" + l63 + "." + l63 + "." + l63 + "." + std::string(58, 'e') +
-                          ">"),
-              501, "5.1.3");
+  ExpectError(
+      ParseRcptTo("TO:<abcd@" + l63 + "." + l63 + "." + l63 + "." + std::string(58, 'e') + ">"),
+      501, "5.1.3");
 }
 
 TEST(ParseRcptTo, Utf8RecipientNeedsSmtputf8Transaction) {
@@ -162,8 +163,8 @@ TEST(ParseBdat, Valid) {
 }
 
 TEST(ParseBdat, Invalid) {
-  for (const char* s : {"", "abc", "-1", "+1", "1x", "12 NOTLAST", "12 LAST x", "18446744073709551616",
-                        " 12", "LAST"}) {
+  for (const char* s : {"", "abc", "-1", "+1", "1x", "12 NOTLAST", "12 LAST x",
+                        "18446744073709551616", " 12", "LAST"}) {
     ExpectError(ParseBdat(s), 501, "5.5.4");
   }
 }
@@ -178,8 +179,8 @@ TEST(ParseHeloDomain, Valid) {
 }
 
 TEST(ParseHeloDomain, Invalid) {
-  for (const char* s : {"", "a..b", "-a.example", "[1.2.3]", "[mx.example]", "foo bar",
-                        "a@b", "example.", "\xC3.example"}) {
+  for (const char* s : {"", "a..b", "-a.example", "[1.2.3]", "[mx.example]", "foo bar", "a@b",
+                        "example.", "\xC3.example"}) {
     ExpectError(ParseHeloDomain(s), 501, "5.5.4");
   }
   ExpectError(ParseHeloDomain(std::string(64, 'a')), 501, "5.5.4");  // label of 64
@@ -209,9 +210,9 @@ TEST(ParseAuth, Errors) {
   ExpectError(ParseAuth("PL@IN"), 501, "5.5.4");
   ExpectError(ParseAuth(std::string(21, 'A')), 501, "5.5.4");
   ExpectError(ParseAuth("PLAIN a b"), 501, "5.5.4");
-  ExpectError(ParseAuth("PLAIN abc"), 501, "5.5.2");     // not a multiple of 4
-  ExpectError(ParseAuth("PLAIN ab=c"), 501, "5.5.2");    // padding inside
-  ExpectError(ParseAuth("PLAIN a==="), 501, "5.5.2");    // too much padding
+  ExpectError(ParseAuth("PLAIN abc"), 501, "5.5.2");   // not a multiple of 4
+  ExpectError(ParseAuth("PLAIN ab=c"), 501, "5.5.2");  // padding inside
+  ExpectError(ParseAuth("PLAIN a==="), 501, "5.5.2");  // too much padding
   ExpectError(ParseAuth("PLAIN ab*d"), 501, "5.5.2");
 }
 

@@ -4,7 +4,8 @@
 
 namespace sluice::smtp {
 
-DataReader::DataReader(DataLimits limits) : limits_(limits), sink_(limits.max_size) {}
+DataReader::DataReader(DataLimits limits) : limits_(limits), sink_(limits.max_size) {
+}
 
 // The common case (CRLF lines, no leading dot) stays in kMid/kLineStart and
 // only extends `run`, the span of input stored verbatim; it is appended in one

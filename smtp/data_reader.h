@@ -24,7 +24,7 @@ enum class BareNewline {
 };
 
 struct DataLimits {
-  uint64_t max_size;  // octets of the stored message; more sets too_big()
+  uint64_t max_size;       // octets of the stored message; more sets too_big()
   size_t max_line = 1000;  // RFC 5321 §4.5.3.1.6, including CRLF, excluding a stuffed dot
   BareNewline bare_newline = BareNewline::kReject;
 };
@@ -39,13 +39,21 @@ class DataReader {
   // line ends and ends with CRLF (the CRLF before ".CRLF" belongs to it);
   // ".\r\n" right at the start gives an empty body. Returns 0 once done().
   size_t Feed(std::string_view input, std::string* body);
-  bool done() const { return state_ == State::kDone; }
+  bool done() const {
+    return state_ == State::kDone;
+  }
 
   // Sticky findings; reading always goes on to the real end marker so that
   // the session stays in step with the client.
-  bool bare_newline() const { return bare_newline_; }  // only with kReject
-  bool line_too_long() const { return line_too_long_; }
-  bool too_big() const { return sink_.too_big(); }
+  bool bare_newline() const {
+    return bare_newline_;
+  }  // only with kReject
+  bool line_too_long() const {
+    return line_too_long_;
+  }
+  bool too_big() const {
+    return sink_.too_big();
+  }
   // Reads on to the end without storing anything more (the caller ran out of room): the body
   // is left as it is, every other finding is still made.
   void DropBody() {
@@ -53,7 +61,9 @@ class DataReader {
   }
   // Octets of the stored (unstuffed, normalized) message so far, counted even
   // past max_size. Equals body->size() as long as !too_big().
-  uint64_t size() const { return sink_.size(); }
+  uint64_t size() const {
+    return sink_.size();
+  }
 
  private:
   enum class State : uint8_t {
@@ -67,9 +77,12 @@ class DataReader {
 
   void Count(size_t n) {
     line_len_ += n;
-    if (line_len_ > limits_.max_line) line_too_long_ = true;
+    if (line_len_ > limits_.max_line)
+      line_too_long_ = true;
   }
-  void EndLine() { line_len_ = 0; }
+  void EndLine() {
+    line_len_ = 0;
+  }
 
   DataLimits limits_;
   detail::BodySink sink_;

@@ -37,8 +37,8 @@ std::ostream& operator<<(std::ostream& os, const Outcome& o) {
     }
   }
   return os << "{body=\"" << escaped << "\" consumed=" << o.consumed << " done=" << o.done
-            << " bare=" << o.bare_newline << " long=" << o.line_too_long
-            << " big=" << o.too_big << " size=" << o.size << "}";
+            << " bare=" << o.bare_newline << " long=" << o.line_too_long << " big=" << o.too_big
+            << " size=" << o.size << "}";
 }
 
 // Feeds the chunks in order, as a session would, stopping at the end marker.
@@ -49,7 +49,8 @@ Outcome Drive(DataLimits limits, const std::vector<std::string_view>& chunks) {
     const size_t n = reader.Feed(chunk, &out.body);
     EXPECT_LE(n, chunk.size());
     out.consumed += n;
-    if (reader.done()) break;
+    if (reader.done())
+      break;
     EXPECT_EQ(n, chunk.size()) << "a reader that is not done consumes everything";
   }
   if (reader.done()) {
@@ -75,14 +76,16 @@ Outcome CheckAllSplits(DataLimits limits, std::string_view input) {
   const Outcome whole = Drive(limits, {input});
   for (size_t i = 0; i <= input.size(); ++i) {
     EXPECT_EQ(Drive(limits, {input.substr(0, i), input.substr(i)}), whole) << "split at " << i;
-    if (input.size() > 48) continue;
+    if (input.size() > 48)
+      continue;
     for (size_t j = i; j <= input.size(); ++j) {
       EXPECT_EQ(Drive(limits, {input.substr(0, i), input.substr(i, j - i), input.substr(j)}), whole)
           << "split at " << i << "," << j;
     }
   }
   std::vector<std::string_view> bytes;
-  for (size_t i = 0; i < input.size(); ++i) bytes.push_back(input.substr(i, 1));
+  for (size_t i = 0; i < input.size(); ++i)
+    bytes.push_back(input.substr(i, 1));
   EXPECT_EQ(Drive(limits, bytes), whole) << "byte by byte";
   return whole;
 }
@@ -97,7 +100,8 @@ Outcome Reference(DataLimits limits, std::string_view input) {
   Outcome out;
   const std::string padded = "\r\n" + std::string(input);
   const size_t pos = padded.find("\r\n.\r\n");
-  if (pos == std::string::npos) return out;  // only complete inputs are modelled
+  if (pos == std::string::npos)
+    return out;  // only complete inputs are modelled
   out.done = true;
   out.consumed = pos + 3;
   const std::string_view content = input.substr(0, pos);
@@ -107,7 +111,8 @@ Outcome Reference(DataLimits limits, std::string_view input) {
     size_t crlf = content.find("\r\n", start);
     std::string_view seg = content.substr(start, crlf - start);
     start = crlf + 2;
-    if (seg.size() >= 2 && seg[0] == '.' && seg[1] != '\r' && seg[1] != '\n') seg.remove_prefix(1);
+    if (seg.size() >= 2 && seg[0] == '.' && seg[1] != '\r' && seg[1] != '\n')
+      seg.remove_prefix(1);
     for (char c : seg) {
       if (c == '\r' || c == '\n') {
         if (limits.bare_newline == BareNewline::kNormalize) {
@@ -123,7 +128,8 @@ Outcome Reference(DataLimits limits, std::string_view input) {
   size_t line_start = 0;
   for (size_t i = 0; i < full.size(); ++i) {
     if (full[i] == '\n') {
-      if (i + 1 - line_start > limits.max_line) out.line_too_long = true;
+      if (i + 1 - line_start > limits.max_line)
+        out.line_too_long = true;
       line_start = i + 1;
     }
   }
@@ -211,7 +217,8 @@ TEST(DataReader, SmugglingSequencesNeverEndData) {
     EXPECT_FALSE(norm.bare_newline);
   }
   // Without the real marker nothing ends, whatever follows.
-  for (std::string_view s : {"a\n.\nQUIT\n", "a\r\n.\nQUIT\r\n", "a\n.\r\nQUIT\r\n", "a\r.\rQUIT\r"}) {
+  for (std::string_view s :
+       {"a\n.\nQUIT\n", "a\r\n.\nQUIT\r\n", "a\n.\r\nQUIT\r\n", "a\r.\rQUIT\r"}) {
     EXPECT_FALSE(CheckAllSplits(kReject, s).done) << s;
     EXPECT_FALSE(CheckAllSplits(kNormalize, s).done) << s;
   }
@@ -238,9 +245,10 @@ TEST(DataReader, LoneCrAtChunkEnd) {
 
 TEST(DataReader, LineLengthLimit) {
   const DataLimits limits{1 << 20, 10, BareNewline::kReject};
-  EXPECT_FALSE(CheckAllSplits(limits, "12345678\r\n.\r\n").line_too_long);   // 10 octets
-  EXPECT_TRUE(CheckAllSplits(limits, "123456789\r\n.\r\n").line_too_long);   // 11 octets
-  EXPECT_FALSE(CheckAllSplits(limits, "..2345678\r\n.\r\n").line_too_long);  // stuffed dot not counted
+  EXPECT_FALSE(CheckAllSplits(limits, "12345678\r\n.\r\n").line_too_long);  // 10 octets
+  EXPECT_TRUE(CheckAllSplits(limits, "123456789\r\n.\r\n").line_too_long);  // 11 octets
+  EXPECT_FALSE(
+      CheckAllSplits(limits, "..2345678\r\n.\r\n").line_too_long);  // stuffed dot not counted
   const Outcome o = CheckAllSplits(limits, std::string(50, 'x') + "\r\nok\r\n.\r\n");
   EXPECT_TRUE(o.line_too_long);
   EXPECT_TRUE(o.done);  // reading goes on to the real end
@@ -268,7 +276,8 @@ TEST(DataReader, BoundedMemoryOnHugeMessage) {
   std::string body;
   const std::string line(78, 'x');
   std::string chunk;
-  for (int i = 0; i < 1000; ++i) chunk += line + "\r\n";
+  for (int i = 0; i < 1000; ++i)
+    chunk += line + "\r\n";
   for (int i = 0; i < 100; ++i) {  // ~8 MB through the reader
     ASSERT_EQ(reader.Feed(chunk, &body), chunk.size());
     ASSERT_LE(body.size(), 1024u);
@@ -299,7 +308,8 @@ TEST(DataReader, NormalizeTurnsBareNewlinesIntoCrlf) {
 TEST(DataReader, BinaryOctetsPassThrough) {
   std::string msg;
   for (int c = 0; c < 256; ++c) {
-    if (c != '\r' && c != '\n') msg += static_cast<char>(c);
+    if (c != '\r' && c != '\n')
+      msg += static_cast<char>(c);
   }
   msg += "\r\n";
   const Outcome o = CheckAllSplits(kReject, msg + ".\r\n");
@@ -313,8 +323,10 @@ TEST(DataReader, MatchesReferenceOnRandomInput) {
   for (int iter = 0; iter < 20000; ++iter) {
     std::string input;
     const int len = static_cast<int>(rng() % 40);
-    for (int i = 0; i < len; ++i) input += alphabet[rng() % sizeof(alphabet)];
-    if (rng() % 2 == 0) input += "\r\n.\r\nQUIT\r\n";
+    for (int i = 0; i < len; ++i)
+      input += alphabet[rng() % sizeof(alphabet)];
+    if (rng() % 2 == 0)
+      input += "\r\n.\r\nQUIT\r\n";
     const DataLimits limits{rng() % 40, 3 + rng() % 10,
                             rng() % 2 == 0 ? BareNewline::kReject : BareNewline::kNormalize};
     const Outcome whole = Drive(limits, {input});
@@ -327,7 +339,8 @@ TEST(DataReader, MatchesReferenceOnRandomInput) {
     // A random three-way split gives the same outcome.
     size_t i = rng() % (input.size() + 1);
     size_t j = rng() % (input.size() + 1);
-    if (i > j) std::swap(i, j);
+    if (i > j)
+      std::swap(i, j);
     const std::string_view v = input;
     ASSERT_EQ(Drive(limits, {v.substr(0, i), v.substr(i, j - i), v.substr(j)}), whole)
         << "input #" << iter << " split " << i << "," << j;

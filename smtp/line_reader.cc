@@ -5,12 +5,14 @@
 
 namespace sluice::smtp {
 
-LineReader::LineReader(size_t max_line) : max_line_(std::max<size_t>(max_line, 3)) {}
+LineReader::LineReader(size_t max_line) : max_line_(std::max<size_t>(max_line, 3)) {
+}
 
 LineReader::Next LineReader::Take(std::string_view input) {
   if (discarding_) {
     const size_t lf = input.find('\n');
-    if (lf == std::string_view::npos) return {Status::kNeedMore, {}, input.size()};
+    if (lf == std::string_view::npos)
+      return {Status::kNeedMore, {}, input.size()};
     discarding_ = false;
     return {Status::kNeedMore, {}, lf + 1};
   }
@@ -20,7 +22,8 @@ LineReader::Next LineReader::Take(std::string_view input) {
   const size_t window = std::min(input.size(), max_line_);
   const void* hit = window == 0 ? nullptr : std::memchr(input.data(), '\n', window);
   if (hit == nullptr) {
-    if (input.size() < max_line_) return {Status::kNeedMore, {}, 0};
+    if (input.size() < max_line_)
+      return {Status::kNeedMore, {}, 0};
     // No LF within max_line octets: even with the LF as the very next byte
     // the line would be max_line + 1 octets long.
     const size_t lf = input.find('\n', max_line_);
@@ -33,9 +36,11 @@ LineReader::Next LineReader::Take(std::string_view input) {
 
   const size_t lf = static_cast<size_t>(static_cast<const char*>(hit) - input.data());
   // Smuggling defence: the line must end in CRLF and hold no other CR.
-  if (lf == 0 || input[lf - 1] != '\r') return {Status::kBareNewline, {}, lf + 1};
+  if (lf == 0 || input[lf - 1] != '\r')
+    return {Status::kBareNewline, {}, lf + 1};
   const std::string_view line = input.substr(0, lf - 1);
-  if (line.find('\r') != std::string_view::npos) return {Status::kBareNewline, {}, lf + 1};
+  if (line.find('\r') != std::string_view::npos)
+    return {Status::kBareNewline, {}, lf + 1};
   return {Status::kLine, line, lf + 1};
 }
 

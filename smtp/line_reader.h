@@ -36,10 +36,16 @@ class LineReader {
 
   // Forget any partial discard (e.g. after STARTTLS, where the buffer is
   // thrown away). RFC 3207 §4.2.
-  void Reset() { discarding_ = false; }
+  void Reset() {
+    discarding_ = false;
+  }
 
-  bool discarding() const { return discarding_; }
-  size_t max_line() const { return max_line_; }
+  bool discarding() const {
+    return discarding_;
+  }
+  size_t max_line() const {
+    return max_line_;
+  }
 
  private:
   size_t max_line_;

@@ -39,7 +39,8 @@ LineRun Drive(size_t max_line, const std::vector<std::string>& chunks) {
           break;
       }
       buffer.erase(0, next.consumed);
-      if (next.status == LineReader::Status::kNeedMore && next.consumed == 0) break;
+      if (next.status == LineReader::Status::kNeedMore && next.consumed == 0)
+        break;
     }
   }
   run.rest = buffer;
@@ -61,7 +62,8 @@ LineRun CheckAllSplits(size_t max_line, const std::string& input) {
     }
   }
   std::vector<std::string> bytes;
-  for (char c : input) bytes.emplace_back(1, c);
+  for (char c : input)
+    bytes.emplace_back(1, c);
   const LineRun by_byte = Drive(max_line, bytes);
   EXPECT_EQ(by_byte.events, whole.events) << "byte by byte";
   EXPECT_EQ(by_byte.rest, whole.rest) << "byte by byte";

@@ -10,7 +10,9 @@ namespace sluice::smtp {
 
 namespace {
 
-Reply Syntax(std::string_view text) { return MakeReply(501, "5.5.4", text); }
+Reply Syntax(std::string_view text) {
+  return MakeReply(501, "5.5.4", text);
+}
 
 struct Param {
   std::string_view keyword;
@@ -21,14 +23,18 @@ struct Param {
 // parameters with one SP; more are tolerated.
 class ParamScanner {
  public:
-  explicit ParamScanner(std::string_view text) : text_(text) {}
+  explicit ParamScanner(std::string_view text) : text_(text) {
+  }
 
   // Returns false at the end. On a malformed parameter sets *error.
   bool Next(Param* p, std::optional<Reply>* error) {
-    while (pos_ < text_.size() && text_[pos_] == ' ') ++pos_;
-    if (pos_ >= text_.size()) return false;
+    while (pos_ < text_.size() && text_[pos_] == ' ')
+      ++pos_;
+    if (pos_ >= text_.size())
+      return false;
     size_t end = text_.find(' ', pos_);
-    if (end == std::string_view::npos) end = text_.size();
+    if (end == std::string_view::npos)
+      end = text_.size();
     const std::string_view item = text_.substr(pos_, end - pos_);
     pos_ = end;
     const size_t eq = item.find('=');
@@ -36,7 +42,8 @@ class ParamScanner {
     p->value.reset();
     // esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-")
     bool ok = !p->keyword.empty() && IsAsciiAlnum(p->keyword[0]);
-    for (char c : p->keyword) ok = ok && (IsAsciiAlnum(c) || c == '-');
+    for (char c : p->keyword)
+      ok = ok && (IsAsciiAlnum(c) || c == '-');
     if (!ok) {
       *error = Syntax("Syntax error in parameters");
       return true;
@@ -76,13 +83,16 @@ Reply BadValue(std::string_view keyword) {
 }
 
 bool IsXtextOrUtf8(std::string_view s, bool allow_utf8) {
-  if (!allow_utf8) return IsValidXtext(s);
+  if (!allow_utf8)
+    return IsValidXtext(s);
   // RFC 6533 §3: with SMTPUTF8 the xtext may carry raw UTF-8 (utf-8-addr-unitext);
   // check the ASCII characters as xtext and the rest as UTF-8.
-  if (!IsValidUtf8(s)) return false;
+  if (!IsValidUtf8(s))
+    return false;
   std::string ascii;
   for (char c : s) {
-    if (static_cast<unsigned char>(c) < 0x80) ascii.push_back(c);
+    if (static_cast<unsigned char>(c) < 0x80)
+      ascii.push_back(c);
   }
   return IsValidXtext(ascii);
 }
@@ -94,12 +104,15 @@ bool IsValidXtext(std::string_view s) {
     const char c = s[i];
     if (c == '+') {
       auto upper_hex = [](char h) { return IsAsciiDigit(h) || (h >= 'A' && h <= 'F'); };
-      if (i + 2 >= s.size()) return false;
-      if (!upper_hex(s[i + 1]) || !upper_hex(s[i + 2])) return false;
+      if (i + 2 >= s.size())
+        return false;
+      if (!upper_hex(s[i + 1]) || !upper_hex(s[i + 2]))
+        return false;
       i += 2;
       continue;
     }
-    if (c < '!' || c > '~' || c == '=') return false;
+    if (c < '!' || c > '~' || c == '=')
+      return false;
   }
   return true;
 }
@@ -112,25 +125,32 @@ ReplyOr<MailParams> ParseMailParams(std::string_view text) {
   Param p;
   std::optional<Reply> error;
   while (scanner.Next(&p, &error)) {
-    if (error) return *error;
+    if (error)
+      return *error;
     const std::string_view k = p.keyword;
     if (EqualsIgnoreCase(k, "SIZE")) {
-      if (seen_size) return Duplicate(k);
+      if (seen_size)
+        return Duplicate(k);
       seen_size = true;
       // RFC 1870: size-value ::= 1*20DIGIT
-      if (!p.value || p.value->size() > 20) return BadValue(k);
+      if (!p.value || p.value->size() > 20)
+        return BadValue(k);
       for (char c : *p.value) {
-        if (!IsAsciiDigit(c)) return BadValue(k);
+        if (!IsAsciiDigit(c))
+          return BadValue(k);
       }
       uint64_t n = 0;
       const auto [ptr, ec] = std::from_chars(p.value->data(), p.value->data() + p.value->size(), n);
       (void)ptr;
-      if (ec == std::errc::result_out_of_range) n = std::numeric_limits<uint64_t>::max();
+      if (ec == std::errc::result_out_of_range)
+        n = std::numeric_limits<uint64_t>::max();
       out.size = n;
     } else if (EqualsIgnoreCase(k, "BODY")) {
-      if (seen_body) return Duplicate(k);
+      if (seen_body)
+        return Duplicate(k);
       seen_body = true;
-      if (!p.value) return BadValue(k);
+      if (!p.value)
+        return BadValue(k);
       if (EqualsIgnoreCase(*p.value, "7BIT")) {
         out.body = BodyType::k7Bit;
       } else if (EqualsIgnoreCase(*p.value, "8BITMIME")) {
@@ -141,13 +161,17 @@ ReplyOr<MailParams> ParseMailParams(std::string_view text) {
         return BadValue(k);
       }
     } else if (EqualsIgnoreCase(k, "SMTPUTF8")) {
-      if (out.smtputf8) return Duplicate(k);
-      if (p.value) return BadValue(k);  // RFC 6531 §3.4: no value
+      if (out.smtputf8)
+        return Duplicate(k);
+      if (p.value)
+        return BadValue(k);  // RFC 6531 §3.4: no value
       out.smtputf8 = true;
     } else if (EqualsIgnoreCase(k, "RET")) {
-      if (seen_ret) return Duplicate(k);
+      if (seen_ret)
+        return Duplicate(k);
       seen_ret = true;
-      if (!p.value) return BadValue(k);
+      if (!p.value)
+        return BadValue(k);
       if (EqualsIgnoreCase(*p.value, "FULL")) {
         out.ret = Ret::kFull;
       } else if (EqualsIgnoreCase(*p.value, "HDRS")) {
@@ -156,21 +180,26 @@ ReplyOr<MailParams> ParseMailParams(std::string_view text) {
         return BadValue(k);
       }
     } else if (EqualsIgnoreCase(k, "ENVID")) {
-      if (seen_envid) return Duplicate(k);
+      if (seen_envid)
+        return Duplicate(k);
       seen_envid = true;
-      if (!p.value || p.value->size() > kMaxEnvid || !IsValidXtext(*p.value)) return BadValue(k);
+      if (!p.value || p.value->size() > kMaxEnvid || !IsValidXtext(*p.value))
+        return BadValue(k);
       out.envid.assign(*p.value);
     } else if (EqualsIgnoreCase(k, "AUTH")) {
-      if (seen_auth) return Duplicate(k);
+      if (seen_auth)
+        return Duplicate(k);
       seen_auth = true;
       // RFC 4954 §5: AUTH=xtext or AUTH=<>
-      if (!p.value || (*p.value != "<>" && !IsValidXtext(*p.value))) return BadValue(k);
+      if (!p.value || (*p.value != "<>" && !IsValidXtext(*p.value)))
+        return BadValue(k);
       out.auth.assign(*p.value);
     } else {
       return Unknown(k);
     }
   }
-  if (error) return *error;
+  if (error)
+    return *error;
   return out;
 }
 
@@ -181,12 +210,15 @@ ReplyOr<RcptParams> ParseRcptParams(std::string_view text, bool smtputf8) {
   Param p;
   std::optional<Reply> error;
   while (scanner.Next(&p, &error)) {
-    if (error) return *error;
+    if (error)
+      return *error;
     const std::string_view k = p.keyword;
     if (EqualsIgnoreCase(k, "NOTIFY")) {
-      if (seen_notify) return Duplicate(k);
+      if (seen_notify)
+        return Duplicate(k);
       seen_notify = true;
-      if (!p.value) return BadValue(k);
+      if (!p.value)
+        return BadValue(k);
       // RFC 3461 §4.1: "NEVER" / 1#( "SUCCESS" / "FAILURE" / "DELAY" )
       std::string_view rest = *p.value;
       uint8_t flags = 0;
@@ -204,31 +236,38 @@ ReplyOr<RcptParams> ParseRcptParams(std::string_view text, bool smtputf8) {
         } else {
           return BadValue(k);
         }
-        if (comma == std::string_view::npos) break;
+        if (comma == std::string_view::npos)
+          break;
         rest.remove_prefix(comma + 1);
       }
-      if ((flags & kNotifyNever) != 0 && flags != kNotifyNever) return BadValue(k);
+      if ((flags & kNotifyNever) != 0 && flags != kNotifyNever)
+        return BadValue(k);
       out.notify = flags;
     } else if (EqualsIgnoreCase(k, "ORCPT")) {
-      if (seen_orcpt) return Duplicate(k);
+      if (seen_orcpt)
+        return Duplicate(k);
       seen_orcpt = true;
       // RFC 3461 §4.2: ORCPT=addr-type ";" xtext; addr-type is an atom
       // (in practice "rfc822" or "utf-8").
-      if (!p.value || p.value->size() > kMaxOrcpt) return BadValue(k);
+      if (!p.value || p.value->size() > kMaxOrcpt)
+        return BadValue(k);
       const size_t semi = p.value->find(';');
       if (semi == 0 || semi == std::string_view::npos || semi + 1 == p.value->size()) {
         return BadValue(k);
       }
       for (char c : p.value->substr(0, semi)) {
-        if (!(IsAsciiAlnum(c) || c == '-')) return BadValue(k);
+        if (!(IsAsciiAlnum(c) || c == '-'))
+          return BadValue(k);
       }
-      if (!IsXtextOrUtf8(p.value->substr(semi + 1), smtputf8)) return BadValue(k);
+      if (!IsXtextOrUtf8(p.value->substr(semi + 1), smtputf8))
+        return BadValue(k);
       out.orcpt.assign(*p.value);
     } else {
       return Unknown(k);
     }
   }
-  if (error) return *error;
+  if (error)
+    return *error;
   return out;
 }
 

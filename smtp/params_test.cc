@@ -31,8 +31,8 @@ TEST(MailParams, Empty) {
 }
 
 TEST(MailParams, AllKnownParameters) {
-  const auto p =
-      ParseMailParams(" SIZE=12345 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ314159 AUTH=e+3Dmc2@x.org");
+  const auto p = ParseMailParams(
+      " SIZE=12345 BODY=8BITMIME SMTPUTF8 RET=HDRS ENVID=QQ314159 AUTH=e+3Dmc2@x.org");
   ASSERT_TRUE(p.ok()) << p.error().text;
   EXPECT_EQ(p->size, 12345u);
   EXPECT_EQ(p->body, BodyType::k8BitMime);

@@ -107,7 +107,8 @@ TEST(ClientContextTest, ClearErrors) {
 TEST(ClientContextTest, LoadsDebianBundle) {
   // The production default; present on Debian with ca-certificates installed.
   if (!std::filesystem::exists("/etc/ssl/certs/ca-certificates.crt")) {
-    FAIL() << "/etc/ssl/certs/ca-certificates.crt missing: install the Debian package ca-certificates";
+    FAIL()
+        << "/etc/ssl/certs/ca-certificates.crt missing: install the Debian package ca-certificates";
   }
   auto ctx = ClientContext::Create(ClientOptions{});
   EXPECT_TRUE(ctx.ok()) << ctx.error().message;

@@ -10,14 +10,17 @@ void TlsTransform::Start() {
 }
 
 bool TlsTransform::Receive(std::string_view cipher, std::string* plain) {
-  if (!stream_->FeedCiphertext(cipher)) return false;
+  if (!stream_->FeedCiphertext(cipher))
+    return false;
   const Stream::State state = stream_->Process(plain);
-  if (state == Stream::State::kOpen || state == Stream::State::kClosed) opened_ = true;
+  if (state == Stream::State::kOpen || state == Stream::State::kClosed)
+    opened_ = true;
   return state != Stream::State::kFailed;
 }
 
 bool TlsTransform::Send(std::string_view plain, std::string* cipher) {
-  if (!stream_->WritePlaintext(plain)) return false;
+  if (!stream_->WritePlaintext(plain))
+    return false;
   *cipher += stream_->TakeCiphertext();
   return true;
 }

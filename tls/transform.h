@@ -14,19 +14,32 @@ namespace sluice::tls {
 
 class TlsTransform final : public io::StreamTransform {
  public:
-  explicit TlsTransform(std::unique_ptr<Stream> stream) : stream_(std::move(stream)) {}
+  explicit TlsTransform(std::unique_ptr<Stream> stream) : stream_(std::move(stream)) {
+  }
 
   void Start() override;
   bool Receive(std::string_view cipher, std::string* plain) override;
   bool Send(std::string_view plain, std::string* cipher) override;
-  std::string TakeOutput() override { return stream_->TakeCiphertext(); }
+  std::string TakeOutput() override {
+    return stream_->TakeCiphertext();
+  }
   bool handshake_done() const override;
-  bool failed() const override { return stream_->state() == Stream::State::kFailed; }
-  bool peer_closed() const override { return stream_->state() == Stream::State::kClosed; }
-  void Close() override { stream_->Shutdown(); }
-  std::string error() const override { return stream_->error(); }
+  bool failed() const override {
+    return stream_->state() == Stream::State::kFailed;
+  }
+  bool peer_closed() const override {
+    return stream_->state() == Stream::State::kClosed;
+  }
+  void Close() override {
+    stream_->Shutdown();
+  }
+  std::string error() const override {
+    return stream_->error();
+  }
 
-  Stream& stream() { return *stream_; }
+  Stream& stream() {
+    return *stream_;
+  }
 
  private:
   std::unique_ptr<Stream> stream_;

@@ -37,7 +37,8 @@ void BM_PipelinedCommands(benchmark::State& state) {
       const LineReader::Next next = reader.Take(buf);
       buf.remove_prefix(next.consumed);
       if (next.status != LineReader::Status::kLine) {
-        if (next.consumed == 0) break;
+        if (next.consumed == 0)
+          break;
         continue;
       }
       const Command cmd = ParseCommand(next.line);
@@ -76,7 +77,8 @@ std::string Message(size_t size, bool stuffed) {
       "From: Sender <sender@example.com>\r\nTo: rcpt@example.net\r\nSubject: benchmark\r\n\r\n";
   int n = 0;
   while (m.size() < size) {
-    if (stuffed && ++n % 16 == 0) m += "..";
+    if (stuffed && ++n % 16 == 0)
+      m += "..";
     m += std::string(74, static_cast<char>('a' + n % 26));
     m += "\r\n";
   }
@@ -95,7 +97,8 @@ void BM_DataReader(benchmark::State& state) {
     for (size_t off = 0; off < wire.size() && !reader.done(); off += kRecvChunk) {
       reader.Feed(std::string_view(wire).substr(off, kRecvChunk), &body);
     }
-    if (!reader.done()) state.SkipWithError("DATA did not end");
+    if (!reader.done())
+      state.SkipWithError("DATA did not end");
     benchmark::DoNotOptimize(body.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
@@ -151,7 +154,8 @@ void BM_BdatReader(benchmark::State& state) {
     for (size_t off = 0; off < wire.size(); off += kRecvChunk) {
       reader.Feed(std::string_view(wire).substr(off, kRecvChunk), &body);
     }
-    if (!reader.message_done()) state.SkipWithError("BDAT did not end");
+    if (!reader.message_done())
+      state.SkipWithError("BDAT did not end");
     benchmark::DoNotOptimize(body.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *

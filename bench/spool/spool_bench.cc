@@ -29,16 +29,21 @@ constexpr size_t kRing = 1 << 16;
 
 class BenchSink final : public CompletionSink {
  public:
-  BenchSink() : starts_(kRing) { latencies_ns_.reserve(1 << 22); }
+  BenchSink() : starts_(kRing) {
+    latencies_ns_.reserve(1 << 22);
+  }
 
-  void Started(uint64_t token) { starts_[token % kRing] = Clock::now(); }
+  void Started(uint64_t token) {
+    starts_[token % kRing] = Clock::now();
+  }
 
   // Writer thread. Only this thread touches latencies_ns_ until the benchmark has drained.
   void OnCommitted(uint64_t token, CommitStatus status) override {
-    if (status != CommitStatus::kOk) failed_.fetch_add(1, std::memory_order_relaxed);
-    latencies_ns_.push_back(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                Clock::now() - starts_[token % kRing])
-                                .count());
+    if (status != CommitStatus::kOk)
+      failed_.fetch_add(1, std::memory_order_relaxed);
+    latencies_ns_.push_back(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - starts_[token % kRing])
+            .count());
     completed_.fetch_add(1, std::memory_order_release);
     if (waiting_.load(std::memory_order_acquire)) {
       std::lock_guard lock(mu_);
@@ -48,17 +53,21 @@ class BenchSink final : public CompletionSink {
 
   // Bench thread: blocks until fewer than limit requests are in flight.
   void WaitBelow(uint64_t issued, uint64_t limit) {
-    if (issued - completed_.load(std::memory_order_acquire) < limit) return;
+    if (issued - completed_.load(std::memory_order_acquire) < limit)
+      return;
     std::unique_lock lock(mu_);
     waiting_.store(true, std::memory_order_release);
     cv_.wait(lock, [&] { return issued - completed_.load(std::memory_order_acquire) < limit; });
     waiting_.store(false, std::memory_order_release);
   }
 
-  uint64_t failed() const { return failed_.load(); }
+  uint64_t failed() const {
+    return failed_.load();
+  }
 
   double Percentile(double p) {
-    if (latencies_ns_.empty()) return 0;
+    if (latencies_ns_.empty())
+      return 0;
     const size_t k = static_cast<size_t>(p * static_cast<double>(latencies_ns_.size() - 1));
     std::nth_element(latencies_ns_.begin(), latencies_ns_.begin() + static_cast<long>(k),
                      latencies_ns_.end());
@@ -78,7 +87,8 @@ class BenchSink final : public CompletionSink {
 std::string RandomBytes(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng());  // incompressible, like real mail at flush
+  for (char& c : s)
+    c = static_cast<char>(rng());  // incompressible, like real mail at flush
   return s;
 }
 
@@ -119,7 +129,8 @@ void BM_SpoolEnqueueSynced(benchmark::State& state) {
     sink.WaitBelow(issued, in_flight);
     sink.Started(issued);
     Admit admit;
-    while ((admit = spool->Enqueue(ids.Next(), std::string(meta), std::string(body), &sink, issued)) == Admit::kFull) {
+    while ((admit = spool->Enqueue(ids.Next(), std::string(meta), std::string(body), &sink,
+                                   issued)) == Admit::kFull) {
       std::this_thread::yield();
     }
     SLUICE_CHECK(admit == Admit::kAccepted);
@@ -135,11 +146,11 @@ void BM_SpoolEnqueueSynced(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(issued * (meta.size() + body.size())));
   state.counters["p50_us"] = sink.Percentile(0.50);
   state.counters["p99_us"] = sink.Percentile(0.99);
-  state.counters["avg_batch"] =
-      stats.batches > 0 ? static_cast<double>(stats.committed_messages) /
-                              static_cast<double>(stats.batches)
-                        : 0;
-  if (sink.failed() > 0) state.SkipWithError("some enqueues did not complete kOk");
+  state.counters["avg_batch"] = stats.batches > 0 ? static_cast<double>(stats.committed_messages) /
+                                                        static_cast<double>(stats.batches)
+                                                  : 0;
+  if (sink.failed() > 0)
+    state.SkipWithError("some enqueues did not complete kOk");
 }
 
 BENCHMARK(BM_SpoolEnqueueSynced)
@@ -157,7 +168,8 @@ BENCHMARK(BM_SpoolEnqueueSynced)
 int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);  // no "spool opened" line per run
   benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  if (benchmark::ReportUnrecognizedArguments(argc, argv))
+    return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

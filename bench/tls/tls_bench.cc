@@ -5,10 +5,10 @@
 //
 //   build/bench/tls/tls_bench
 
-#include <benchmark/benchmark.h>
-
 #include <cstdlib>
 #include <string>
+
+#include <benchmark/benchmark.h>
 
 #include "base/temp_dir.h"
 #include "tls/context.h"
@@ -21,9 +21,10 @@ struct Pki {
   TempDir dir{"sluice-tls-bench"};
   ServerCertificate ecdsa, rsa;
   Pki() {
-    const std::string cmd = std::string(SLUICE_SOURCE_ROOT) + "/scripts/dev-cert " + dir.path() +
-                            " >/dev/null";
-    if (std::system(cmd.c_str()) != 0) std::abort();
+    const std::string cmd =
+        std::string(SLUICE_SOURCE_ROOT) + "/scripts/dev-cert " + dir.path() + " >/dev/null";
+    if (std::system(cmd.c_str()) != 0)
+      std::abort();
     ecdsa = {dir.path() + "/ecdsa.crt", dir.path() + "/ecdsa.key"};
     rsa = {dir.path() + "/rsa.crt", dir.path() + "/rsa.key"};
   }
@@ -39,17 +40,20 @@ bool Handshake(Stream& client, Stream& server) {
   for (int i = 0; i < 20; ++i) {
     client.Process(&plain);
     std::string c2s = client.TakeCiphertext();
-    if (!c2s.empty() && !server.FeedCiphertext(c2s)) return false;
+    if (!c2s.empty() && !server.FeedCiphertext(c2s))
+      return false;
     server.Process(&plain);
     std::string s2c = server.TakeCiphertext();
-    if (!s2c.empty() && !client.FeedCiphertext(s2c)) return false;
+    if (!s2c.empty() && !client.FeedCiphertext(s2c))
+      return false;
     client.Process(&plain);
     if (client.state() == Stream::State::kOpen && server.state() == Stream::State::kOpen) {
       // The first reply (like the 220 after the handshake) carries the
       // server's TLS 1.3 tickets; the client reads them to be able to resume.
       server.WritePlaintext("220 ok\r\n");
       std::string reply = server.TakeCiphertext();
-      if (!reply.empty()) client.FeedCiphertext(reply);
+      if (!reply.empty())
+        client.FeedCiphertext(reply);
       client.Process(&plain);
       return true;
     }

@@ -1,15 +1,12 @@
 #include "delivery/client/smtp_client.h"
 
 #include <algorithm>
-
-#include "auth/base64.h"
-#include "tls/transform.h"
-
-#include <algorithm>
 #include <utility>
 
+#include "auth/base64.h"
 #include "delivery/client/dot_stuffer.h"
 #include "io/connection.h"
+#include "tls/transform.h"
 
 namespace sluice::delivery {
 
@@ -305,8 +302,9 @@ io::Task<smtp::Reply> SmtpClient::StartTls() {
   if (reply.code != 220) {
     if (required) {
       ready_ = false;
-      co_return MakeReply(451, "4.7.4", "TLS required, but STARTTLS was refused: " +
-                                            std::to_string(reply.code) + " " + reply.text);
+      co_return MakeReply(451, "4.7.4",
+                          "TLS required, but STARTTLS was refused: " + std::to_string(reply.code) +
+                              " " + reply.text);
     }
     co_return reply;  // opportunistic: carry on in plaintext on this connection
   }
@@ -322,7 +320,8 @@ io::Task<smtp::Reply> SmtpClient::StartTls() {
     broken_ = true;
     ready_ = false;
     std::string why = t->stream().error();
-    if (why.empty()) why = "TLS handshake timed out or the connection closed";
+    if (why.empty())
+      why = "TLS handshake timed out or the connection closed";
     co_return MakeReply(451, required ? "4.7.5" : "4.7.0", why);
   }
   secure_ = true;
@@ -375,8 +374,9 @@ io::Task<smtp::Reply> SmtpClient::Authenticate() {
   if (reply.code != 235) {
     // Wrong credentials are our configuration problem: keep the mail and retry.
     ready_ = false;
-    co_return MakeReply(451, "4.7.8", "smarthost authentication failed: " +
-                                          std::to_string(reply.code) + " " + reply.text);
+    co_return MakeReply(
+        451, "4.7.8",
+        "smarthost authentication failed: " + std::to_string(reply.code) + " " + reply.text);
   }
   co_return reply;
 }
@@ -387,8 +387,8 @@ std::optional<Reply> SmtpClient::Precheck(const OutboundMessage& message) const 
   const size_t body_size = message.body ? message.body->size() : 0;
   if (caps_.size && body_size > *caps_.size) {  // RFC 1870 §6.1
     return MakeReply(552, "5.3.4",
-                     "message size " + std::to_string(body_size) +
-                         " exceeds the remote limit of " + std::to_string(*caps_.size));
+                     "message size " + std::to_string(body_size) + " exceeds the remote limit of " +
+                         std::to_string(*caps_.size));
   }
   if (message.smtputf8 && !caps_.smtputf8) {  // RFC 6531 §3.2
     return MakeReply(553, "5.6.7", "remote server does not support SMTPUTF8");
@@ -428,8 +428,7 @@ void SmtpClient::BuildGroup(const OutboundMessage& message, bool rset, std::stri
   steps->push_back({Command::kData, wire->size() - base});
 }
 
-io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message,
-                                             const OutboundMessage* next) {
+io::Task<TransactionResult> SmtpClient::Send(OutboundMessage message, const OutboundMessage* next) {
   const size_t n = message.recipients.size();
   TransactionResult result;
   result.recipients.resize(n);  // code 0 until answered

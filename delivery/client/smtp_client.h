@@ -118,10 +118,18 @@ class SmtpClient {
     return caps_;
   }
   // Handshake done and nothing went wrong since: Send may be called.
-  bool tls_failed() const { return tls_failed_; }
-  bool secure() const { return secure_; }
-  bool tls_verified() const { return tls_verified_; }
-  const std::string& tls_version() const { return tls_version_; }
+  bool tls_failed() const {
+    return tls_failed_;
+  }
+  bool secure() const {
+    return secure_;
+  }
+  bool tls_verified() const {
+    return tls_verified_;
+  }
+  const std::string& tls_version() const {
+    return tls_version_;
+  }
   bool usable() const {
     return ready_ && !broken_;
   }
@@ -140,8 +148,7 @@ class SmtpClient {
   // dot (RFC 2920 §3.1), so the next Send only reads their replies. The
   // caller must then make that Send its next call (or Quit, which closes
   // without QUIT since the server may be waiting for content).
-  io::Task<TransactionResult> Send(OutboundMessage message,
-                                   const OutboundMessage* next = nullptr);
+  io::Task<TransactionResult> Send(OutboundMessage message, const OutboundMessage* next = nullptr);
 
   // QUIT and wait briefly for 221 (RFC 5321 §4.1.1.10). Skipped when the
   // connection is broken. Never fails; the caller closes the connection.
@@ -185,7 +192,7 @@ class SmtpClient {
   uint64_t transactions_ = 0;
   std::optional<std::vector<Step>> prepared_;  // the next message's group, already written
   bool open_transaction_ = false;  // MAIL accepted and no final reply yet: RSET before the next
-  smtp::Reply failure_;  // why the last Write failed
+  smtp::Reply failure_;            // why the last Write failed
 };
 
 }  // namespace sluice::delivery

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <future>
 #include <memory>
 #include <string>
@@ -18,7 +19,6 @@
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <cstdint>
 #include <sys/socket.h>
 
 #include "delivery/client/dot_stuffer.h"
@@ -486,9 +486,8 @@ TEST_F(SmtpClientTest, MailRejectedWhilePipelinedAnswersEveryRecipient) {
             S::Send("553 5.7.1 Sender rejected\r\n503 5.5.1 No sender\r\n"
                     "503 5.5.1 No sender\r\n503 5.5.1 No valid recipients\r\n"),
             // MAIL was refused: no transaction is open, so no RSET.
-            S::Expect("MAIL"), S::Expect("RCPT TO:<r3@b.test>"),
-            S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
-            S::Send("250 2.0.0 Ok\r\n")});
+            S::Expect("MAIL"), S::Expect("RCPT TO:<r3@b.test>"), S::Expect("DATA"),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(), S::Send("250 2.0.0 Ok\r\n")});
   ClientRun run;
   run.options = TestOptions();
   run.messages.push_back(Message({"r1@b.test", "r2@b.test"}));
@@ -649,9 +648,8 @@ TEST_F(ParamsTest, Smtputf8AndBodyParametersWhenOffered) {
 TEST_F(SmtpClientTest, BodyIsDotStuffedOnTheWire) {
   S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
             S::Expect("RCPT"), S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
-            S::ReadBody(), S::Send("250 Ok\r\n"), S::Expect("MAIL"),
-            S::Expect("RCPT"), S::Expect("DATA"),
-            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            S::ReadBody(), S::Send("250 Ok\r\n"), S::Expect("MAIL"), S::Expect("RCPT"),
+            S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
             S::Send("250 Ok\r\n")});
   ClientRun run;
   run.options = TestOptions();
@@ -675,13 +673,12 @@ TEST_F(SmtpClientTest, BodyIsDotStuffedOnTheWire) {
 }
 
 TEST_F(SmtpClientTest, TwoTransactionsOnOneConnectionNeedNoRsetAfterAFinalReply) {
-  S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining),
-            S::Expect("MAIL FROM:<s@a.test>"), S::Expect("RCPT TO:<r1@b.test>"), S::Expect("DATA"),
-            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
-            S::Send("250 2.0.0 first\r\n"), S::Expect("MAIL FROM:<s@a.test>"),
-            S::Expect("RCPT TO:<r2@b.test>"), S::Expect("DATA"),
-            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
-            S::Send("250 2.0.0 second\r\n")});
+  S server(
+      {S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining),
+       S::Expect("MAIL FROM:<s@a.test>"), S::Expect("RCPT TO:<r1@b.test>"), S::Expect("DATA"),
+       S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(), S::Send("250 2.0.0 first\r\n"),
+       S::Expect("MAIL FROM:<s@a.test>"), S::Expect("RCPT TO:<r2@b.test>"), S::Expect("DATA"),
+       S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(), S::Send("250 2.0.0 second\r\n")});
   ClientRun run;
   run.options = TestOptions();
   run.messages.push_back(Message({"r1@b.test"}, "one\r\n"));
@@ -701,16 +698,29 @@ TEST_F(SmtpClientTest, ChainedMessagesSendTheNextEnvelopeBehindTheFinalDot) {
   // RFC 2920 §3.1: content may start a group. The server reads the next
   // MAIL/RCPT/DATA before it answers the dot: a client that waited for the
   // final reply first would hang here.
-  S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
-            S::Expect("RCPT TO:<r1@b.test>"), S::Expect("DATA"),
-            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(), S::Expect("MAIL"),
-            S::Expect("RCPT TO:<r2@b.test>"), S::Expect("DATA"),
+  S server({S::Send(kGreeting),
+            S::Expect("EHLO"),
+            S::Send(kEhloPipelining),
+            S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r1@b.test>"),
+            S::Expect("DATA"),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(),
+            S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r2@b.test>"),
+            S::Expect("DATA"),
             S::Send("554 5.6.0 first refused\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"),
-            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r3@b.test>"),
-            S::Expect("DATA"), S::Send("250 2.0.0 second\r\n550 5.1.8 bad sender\r\n"
-                                       "503 5.5.1 no sender\r\n503 5.5.1 no sender\r\n"),
-            S::Expect("MAIL"), S::Expect("RCPT TO:<r4@b.test>"), S::Expect("DATA"),
-            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            S::ReadBody(),
+            S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r3@b.test>"),
+            S::Expect("DATA"),
+            S::Send("250 2.0.0 second\r\n550 5.1.8 bad sender\r\n"
+                    "503 5.5.1 no sender\r\n503 5.5.1 no sender\r\n"),
+            S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r4@b.test>"),
+            S::Expect("DATA"),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(),
             S::Send("250 2.0.0 fourth\r\n")});
   ClientRun run;
   run.options = TestOptions();
@@ -729,16 +739,16 @@ TEST_F(SmtpClientTest, ChainedMessagesSendTheNextEnvelopeBehindTheFinalDot) {
   EXPECT_EQ(run.results[3].recipients, (std::vector<Reply>{{250, "2.0.0", "fourth"}}));
   EXPECT_TRUE(run.results[3].connection_usable);
   // Message three's MAIL was refused: nothing open, no RSET before four.
-  EXPECT_EQ(server.bodies(), (std::vector<std::string>{"one\r\n.\r\n", "two\r\n.\r\n",
-                                                       "four\r\n.\r\n"}));
+  EXPECT_EQ(server.bodies(),
+            (std::vector<std::string>{"one\r\n.\r\n", "two\r\n.\r\n", "four\r\n.\r\n"}));
   EXPECT_EQ(server.commands().back(), "QUIT");
 }
 
 TEST_F(SmtpClientTest, ChainedEnvelopeAfterA421IsNotDelivered) {
   S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
             S::Expect("RCPT"), S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
-            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"),
-            S::Expect("DATA"), S::Send("421 4.3.2 going down\r\n"), S::Close()});
+            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"), S::Expect("DATA"),
+            S::Send("421 4.3.2 going down\r\n"), S::Close()});
   ClientRun run;
   run.options = TestOptions();
   run.chain = true;
@@ -758,8 +768,8 @@ TEST_F(SmtpClientTest, QuitWithAChainedEnvelopeOutClosesWithoutQuit) {
   // text, so a QUIT would become content. The client closes instead.
   S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
             S::Expect("RCPT"), S::Expect("DATA"), S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
-            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"),
-            S::Expect("DATA"), S::Send("250 2.0.0 first\r\n250 Ok\r\n250 Ok\r\n354 go\r\n")});
+            S::ReadBody(), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"), S::Expect("DATA"),
+            S::Send("250 2.0.0 first\r\n250 Ok\r\n250 Ok\r\n354 go\r\n")});
   ClientRun run;
   run.options = TestOptions();
   run.chain = true;
@@ -777,14 +787,25 @@ TEST_F(SmtpClientTest, QuitWithAChainedEnvelopeOutClosesWithoutQuit) {
 TEST_F(SmtpClientTest, TransactionLeftOpenIsResetBeforeTheNext) {
   // MAIL accepted, every recipient refused: the server still holds a sender,
   // so the next transaction starts with RSET (pipelined with it).
-  S server({S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining), S::Expect("MAIL"),
-            S::Expect("RCPT TO:<r1@b.test>"), S::Expect("DATA"),
+  S server({S::Send(kGreeting),
+            S::Expect("EHLO"),
+            S::Send(kEhloPipelining),
+            S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r1@b.test>"),
+            S::Expect("DATA"),
             S::Send("250 Ok\r\n550 5.1.1 No\r\n554 5.5.1 No valid recipients\r\n"),
-            S::Expect("RSET"), S::Expect("MAIL"), S::Expect("RCPT TO:<r2@b.test>"),
-            S::Expect("DATA"), S::Send("250 2.0.0 Flushed\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"),
-            S::ReadBody(), S::Send("250 2.0.0 second\r\n"), S::Expect("MAIL"),
-            S::Expect("RCPT TO:<r3@b.test>"), S::Expect("DATA"),
-            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"), S::ReadBody(),
+            S::Expect("RSET"),
+            S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r2@b.test>"),
+            S::Expect("DATA"),
+            S::Send("250 2.0.0 Flushed\r\n250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(),
+            S::Send("250 2.0.0 second\r\n"),
+            S::Expect("MAIL"),
+            S::Expect("RCPT TO:<r3@b.test>"),
+            S::Expect("DATA"),
+            S::Send("250 Ok\r\n250 Ok\r\n354 go\r\n"),
+            S::ReadBody(),
             S::Send("250 2.0.0 third\r\n")});
   ClientRun run;
   run.options = TestOptions();

@@ -25,8 +25,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
-#include "base/wait_for.h"
 #include "base/temp_dir.h"
+#include "base/wait_for.h"
 #include "io/shard.h"
 #include "io/task.h"
 

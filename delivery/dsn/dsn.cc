@@ -342,7 +342,6 @@ std::string TransferEncoding(std::string_view body) {
 
 }  // namespace
 
-
 Dsn BuildDsn(const DsnInput& in, uint64_t now_us) {
   static std::atomic<uint64_t> counter{0};
   const bool utf8 = in.smtputf8;

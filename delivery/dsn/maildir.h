@@ -22,9 +22,9 @@ namespace sluice::delivery {
 // '/' and ':' written as \057 and \072.
 //
 // Prepends "Return-Path: <sender>" ("<>" for the null sender) and "Delivered-To: recipient" (when
-// non-empty), as Postfix local/virtual do, with the message's own line ending (CRLF for stored messages); the message
-// bytes are written unchanged (no CRLF → LF conversion; Dovecot reads both). A sender or recipient
-// containing CR or LF is refused (EINVAL).
+// non-empty), as Postfix local/virtual do, with the message's own line ending (CRLF for stored
+// messages); the message bytes are written unchanged (no CRLF → LF conversion; Dovecot reads both).
+// A sender or recipient containing CR or LF is refused (EINVAL).
 //
 // Blocking (fsync): callers run it on a thread pool, never on a shard. Thread-safe.
 // Returns the final path in new/, or an Error whose code is the failing call's errno.

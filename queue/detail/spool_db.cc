@@ -149,8 +149,10 @@ namespace {
 
 Error StatusError(const std::string& what, const rocksdb::Status& s) {
   int code = EIO;
-  if (s.IsNotFound()) code = ENOENT;
-  if (s.IsNoSpace()) code = ENOSPC;
+  if (s.IsNotFound())
+    code = ENOENT;
+  if (s.IsNoSpace())
+    code = ENOSPC;
   return MakeError(what + ": " + s.ToString(), code);
 }
 
@@ -224,8 +226,7 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(const std::string& path, Mode mod
   }
   rocksdb::Status s;
   if (mode == Mode::kReadWrite) {
-    s = rocksdb::DB::Open(options, path, MakeColumnFamilies(), &spool_db->handles_,
-                          &spool_db->db_);
+    s = rocksdb::DB::Open(options, path, MakeColumnFamilies(), &spool_db->handles_, &spool_db->db_);
   } else {
     // A reader has nothing to say about the primary's stalls and flushes.
     options.info_log->SetInfoLogLevel(rocksdb::InfoLogLevel::ERROR_LEVEL);
@@ -249,27 +250,34 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(const std::string& path, Mode mod
     s = rocksdb::DB::OpenAsSecondary(options, path, secondary_path, families, &spool_db->handles_,
                                      &spool_db->db_);
   }
-  if (!s.ok()) return StatusError("open spool " + path, s);
+  if (!s.ok())
+    return StatusError("open spool " + path, s);
   return spool_db;
 }
 
-SpoolDb::~SpoolDb() { Close(/*sync_wal=*/false); }
+SpoolDb::~SpoolDb() {
+  Close(/*sync_wal=*/false);
+}
 
 void SpoolDb::Close(bool sync_wal) {
-  if (db_ == nullptr) return;
+  if (db_ == nullptr)
+    return;
   if (sync_wal && mode_ == Mode::kReadWrite) {
     // Unsynced removals and updates are in the OS page cache already (manual_wal_flush=false);
     // this makes them survive a power loss right after a clean shutdown too.
     rocksdb::Status s = db_->SyncWAL();
-    if (!s.ok()) spdlog::warn("spool: SyncWAL at close: {}", s.ToString());
+    if (!s.ok())
+      spdlog::warn("spool: SyncWAL at close: {}", s.ToString());
   }
   for (rocksdb::ColumnFamilyHandle* h : handles_) {
     rocksdb::Status s = db_->DestroyColumnFamilyHandle(h);
-    if (!s.ok()) spdlog::warn("spool: closing column family: {}", s.ToString());
+    if (!s.ok())
+      spdlog::warn("spool: closing column family: {}", s.ToString());
   }
   handles_.clear();
   rocksdb::Status s = db_->Close();
-  if (!s.ok()) spdlog::warn("spool: close: {}", s.ToString());
+  if (!s.ok())
+    spdlog::warn("spool: close: {}", s.ToString());
   delete db_;
   db_ = nullptr;
 }
@@ -279,14 +287,17 @@ Result<std::string> SpoolDb::Get(rocksdb::ColumnFamilyHandle* family, const Mess
   std::string value;
   rocksdb::Status s =
       db_->Get(rocksdb::ReadOptions(), family, rocksdb::Slice(key.data(), key.size()), &value);
-  if (s.IsNotFound()) return MakeError("no message " + id.ToString() + " in the spool", ENOENT);
-  if (!s.ok()) return StatusError("read " + id.ToString(), s);
+  if (s.IsNotFound())
+    return MakeError("no message " + id.ToString() + " in the spool", ENOENT);
+  if (!s.ok())
+    return StatusError("read " + id.ToString(), s);
   return value;
 }
 
 Result<Envelope> SpoolDb::ReadEnvelope(const MessageId& id) {
   Result<std::string> raw = Get(meta(), id);
-  if (!raw.ok()) return raw.error();
+  if (!raw.ok())
+    return raw.error();
   Result<Envelope> envelope = DecodeEnvelope(*raw);
   if (!envelope.ok()) {
     return MakeError(id.ToString() + ": " + envelope.error().message, EINVAL);
@@ -294,7 +305,9 @@ Result<Envelope> SpoolDb::ReadEnvelope(const MessageId& id) {
   return envelope;
 }
 
-Result<std::string> SpoolDb::ReadBody(const MessageId& id) { return Get(body(), id); }
+Result<std::string> SpoolDb::ReadBody(const MessageId& id) {
+  return Get(body(), id);
+}
 
 Result<void> SpoolDb::ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn,
                               const BadRecordFn& on_bad) {
@@ -325,9 +338,11 @@ Result<void> SpoolDb::ForEach(const std::function<bool(const MessageId&, const E
       on_bad(key_view, value_view, "envelope does not decode: " + envelope.error().message);
       continue;
     }
-    if (!fn(*id, *envelope)) return {};
+    if (!fn(*id, *envelope))
+      return {};
   }
-  if (!it->status().ok()) return StatusError("spool scan", it->status());
+  if (!it->status().ok())
+    return StatusError("spool scan", it->status());
   return {};
 }
 
@@ -412,8 +427,10 @@ Result<uint64_t> SpoolDb::Count() {
   ro.readahead_size = 2 * kMiB;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta()));
   uint64_t n = 0;
-  for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
-  if (!it->status().ok()) return StatusError("spool scan", it->status());
+  for (it->SeekToFirst(); it->Valid(); it->Next())
+    ++n;
+  if (!it->status().ok())
+    return StatusError("spool scan", it->status());
   return n;
 }
 
@@ -423,7 +440,8 @@ std::string SpoolDb::background_error() const {
 
 uint64_t SpoolDb::IntProperty(const char* name) {
   uint64_t value = 0;
-  if (!db_->GetIntProperty(name, &value)) return 0;
+  if (!db_->GetIntProperty(name, &value))
+    return 0;
   return value;
 }
 

@@ -47,9 +47,15 @@ class SpoolDb {
   SpoolDb(const SpoolDb&) = delete;
   SpoolDb& operator=(const SpoolDb&) = delete;
 
-  rocksdb::DB* db() { return db_; }
-  rocksdb::ColumnFamilyHandle* meta() { return handles_[1]; }
-  rocksdb::ColumnFamilyHandle* body() { return handles_[2]; }
+  rocksdb::DB* db() {
+    return db_;
+  }
+  rocksdb::ColumnFamilyHandle* meta() {
+    return handles_[1];
+  }
+  rocksdb::ColumnFamilyHandle* body() {
+    return handles_[2];
+  }
   // Null for a secondary instance of a spool that has never had one (made by an older sluiced).
   rocksdb::ColumnFamilyHandle* quarantine() {
     return handles_.size() > 3 ? handles_[3] : nullptr;

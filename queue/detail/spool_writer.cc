@@ -25,7 +25,9 @@ rocksdb::Slice KeySlice(const std::array<char, 16>& key) {
   return rocksdb::Slice(key.data(), key.size());
 }
 
-void Release(std::string& s) { std::string().swap(s); }
+void Release(std::string& s) {
+  std::string().swap(s);
+}
 
 }  // namespace
 
@@ -33,7 +35,9 @@ SpoolWriter::SpoolWriter(SpoolHandles handles, const SpoolOptions& options, Reop
     : options_(options), reopen_(std::move(reopen)), handles_(handles) {
 }
 
-SpoolWriter::~SpoolWriter() { Stop(); }
+SpoolWriter::~SpoolWriter() {
+  Stop();
+}
 
 void SpoolWriter::Start() {
   RefreshDisk();  // right from the start: a daemon started on a full disk takes no mail
@@ -48,7 +52,8 @@ Admit SpoolWriter::Enqueue(const MessageId& id, std::string&& meta, std::string&
   SpoolOp op;
   op.body = std::move(body);
   const Admit admit = Enqueue(id, std::move(meta), op, sink, token);
-  if (admit != Admit::kAccepted) body = std::move(op.body);  // the caller may try again
+  if (admit != Admit::kAccepted)
+    body = std::move(op.body);  // the caller may try again
   return admit;
 }
 
@@ -68,7 +73,8 @@ Admit SpoolWriter::Enqueue(const MessageId& id, std::string&& meta, SpoolOp& op,
   op.sink = sink;
   op.token = token;
   const Admit admit = Push(op);
-  if (admit != Admit::kAccepted) meta = std::move(op.meta);  // refused: the caller keeps it
+  if (admit != Admit::kAccepted)
+    meta = std::move(op.meta);  // refused: the caller keeps it
   return admit;
 }
 
@@ -80,8 +86,10 @@ Admit SpoolWriter::Push(SpoolOp& op) {
   bool wake = false;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return Admit::kUnhealthy;
-    if (pending_messages_ >= options_.max_pending_messages) return Admit::kFull;
+    if (stopping_)
+      return Admit::kUnhealthy;
+    if (pending_messages_ >= options_.max_pending_messages)
+      return Admit::kFull;
     // A message larger than the whole byte bound still goes in when nothing else is pending;
     // otherwise it could never be accepted.
     if (pending_messages_ > 0 && pending_bytes_ + bytes > options_.max_pending_bytes) {
@@ -93,7 +101,8 @@ Admit SpoolWriter::Push(SpoolOp& op) {
     queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
-  if (wake) wake_.notify_one();
+  if (wake)
+    wake_.notify_one();
   return Admit::kAccepted;
 }
 
@@ -104,11 +113,13 @@ Admit SpoolWriter::SubmitTransaction(SpoolOp op) {
   bool wake = false;
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return Admit::kUnhealthy;
+    if (stopping_)
+      return Admit::kUnhealthy;
     queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
-  if (wake) wake_.notify_one();
+  if (wake)
+    wake_.notify_one();
   return Admit::kAccepted;
 }
 
@@ -124,7 +135,8 @@ void SpoolWriter::Submit(SpoolOp op) {
     queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
-  if (wake) wake_.notify_one();
+  if (wake)
+    wake_.notify_one();
 }
 
 void SpoolWriter::Stop() {
@@ -136,13 +148,15 @@ void SpoolWriter::Stop() {
     paused_ = false;
   }
   wake_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable())
+    thread_.join();
 }
 
 void SpoolWriter::SetPausedForTesting(bool paused) {
   {
     std::lock_guard lock(mu_);
-    if (stopping_) return;
+    if (stopping_)
+      return;
     paused_ = paused;
   }
   wake_.notify_one();
@@ -207,7 +221,8 @@ void SpoolWriter::Run() {
         bytes = 0;
       }
     }
-    if (begin < ops.size()) CommitRange(ops, begin, ops.size());
+    if (begin < ops.size())
+      CommitRange(ops, begin, ops.size());
     ops.clear();  // keeps the capacity for the next swap
   }
 }
@@ -346,7 +361,8 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
     if (op.kind == SpoolOp::Kind::kTransaction) {
       // A bounce and the update of the message it reports on: atomic and durable together
       // (docs/design.md §5.5), so a crash can neither lose the bounce nor send it twice.
-      for (SpoolOp& part : op.parts) AddToBatch(batch, part);
+      for (SpoolOp& part : op.parts)
+        AddToBatch(batch, part);
     } else {
       if (op.kind == SpoolOp::Kind::kRemove)
         removals.push_back(op.id);
@@ -417,7 +433,8 @@ void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
       return;
   }
   // WriteBatch only fails past its max_bytes (unset, so unlimited): a bug of ours.
-  if (!s.ok()) SLUICE_BUG(s.ToString().c_str());
+  if (!s.ok())
+    SLUICE_BUG(s.ToString().c_str());
   // The batch holds its own copy now; free ours so a burst is not held in memory twice.
   Release(op.meta);
   Release(op.body);
@@ -439,7 +456,8 @@ CommitStatus SpoolWriter::WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync
     } else {
       s = handles_.db->Write(wo, &batch);
     }
-    if (s.ok()) return CommitStatus::kOk;
+    if (s.ok())
+      return CommitStatus::kOk;
     if (s.IsIncomplete()) {
       // Nothing of the batch was written; trying again is safe.
       stalls_.fetch_add(1, std::memory_order_relaxed);

@@ -41,10 +41,12 @@ struct SpoolOp {
   std::shared_ptr<const std::string> shared_body;
   CompletionSink* sink = nullptr;  // kEnqueue only
   uint64_t token = 0;
-  size_t admitted_bytes = 0;  // what this op counts against max_pending_bytes (kEnqueue only)
+  size_t admitted_bytes = 0;   // what this op counts against max_pending_bytes (kEnqueue only)
   std::vector<SpoolOp> parts;  // kTransaction only
 
-  std::string_view body_bytes() const { return shared_body ? *shared_body : body; }
+  std::string_view body_bytes() const {
+    return shared_body ? *shared_body : body;
+  }
 };
 
 // What the writer writes to. Replaced by a reopen after a write error.
@@ -78,7 +80,9 @@ class SpoolWriter {
   // Refuses new work, commits what is queued, joins the thread. Idempotent; not from the writer.
   void Stop();
 
-  bool healthy() const { return !unhealthy_.load(std::memory_order_acquire); }
+  bool healthy() const {
+    return !unhealthy_.load(std::memory_order_acquire);
+  }
   bool disk_low() const {
     return disk_low_.load(std::memory_order_acquire);
   }

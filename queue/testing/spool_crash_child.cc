@@ -21,7 +21,8 @@ namespace {
 class PipeSink final : public sluice::queue::CompletionSink {
  public:
   void OnCommitted(uint64_t token, sluice::queue::CommitStatus status) override {
-    if (status != sluice::queue::CommitStatus::kOk) return;
+    if (status != sluice::queue::CommitStatus::kOk)
+      return;
     SLUICE_CHECK(write(3, &token, sizeof token) == sizeof token);
   }
 };

@@ -12,10 +12,12 @@ namespace sluice::smtp::detail {
 
 class BodySink {
  public:
-  explicit BodySink(uint64_t max_size) : max_size_(max_size) {}
+  explicit BodySink(uint64_t max_size) : max_size_(max_size) {
+  }
 
   void Append(std::string* body, const char* p, size_t n) {
-    if (n == 0) return;
+    if (n == 0)
+      return;
     const uint64_t before = size_;
     size_ += n;
     if (too_big_ || dropping_) {
@@ -31,8 +33,12 @@ class BodySink {
     body->append(p, n);
   }
 
-  uint64_t size() const { return size_; }
-  bool too_big() const { return too_big_; }
+  uint64_t size() const {
+    return size_;
+  }
+  bool too_big() const {
+    return too_big_;
+  }
   // From now on nothing is stored (the owner has no room for it); octets are still counted.
   void Drop() {
     dropping_ = true;

@@ -20,12 +20,14 @@ namespace sluice::smtp {
 namespace {
 
 void Check(bool ok) {
-  if (!ok) std::abort();
+  if (!ok)
+    std::abort();
 }
 
 bool HasNonAscii(std::string_view s) {
   for (char c : s) {
-    if (static_cast<unsigned char>(c) >= 0x80) return true;
+    if (static_cast<unsigned char>(c) >= 0x80)
+      return true;
   }
   return false;
 }
@@ -51,7 +53,8 @@ void CheckPath(const Path& p) {
   Check(p.ToString().size() + 2 <= kMaxPath);
   const bool non_ascii = HasNonAscii(p.mailbox.local_part) || HasNonAscii(p.mailbox.domain);
   Check(p.utf8 == non_ascii);
-  if (non_ascii) Check(IsValidUtf8(p.ToString()));
+  if (non_ascii)
+    Check(IsValidUtf8(p.ToString()));
   Check(p.ToString().find_first_of("<> \r\n") == std::string::npos ||
         p.mailbox.local_part.front() == '"');
 }
@@ -59,7 +62,8 @@ void CheckPath(const Path& p) {
 void ParseArgs(std::string_view arg) {
   if (auto m = ParseMailFrom(arg); m.ok()) {
     CheckPath(m->path);
-    if (m->path.utf8) Check(m->params.smtputf8);
+    if (m->path.utf8)
+      Check(m->params.smtputf8);
     Check(m->params.envid.size() <= kMaxEnvid);
   } else {
     CheckReply(m.error());
@@ -68,7 +72,8 @@ void ParseArgs(std::string_view arg) {
     if (auto r = ParseRcptTo(arg, utf8); r.ok()) {
       Check(!r->path.null);
       CheckPath(r->path);
-      if (r->path.utf8) Check(utf8);
+      if (r->path.utf8)
+        Check(utf8);
       const uint8_t n = r->params.notify;
       Check((n & kNotifyNever) == 0 || n == kNotifyNever);
       Check(r->params.orcpt.size() <= kMaxOrcpt);
@@ -88,7 +93,8 @@ void ParseArgs(std::string_view arg) {
   }
   if (auto a = ParseAuth(arg); a.ok()) {
     Check(!a->mechanism.empty() && a->mechanism.size() <= 20);
-    if (a->initial_response) Check(a->initial_response->size() % 4 == 0);
+    if (a->initial_response)
+      Check(a->initial_response->size() % 4 == 0);
   } else {
     CheckReply(a.error());
   }
@@ -97,7 +103,9 @@ void ParseArgs(std::string_view arg) {
 struct Event {
   LineReader::Status status;
   std::string line;
-  bool operator==(const Event& o) const { return status == o.status && line == o.line; }
+  bool operator==(const Event& o) const {
+    return status == o.status && line == o.line;
+  }
 };
 
 std::vector<Event> Lines(size_t max_line, std::string_view input, size_t chunk) {
@@ -121,13 +129,15 @@ std::vector<Event> Lines(size_t max_line, std::string_view input, size_t chunk) 
                 cmd.arg.data() + cmd.arg.size() <= next.line.data() + next.line.size());
           Check(cmd.arg.front() != ' ' && cmd.arg.back() != ' ');
         }
-        if (chunk == input.size()) ParseArgs(cmd.arg);
+        if (chunk == input.size())
+          ParseArgs(cmd.arg);
       }
       if (next.status != LineReader::Status::kNeedMore) {
         events.push_back({next.status, std::string(next.line)});
       }
       buffer.erase(0, next.consumed);
-      if (next.status == LineReader::Status::kNeedMore && next.consumed == 0) break;
+      if (next.status == LineReader::Status::kNeedMore && next.consumed == 0)
+        break;
     }
     // Bounded memory: never more than max_line octets held back.
     Check(buffer.size() < reader.max_line());
@@ -140,7 +150,8 @@ std::vector<Event> Lines(size_t max_line, std::string_view input, size_t chunk) 
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace sluice::smtp;
-  if (size == 0) return 0;
+  if (size == 0)
+    return 0;
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   // The whole input as one argument reaches parser states that lines with
   // CR/LF stripped cannot.

@@ -16,14 +16,17 @@ namespace sluice::smtp {
 namespace {
 
 void Check(bool ok) {
-  if (!ok) std::abort();
+  if (!ok)
+    std::abort();
 }
 
 // No CR without LF after it, no LF without CR before it.
 bool OnlyCrlf(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\r' && (i + 1 == s.size() || s[i + 1] != '\n')) return false;
-    if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r')) return false;
+    if (s[i] == '\r' && (i + 1 == s.size() || s[i + 1] != '\n'))
+      return false;
+    if (s[i] == '\n' && (i == 0 || s[i - 1] != '\r'))
+      return false;
   }
   return true;
 }
@@ -60,7 +63,8 @@ Outcome RunData(DataLimits limits, std::string_view input, size_t step) {
 
 void CheckData(DataLimits limits, std::string_view input, const Outcome& o) {
   Check(o.too_big == (o.size > limits.max_size));
-  if (!o.too_big) Check(o.size == o.body.size());
+  if (!o.too_big)
+    Check(o.size == o.body.size());
   if (!o.done) {
     Check(o.consumed == input.size());
     return;
@@ -70,9 +74,11 @@ void CheckData(DataLimits limits, std::string_view input, const Outcome& o) {
   Check(o.consumed == 3 || input.substr(o.consumed - 5, 2) == "\r\n");
   if (!o.too_big) {
     Check(o.body.empty() || o.body.substr(o.body.size() - 2) == "\r\n");
-    if (limits.bare_newline == BareNewline::kNormalize || !o.bare) Check(OnlyCrlf(o.body));
+    if (limits.bare_newline == BareNewline::kNormalize || !o.bare)
+      Check(OnlyCrlf(o.body));
   }
-  if (limits.bare_newline == BareNewline::kNormalize) Check(!o.bare);
+  if (limits.bare_newline == BareNewline::kNormalize)
+    Check(!o.bare);
 }
 
 Outcome RunBdat(DataLimits limits, std::string_view input, size_t chunk, size_t step) {
@@ -88,7 +94,8 @@ Outcome RunBdat(DataLimits limits, std::string_view input, size_t chunk, size_t 
     while (!reader.chunk_done()) {
       // Pipelined bytes after the end of the chunk must never be taken.
       std::string wire(data.substr(pos, step));
-      if (pos + wire.size() == data.size()) wire += "BDAT";
+      if (pos + wire.size() == data.size())
+        wire += "BDAT";
       const size_t took = reader.Feed(wire, &out.body);
       Check(took == std::min(step, data.size() - pos));
       pos += took;
@@ -96,7 +103,8 @@ Outcome RunBdat(DataLimits limits, std::string_view input, size_t chunk, size_t 
     }
     off += n;
     out.consumed += n;
-    if (last) break;
+    if (last)
+      break;
   }
   Check(reader.message_done());
   out.done = true;
@@ -107,8 +115,10 @@ Outcome RunBdat(DataLimits limits, std::string_view input, size_t chunk, size_t 
   Check(out.too_big == (out.size > limits.max_size));
   if (!out.too_big) {
     Check(out.size == out.body.size());
-    if (limits.bare_newline == BareNewline::kNormalize || !out.bare) Check(OnlyCrlf(out.body));
-    if (limits.bare_newline == BareNewline::kReject) Check(out.body == input);
+    if (limits.bare_newline == BareNewline::kNormalize || !out.bare)
+      Check(OnlyCrlf(out.body));
+    if (limits.bare_newline == BareNewline::kReject)
+      Check(out.body == input);
   }
   return out;
 }
@@ -118,7 +128,8 @@ Outcome RunBdat(DataLimits limits, std::string_view input, size_t chunk, size_t 
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace sluice::smtp;
-  if (size < 4) return 0;
+  if (size < 4)
+    return 0;
   const DataLimits limits{uint64_t{data[0]} * 8, size_t{3} + data[1] % 80,
                           (data[2] & 1) != 0 ? BareNewline::kNormalize : BareNewline::kReject};
   const size_t step = 1 + data[3] % 13;
