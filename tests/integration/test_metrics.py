@@ -325,6 +325,9 @@ class MetricsTest(DaemonTestCase):
                                       result="accepted"), 1)
         self.assertEqual(s.sum("sluice_spool_healthy"), 1)
         self.assertEqual(s.sum("sluice_spool_failed_messages_total"), 0)
+        # Exported (the SluiceBug alert reads it), and nothing of ours broke while relaying.
+        self.assertEqual(len(s.series("sluice_bugs_total")), 1)
+        self.assertEqual(s.sum("sluice_bugs_total"), 0)
         [(labels, v)] = s.series("sluice_build_info")
         self.assertEqual(v, 1)
         self.assertTrue(labels.get("version") and labels.get("revision"), labels)
