@@ -412,6 +412,9 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace sluice::admin
 
+// An exception that escapes here (a std::bad_alloc at start-up, say) ends the process with a
+// message, which is all main could do with it.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   return sluice::admin::Main(argc, argv);
 }

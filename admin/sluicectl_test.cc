@@ -107,7 +107,8 @@ queue::Envelope TestEnvelope() {
   return e;
 }
 
-const std::string kBody("Subj\0ect\r\n\xff\r\n", 14);
+// A NUL and a non-UTF-8 octet in the body: 13 octets (the literal's own terminator is not one).
+const std::string kBody("Subj\0ect\r\n\xff\r\n", 13);
 
 TEST_F(SluicectlTest, ListShowCountExportWhileTheSpoolIsOpen) {
   std::unique_ptr<queue::Spool> spool = OpenSpool();

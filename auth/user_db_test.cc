@@ -96,7 +96,7 @@ class UserDbTest : public ::testing::Test {
     EXPECT_FALSE(db.ok()) << contents;
     return db.ok() ? "" : db.error().message;
   }
-  std::string path() const {
+  std::string UsersPath() const {
     return dir_.path() + "/users";
   }
 
@@ -299,7 +299,7 @@ TEST_F(UserDbTest, ErrorsNameFileAndLine) {
     std::string file = good;
     file += c.line4 + "\nzed:" + yes + "\n";
     const std::string msg = LoadError(file);
-    EXPECT_TRUE(msg.starts_with(path() + ":4: ")) << c.line4 << " -> " << msg;
+    EXPECT_TRUE(msg.starts_with(UsersPath() + ":4: ")) << c.line4 << " -> " << msg;
     EXPECT_NE(msg.find(c.expect), std::string::npos) << c.line4 << " -> " << msg;
   }
 }

@@ -24,7 +24,7 @@ void LogFinalOutcome(metrics::EventLog* log, Outcome outcome, const MessageState
       .Str("remote", result.remote)
       .Int("code", code)
       .Str("reply", r.last_reply)
-      .Int("attempts", static_cast<int64_t>(env.attempts + 1))
+      .Int("attempts", static_cast<int64_t>(env.attempts) + 1)
       .Num("delay_s", SecondsSince(env.received_at_us, now_us));
   log->Write(std::move(e));
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "base/log.h"
 #include "delivery/delivery_shard.h"
@@ -296,12 +297,11 @@ io::Task<void> DestinationHost::Transfer(Destination* d, Session* session) {
   SmtpClient& client = *session->client;
   unsigned sent = 0;
   Job job;
-  Job next;
-  bool have_next = false;  // `next` was taken and its envelope rides behind job's content
+  std::optional<Job> next;  // taken from the queue: its envelope rides behind job's content
   for (;;) {
-    if (have_next) {
-      job = std::move(next);
-      have_next = false;
+    if (next) {
+      job = std::move(*next);
+      next.reset();
     } else {
       const bool got = co_await TakeJob(d, &job);
       if (!got)
@@ -332,22 +332,20 @@ io::Task<void> DestinationHost::Transfer(Destination* d, Session* session) {
     if (!d->rate.limited() && !ctx_.stopping && sent + 1 < d->max_messages_per_connection &&
         client.capabilities().pipelining && !d->ready.empty() && d->ready.front().message.body &&
         job.message.body->size() <= kChainBodyLimit) {
-      next = std::move(d->ready.front());
+      next.emplace(std::move(d->ready.front()));
       d->ready.pop_front();
-      have_next = true;
     }
-    TransactionResult result =
-        co_await client.Send(job.message, have_next ? &next.message : nullptr);
+    TransactionResult result = co_await client.Send(job.message, next ? &next->message : nullptr);
     job.message.body.reset();
     Report(job, std::move(result.recipients), session->remote, client.capabilities().dsn);
     if (!result.connection_usable || ++sent >= d->max_messages_per_connection || ctx_.stopping) {
-      if (have_next) {
+      if (next) {
         // Its content was never sent, so it was not delivered: back to the queue (or, when
         // stopping, deferred like every other queued job).
         if (ctx_.stopping) {
-          Report(next, {ShuttingDown()}, "");
+          Report(*next, {ShuttingDown()}, "");
         } else {
-          d->ready.push_front(std::move(next));
+          d->ready.push_front(std::move(*next));
           WakeWorker(*d);  // a parked connection, or a new one, takes it now
         }
       }

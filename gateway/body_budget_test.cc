@@ -61,6 +61,7 @@ TEST(BodyBudget, ConcurrentLeasesNeverPassTheBound) {
   BodyBudget b(kTotal, kTotal / 4);
   std::vector<std::thread> threads;
   std::atomic<bool> over{false};
+  threads.reserve(8);
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&b, &over, t] {
       BodyBudget::Lease lease(b, "client" + std::to_string(t % 3));

@@ -285,6 +285,9 @@ int Run(const std::string& config_path) {
 
 }  // namespace
 
+// An exception that escapes here (a std::bad_alloc at start-up, say) ends the process with a
+// message, which is all main could do with it.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   CLI::App app{"Sluice SMTP relay daemon"};
   std::string config_path;

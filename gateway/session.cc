@@ -1045,6 +1045,8 @@ io::Task<Session::Outcome> Session::Commit() {
   for (;;) {
     queue::CommitWaiter& commits = ctx_.commits();
     const uint64_t token = commits.Reserve();
+    // A refused Enqueue leaves `meta` with us (queue/spool.h), so the next try still has it.
+    // NOLINTNEXTLINE(bugprone-use-after-move)
     const queue::Admit admit = spool.Enqueue(id_, std::move(meta), body, &commits, token);
     if (admit == queue::Admit::kAccepted) {
       // The spool's admission bound (max_pending_bytes) covers the body from here on.

@@ -23,7 +23,7 @@ ShardContext::ShardContext(Server& server, unsigned id)
 }
 
 Result<void> ShardContext::Start(
-    std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
+    std::vector<std::pair<queue::MessageId, queue::Envelope>>&& recovered) {
   const Config& cfg = server_.config();
   if (auto r = delivery_->Start(); !r)
     return MakeError("delivery: " + r.error().message);

@@ -53,7 +53,7 @@ class ShardContext final {
 
   // Shard thread: bind listeners, start delivery and adopt the messages
   // recovered from the spool that this shard owns.
-  Result<void> Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered);
+  Result<void> Start(std::vector<std::pair<queue::MessageId, queue::Envelope>>&& recovered);
   void BeginShutdown();  // posted by Server::Shutdown
 
  private:

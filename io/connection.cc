@@ -128,13 +128,9 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
     shard_.Cancel(recv_user_data_);
   }
   if (reader_) {
-    if (inbox().size() > seen_ || raw_progress_) {
+    // New bytes, progress below a transform, end of stream or an error: the reader wakes.
+    if (inbox().size() > seen_ || raw_progress_ || eof_ || error_ != 0)
       WakeReader();
-    } else if (eof_) {
-      WakeReader();
-    } else if (error_ != 0) {
-      WakeReader();
-    }
   }
 }
 

@@ -52,7 +52,7 @@ class Connection final : private CompletionHandler, private TimerHandler {
   void SetInboxHighWater(size_t bytes);
 
   Connection(Shard& shard, int fd);
-  ~Connection();
+  ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 

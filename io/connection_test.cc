@@ -258,7 +258,7 @@ class XorTransform final : public StreamTransform {
 };
 
 struct TransformServer {
-  Shard* shard;
+  Shard* shard{};
   std::atomic<bool> done{false};
   std::atomic<bool> handshake_ok{false};
   std::string got;

@@ -18,7 +18,7 @@ class Listener final : private CompletionHandler, private TimerHandler {
 
   // Takes ownership of listen_fd.
   Listener(Shard& shard, int listen_fd, AcceptFn on_accept);
-  ~Listener();
+  ~Listener() override;
 
   void Start();
   // Stops accepting and closes the socket once the accept request is gone.

@@ -25,6 +25,7 @@ TEST_F(ShardTest, PostRunsOnShardThread) {
   std::thread::id shard_tid;
   shard_->Post([&] { shard_tid = std::this_thread::get_id(); });
   std::vector<std::thread> posters;
+  posters.reserve(4);
   for (int t = 0; t < 4; ++t) {
     posters.emplace_back([&] {
       for (int i = 0; i < 1000; ++i)

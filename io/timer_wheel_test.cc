@@ -98,8 +98,8 @@ TEST(TimerWheelTest, HandlerMayAddTimers) {
   MonoTime t0{};
   TimerWheel w(t0);
   struct Rearm : TimerHandler {
-    TimerWheel* w;
-    MonoTime* now;
+    TimerWheel* w = nullptr;
+    MonoTime* now = nullptr;
     int fired = 0;
     void OnTimer() override {
       if (++fired < 3)

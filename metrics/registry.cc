@@ -118,7 +118,7 @@ size_t FamilyBase::max_series() const {
   return max_series_;
 }
 
-unsigned FamilyBase::other_slot() const {
+unsigned FamilyBase::OtherSlot() const {
   return registry_.other_thread();
 }
 
@@ -180,7 +180,7 @@ SeriesBase& FamilyBase::CreateLocked(std::span<const std::string_view> values, s
 }  // namespace detail
 
 std::unique_ptr<detail::SeriesBase> CounterFamily::NewSeries() {
-  return std::unique_ptr<detail::SeriesBase>(new Counter(AllocateCells(1), other_slot()));
+  return std::unique_ptr<detail::SeriesBase>(new Counter(AllocateCells(1), OtherSlot()));
 }
 
 void CounterFamily::Collect(Exposition& out) const {
@@ -193,7 +193,7 @@ void CounterFamily::Collect(Exposition& out) const {
 }
 
 std::unique_ptr<detail::SeriesBase> GaugeFamily::NewSeries() {
-  return std::unique_ptr<detail::SeriesBase>(new Gauge(AllocateCells(1), other_slot()));
+  return std::unique_ptr<detail::SeriesBase>(new Gauge(AllocateCells(1), OtherSlot()));
 }
 
 void GaugeFamily::Collect(Exposition& out) const {
@@ -229,7 +229,7 @@ HistogramFamily::HistogramFamily(Registry& registry, std::string name, std::stri
 std::unique_ptr<detail::SeriesBase> HistogramFamily::NewSeries() {
   // Per slot: the buckets (bounds + the +Inf one) and the sum.
   return std::unique_ptr<detail::SeriesBase>(
-      new Histogram(AllocateCells(bounds_.size() + 2), other_slot(), &bounds_));
+      new Histogram(AllocateCells(bounds_.size() + 2), OtherSlot(), &bounds_));
 }
 
 void HistogramFamily::Collect(Exposition& out) const {

@@ -214,7 +214,7 @@ class FamilyBase {
   virtual std::unique_ptr<SeriesBase> NewSeries() = 0;
   // Cells for a new series: `per_slot` contiguous cells in every slot.
   SlotCells AllocateCells(size_t per_slot);
-  unsigned other_slot() const;
+  unsigned OtherSlot() const;
 
   struct Entry {
     std::string formatted_labels;  // Exposition::FormatLabels output

@@ -80,7 +80,7 @@ std::optional<MessageId> MessageId::Parse(std::string_view text) {
 }
 
 std::array<char, 16> MessageId::Key() const {
-  std::array<char, 16> key;
+  std::array<char, 16> key{};
   PutBigEndian(hi, key.data());
   PutBigEndian(lo, key.data() + 8);
   return key;

@@ -38,6 +38,7 @@ struct MessageId {
     return static_cast<uint32_t>(lo);
   }
 
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   auto operator<=>(const MessageId&) const = default;
 };
 

@@ -112,6 +112,7 @@ TEST(SpoolTest, ConcurrentEnqueueIsDurableAndRecoveredByteExact) {
     EXPECT_EQ(spool->recovered_messages(), 0u);
     EXPECT_TRUE(spool->healthy());
     std::vector<std::thread> threads;
+    threads.reserve(kThreads);
     for (int t = 0; t < kThreads; ++t) {
       threads.emplace_back([&, t] {
         MessageIdGenerator gen(1, static_cast<uint16_t>(t));
@@ -219,7 +220,7 @@ TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
   std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
   EXPECT_EQ(spool->quarantined_messages(), 0u);
   std::vector<MessageId> good;
-  Result<uint64_t> moved = spool->Recover([&](const MessageId& id, Envelope e) {
+  Result<uint64_t> moved = spool->Recover([&](const MessageId& id, const Envelope& e) {
     EXPECT_EQ(e, MakeEnvelope(id.counter()));
     good.push_back(id);
   });
@@ -242,7 +243,7 @@ TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
                   .ok());
   ASSERT_EQ(set_aside.size(), 2u);
   const QuarantinedRecord& bad = set_aside[0].id() ? set_aside[0] : set_aside[1];
-  EXPECT_EQ(bad.Name(), MessageId(20, 2).ToString());
+  EXPECT_EQ(bad.Name(), (MessageId{20, 2}).ToString());
   EXPECT_EQ(bad.meta, "\xff garbage");
   EXPECT_TRUE(bad.has_body);
   EXPECT_EQ(bad.body, MakeBody(2, 50));
@@ -253,7 +254,7 @@ TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
   // A second start finds nothing new to set aside.
   std::unique_ptr<Spool> again = OpenOrDie(Options(dir.spool()));
   EXPECT_EQ(again->quarantined_messages(), 2u);
-  EXPECT_EQ(*again->Recover([](const MessageId&, Envelope) {}), 0u);
+  EXPECT_EQ(*again->Recover([](const MessageId&, const Envelope&) {}), 0u);
 }
 
 TEST(SpoolTest, UnknownIdIsAnError) {
@@ -278,9 +279,9 @@ TEST(SpoolTest, AdmissionBoundByMessagesReturnsFull) {
   std::string meta = "meta3";
   std::string body = "body3";
   EXPECT_EQ(spool->Enqueue({1, 3}, std::move(meta), std::move(body), &sink, 3), Admit::kFull);
-  // Refused: the caller keeps its message and may retry with it.
-  EXPECT_EQ(meta, "meta3");
-  EXPECT_EQ(body, "body3");
+  // Refused: the caller keeps its message and may retry with it (what this test checks).
+  EXPECT_EQ(meta, "meta3");  // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(body, "body3");  // NOLINT(bugprone-use-after-move)
   EXPECT_EQ(spool->stats().pending_messages, 3u);
   spool->PauseWriterForTesting(false);
   ASSERT_TRUE(sink.WaitFor(3));
@@ -328,6 +329,7 @@ TEST(SpoolTest, SharedBodyIsStoredAndCountedAndTheCallerKeepsIt) {
   auto second = std::make_shared<const std::string>(std::string(600, 'b'));
   std::string meta = "m1";
   EXPECT_EQ(spool->Enqueue({2, 1}, std::move(meta), second, &sink, 1), Admit::kFull);
+  // NOLINTNEXTLINE(bugprone-use-after-move): refused, so the caller keeps it (what is tested)
   EXPECT_EQ(meta, "m1") << "refused: the caller keeps its envelope";
   EXPECT_EQ(second.use_count(), 1) << "refused: the spool holds no reference";
   spool->PauseWriterForTesting(false);
@@ -480,10 +482,11 @@ TEST(SpoolTest, ShortStallIsRetriedUntilItClears) {
 // returning EIO on fdatasync.
 class FailingSyncFs final : public rocksdb::FileSystemWrapper {
  public:
-  explicit FailingSyncFs(std::shared_ptr<rocksdb::FileSystem> base)
-      : rocksdb::FileSystemWrapper(std::move(base)) {
+  explicit FailingSyncFs(const std::shared_ptr<rocksdb::FileSystem>& base)
+      : rocksdb::FileSystemWrapper(base) {
   }
-  static const char* kClassName() {
+  static const char*
+  kClassName() {  // NOLINT(readability-identifier-naming): the name RocksDB asks for
     return "FailingSyncFs";
   }
   const char* Name() const override {
@@ -573,7 +576,7 @@ TEST(SpoolTest, IoErrorReopensByItselfAndHandsOnWhatTurnedOutDurable) {
   std::unique_ptr<Spool> spool = OpenOrDie(options);
   std::mutex mu;
   std::vector<MessageId> handed_on;
-  spool->SetRecoveredHandler([&](const MessageId& id, Envelope) {
+  spool->SetRecoveredHandler([&](const MessageId& id, const Envelope&) {
     std::lock_guard lock(mu);
     handed_on.push_back(id);
   });

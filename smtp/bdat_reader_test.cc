@@ -72,7 +72,7 @@ Outcome Whole(DataLimits limits, std::string_view message) {
 // Every way of cutting the message into two chunks, and into chunks of
 // every fixed size, fed in pieces of every size up to 4, must agree.
 Outcome CheckAllSplits(DataLimits limits, std::string_view message) {
-  const Outcome whole = Whole(limits, message);
+  Outcome whole = Whole(limits, message);
   for (size_t i = 0; i <= message.size(); ++i) {
     for (size_t piece = 1; piece <= 4; ++piece) {
       EXPECT_EQ(Drive(limits, message, {i, message.size() - i}, piece), whole)

@@ -24,7 +24,7 @@ enum class BareNewline {
 };
 
 struct DataLimits {
-  uint64_t max_size;       // octets of the stored message; more sets too_big()
+  uint64_t max_size = 0;   // octets of the stored message; more sets too_big()
   size_t max_line = 1000;  // RFC 5321 §4.5.3.1.6, including CRLF, excluding a stuffed dot
   BareNewline bare_newline = BareNewline::kReject;
 };

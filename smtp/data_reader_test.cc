@@ -73,7 +73,7 @@ Outcome Drive(DataLimits limits, const std::vector<std::string_view>& chunks) {
 // Whole input, every two- and three-way split (for short inputs) and byte by
 // byte must all give the same outcome; returns it.
 Outcome CheckAllSplits(DataLimits limits, std::string_view input) {
-  const Outcome whole = Drive(limits, {input});
+  Outcome whole = Drive(limits, {input});
   for (size_t i = 0; i <= input.size(); ++i) {
     EXPECT_EQ(Drive(limits, {input.substr(0, i), input.substr(i)}), whole) << "split at " << i;
     if (input.size() > 48)

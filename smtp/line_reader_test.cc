@@ -50,7 +50,7 @@ LineRun Drive(size_t max_line, const std::vector<std::string>& chunks) {
 // Runs `input` whole, split at every boundary into two and three pieces, and
 // byte by byte; all must agree with the whole run, which is returned.
 LineRun CheckAllSplits(size_t max_line, const std::string& input) {
-  const LineRun whole = Drive(max_line, {input});
+  LineRun whole = Drive(max_line, {input});
   for (size_t i = 0; i <= input.size(); ++i) {
     const LineRun two = Drive(max_line, {input.substr(0, i), input.substr(i)});
     EXPECT_EQ(two.events, whole.events) << "split at " << i;

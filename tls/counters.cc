@@ -2,7 +2,7 @@
 
 namespace sluice::tls {
 
-HandshakeCounters& handshake_counters() {
+HandshakeCounters& ProcessHandshakeCounters() {
   static HandshakeCounters counters;
   return counters;
 }

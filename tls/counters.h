@@ -22,6 +22,6 @@ struct HandshakeCounters {
 };
 
 // The one instance for the process.
-HandshakeCounters& handshake_counters();
+HandshakeCounters& ProcessHandshakeCounters();
 
 }  // namespace sluice::tls

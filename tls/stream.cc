@@ -263,7 +263,7 @@ std::string Stream::sni() const {
 
 void Stream::OnHandshakeDone() {
   state_ = State::kOpen;
-  HandshakeCounters& counters = handshake_counters();
+  HandshakeCounters& counters = ProcessHandshakeCounters();
   bool reused = resumed();
   if (is_server_) {
     counters.server_ok.fetch_add(1, std::memory_order_relaxed);
@@ -304,7 +304,7 @@ void Stream::Fail(int ssl_error, std::string_view during) {
     }
   }
   if (in_handshake) {
-    HandshakeCounters& counters = handshake_counters();
+    HandshakeCounters& counters = ProcessHandshakeCounters();
     (is_server_ ? counters.server_failed : counters.client_failed)
         .fetch_add(1, std::memory_order_relaxed);
   }

@@ -307,13 +307,13 @@ TEST_F(StreamTest, MinVersion13RefusesTls12Client) {
   options.min_version = kTls13;
   auto server = Stream::Server(MakeServer(options));
   auto client = Stream::Client(MakeClient(kTls12), "localhost", true);
-  uint64_t failed_before = handshake_counters().server_failed.load();
+  uint64_t failed_before = ProcessHandshakeCounters().server_failed.load();
   Pump(*client, *server, nullptr, nullptr);
   EXPECT_EQ(server->state(), State::kFailed);
   EXPECT_EQ(client->state(), State::kFailed);
   EXPECT_NE(server->error().find("UNSUPPORTED_PROTOCOL"), std::string::npos) << server->error();
   EXPECT_NE(client->error().find("ALERT"), std::string::npos) << client->error();
-  EXPECT_EQ(handshake_counters().server_failed.load(), failed_before + 1);
+  EXPECT_EQ(ProcessHandshakeCounters().server_failed.load(), failed_before + 1);
   EXPECT_FALSE(server->FeedCiphertext("x"));
 
   // A TLS 1.3 client is fine.
@@ -395,7 +395,7 @@ TEST_F(StreamTest, ClientResumesPerHostWithTickets) {
     SCOPED_TRACE(max);
     auto server_ctx = MakeServer();
     auto client_ctx = MakeClient(max);
-    uint64_t resumed_before = handshake_counters().client_resumed.load();
+    uint64_t resumed_before = ProcessHandshakeCounters().client_resumed.load();
     bool server_resumed = false;
     auto first = Connect(server_ctx, client_ctx, "localhost", true, &server_resumed);
     EXPECT_FALSE(first->resumed());
@@ -404,7 +404,7 @@ TEST_F(StreamTest, ClientResumesPerHostWithTickets) {
     EXPECT_TRUE(second->resumed());
     EXPECT_TRUE(server_resumed);
     EXPECT_TRUE(second->peer_verified());  // carried in the session
-    EXPECT_EQ(handshake_counters().client_resumed.load(), resumed_before + 1);
+    EXPECT_EQ(ProcessHandshakeCounters().client_resumed.load(), resumed_before + 1);
     // Another host name does not get localhost's session.
     auto other = Connect(server_ctx, client_ctx, "127.0.0.1", true, &server_resumed);
     EXPECT_FALSE(other->resumed());

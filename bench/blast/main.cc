@@ -8,6 +8,9 @@
 
 #include "bench/blast/blast.h"
 
+// An exception that escapes here (a std::bad_alloc at start-up, say) ends the process with a
+// message, which is all main could do with it.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 int main(int argc, char** argv) {
   using sluice::blast::BlastOptions;
   BlastOptions options;

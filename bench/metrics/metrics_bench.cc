@@ -83,8 +83,8 @@ void BM_Scrape10kSeries(benchmark::State& state) {
   counters.SetMaxSeries(100000);
   auto& gauges = registry.AddGauge("sluice_bench_queue_messages", "Bench.", {"destination"});
   gauges.SetMaxSeries(100000);
-  const int kSeries = static_cast<int>(state.range(0));
-  for (int i = 0; i < kSeries / 2; ++i) {
+  const int series_count = static_cast<int>(state.range(0));
+  for (int i = 0; i < series_count / 2; ++i) {
     const std::string dest = "mx" + std::to_string(i) + ".example.net";
     counters.WithLabels({dest, i % 2 == 0 ? "delivered" : "transfail"}).Inc(i % 8, i);
     gauges.WithLabels({dest}).Add(i % 8, i);
@@ -96,7 +96,7 @@ void BM_Scrape10kSeries(benchmark::State& state) {
     benchmark::DoNotOptimize(text.data());
   }
   state.counters["bytes"] = static_cast<double>(bytes);
-  state.SetItemsProcessed(state.iterations() * kSeries);
+  state.SetItemsProcessed(state.iterations() * series_count);
 }
 BENCHMARK(BM_Scrape10kSeries)->Arg(10000)->Unit(benchmark::kMicrosecond);
 
@@ -105,14 +105,14 @@ void BM_ScrapeHistograms(benchmark::State& state) {
   auto& hist = registry.AddHistogram("sluice_bench_delivery_seconds", "Bench.", {"destination"},
                                      DefaultLatencyBuckets());
   hist.SetMaxSeries(100000);
-  const int kSeries = static_cast<int>(state.range(0));
-  for (int i = 0; i < kSeries; ++i) {
+  const int series_count = static_cast<int>(state.range(0));
+  for (int i = 0; i < series_count; ++i) {
     hist.WithLabels({"mx" + std::to_string(i) + ".example.net"}).Observe(i % 8, i * 0.001);
   }
   for (auto _ : state) {
     benchmark::DoNotOptimize(registry.Scrape().data());
   }
-  state.SetItemsProcessed(state.iterations() * kSeries);
+  state.SetItemsProcessed(state.iterations() * series_count);
 }
 BENCHMARK(BM_ScrapeHistograms)->Arg(1000)->Unit(benchmark::kMicrosecond);
 

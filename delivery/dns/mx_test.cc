@@ -298,6 +298,7 @@ TEST(AddressLiteral, Ipv4AndIpv6) {
 TEST(SiteKey, SortedUniqueAndBounded) {
   EXPECT_EQ(SiteKey({"b.test", "a.test", "b.test"}), "mx:a.test,b.test,");
   std::vector<std::string> many;
+  many.reserve(2900);
   for (int i = 0; i < 2900; ++i)
     many.push_back("mx" + std::to_string(i) + ".example.test");
   const std::string key = SiteKey(many);

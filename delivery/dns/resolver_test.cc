@@ -88,16 +88,16 @@ uint16_t FreePort() {
 
 // True once a DNS server on 127.0.0.1:port answers a query.
 bool DnsAnswers(uint16_t port) {
-  static const unsigned char query[] = {0x42, 0x42, 0x01, 0x00, 0,   1,   0,   0,   0, 0,
-                                        0,    0,    5,    'r',  'e', 'a', 'd', 'y', 4, 't',
-                                        'e',  's',  't',  0,    0,   1,   0,   1};
+  static const unsigned char kQuery[] = {0x42, 0x42, 0x01, 0x00, 0,   1,   0,   0,   0, 0,
+                                         0,    0,    5,    'r',  'e', 'a', 'd', 'y', 4, 't',
+                                         'e',  's',  't',  0,    0,   1,   0,   1};
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_port = htons(port);
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   bool answered = false;
-  if (sendto(fd, query, sizeof(query), 0, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) > 0) {
+  if (sendto(fd, kQuery, sizeof(kQuery), 0, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) > 0) {
     pollfd pfd{fd, POLLIN, 0};
     unsigned char buf[512];
     answered = poll(&pfd, 1, 50) == 1 && recv(fd, buf, sizeof(buf), 0) >= 12 && buf[0] == 0x42;

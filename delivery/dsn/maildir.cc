@@ -94,7 +94,7 @@ Result<void> EnsureMaildir(const std::string& root) {
 }
 
 const std::string& EscapedHostname() {
-  static const std::string host = [] {
+  static const std::string kHost = [] {
     char buf[256] = {};
     if (::gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == '\0') {
       return std::string("localhost");
@@ -111,7 +111,7 @@ const std::string& EscapedHostname() {
     }
     return out;
   }();
-  return host;
+  return kHost;
 }
 
 std::string UniqueName(size_t size) {

@@ -95,7 +95,11 @@ class SpdlogLogger final : public rocksdb::Logger {
     char buf[1024];
     va_list copy;
     va_copy(copy, ap);
+    // RocksDB's own format string, as its Logger interface hands it over.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
     const int n = std::vsnprintf(buf, sizeof buf, format, copy);
+#pragma GCC diagnostic pop
     va_end(copy);
     if (n < 0)
       return;
@@ -212,9 +216,9 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeColumnFamilies() {
   };
 }
 
-Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(const std::string& path, Mode mode,
-                                               std::shared_ptr<rocksdb::FileSystem> file_system,
-                                               const std::string& secondary_path) {
+Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(
+    const std::string& path, Mode mode, const std::shared_ptr<rocksdb::FileSystem>& file_system,
+    const std::string& secondary_path) {
   std::unique_ptr<SpoolDb> spool_db(new SpoolDb());
   spool_db->mode_ = mode;
   rocksdb::DBOptions options = MakeDbOptions();

@@ -39,9 +39,9 @@ class SpoolDb {
 
   // file_system: null = default. secondary_path: the secondary instance's own directory (its info
   // log); required for kSecondary.
-  static Result<std::unique_ptr<SpoolDb>> Open(const std::string& path, Mode mode,
-                                               std::shared_ptr<rocksdb::FileSystem> file_system,
-                                               const std::string& secondary_path);
+  static Result<std::unique_ptr<SpoolDb>> Open(
+      const std::string& path, Mode mode, const std::shared_ptr<rocksdb::FileSystem>& file_system,
+      const std::string& secondary_path);
   ~SpoolDb();  // Close()
 
   SpoolDb(const SpoolDb&) = delete;
