@@ -7,11 +7,12 @@
 #   make bench-compare  Sluice vs a private Postfix vs the smtp-source -> smtp-sink ceiling (root)
 #   make profile        perf profile of sluiced relaying smtp-source -> smtp-sink (root)
 #   make bench-abuse    hostile clients (1,000 connections) against sluiced: memory and latency
+#   make lint    clang-format check of every C++ file and clang-tidy on every source (fails on a finding)
 
 BUILD ?= build
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare bench-abuse profile asan clean
+.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare bench-abuse profile asan lint clean
 
 all: build
 
@@ -66,6 +67,10 @@ asan: deps
 	ninja -C build-asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  meson test -C build-asan --suite unit --suite integration --print-errorlogs --timeout-multiplier 3
+
+lint: build
+	@scripts/install-deps --lint
+	scripts/lint $(BUILD)
 
 clean:
 	rm -rf $(BUILD) build-asan build-fuzz
