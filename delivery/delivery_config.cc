@@ -34,6 +34,13 @@ const char* ToString(RouteType type) {
   return "mx";
 }
 
+std::string DestinationLabel(const DeliveryConfig& config, const std::string& domain) {
+  const RouteConfig* route = config.routes.empty() ? nullptr : FindRoute(config.routes, domain);
+  if (route == nullptr)
+    return config.routes.empty() ? domain : "unrouted";
+  return route->type == RouteType::kMx ? domain : route->name;
+}
+
 const RouteConfig* FindRoute(const std::vector<RouteConfig>& routes, std::string_view domain) {
   if (!domain.empty() && domain.back() == '.')
     domain.remove_suffix(1);

@@ -76,12 +76,20 @@ struct DeliveryConfig {
   // A process-wide bound in bytes; past it a message's body is read back from
   // the spool as after a restart. 0 disables.
   int64_t body_cache_bytes = int64_t{64} << 20;
+  // Messages held in memory for delivery, process-wide (as Postfix's qmgr_message_active_limit):
+  // those due now, read from the spool's schedule index in due order, and new mail while there
+  // is room. The rest of the queue waits on disk only, so memory does not grow with the queue.
+  size_t max_active_messages = 20000;
   std::vector<std::string> dns_servers;  // "127.0.0.1:53"; empty = /etc/resolv.conf
   std::vector<RouteConfig> routes;       // empty = every domain by MX
 };
 
 // Route lookup by recipient domain (case-insensitive).
 const RouteConfig* FindRoute(const std::vector<RouteConfig>& routes, std::string_view domain);
+
+// The metric label for a recipient domain: the route's name, or the domain itself for MX routes
+// ("unrouted" when routes are configured and none matches).
+std::string DestinationLabel(const DeliveryConfig& config, const std::string& domain);
 
 // "100/s", "500/min", "3600/h" → messages per second.
 std::optional<double> ParseRate(std::string_view text);

@@ -3,10 +3,7 @@
 namespace sluice::delivery {
 
 std::string DeliveryContext::DestinationLabel(const std::string& domain) const {
-  const RouteConfig* route = config.routes.empty() ? nullptr : FindRoute(config.routes, domain);
-  if (route == nullptr)
-    return config.routes.empty() ? domain : "unrouted";
-  return route->type == RouteType::kMx ? domain : route->name;
+  return delivery::DestinationLabel(config, domain);
 }
 
 DeliveryTelemetry::DestinationSeries& DeliveryContext::SeriesFor(const std::string& label) {

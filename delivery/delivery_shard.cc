@@ -24,6 +24,8 @@ Result<void> DeliveryShard::Start() {
   if (auto r = ctx_.resolver->Init(); !r)
     return r;
   host_.Start();
+  if (ctx_.config.enabled)
+    owner_.Start();
   return {};
 }
 
@@ -84,8 +86,9 @@ bool DeliveryShard::stopped() const {
 
 DeliveryShard::QueueSnapshot DeliveryShard::Snapshot() const {
   QueueSnapshot snap;
-  static_cast<MessageOwner::Counts&>(snap) = owner_.Count();
   snap.queues = host_.destinations();
+  snap.active = owner_.messages();
+  snap.in_flight = owner_.in_flight();
   return snap;
 }
 

@@ -56,12 +56,17 @@ class DeliveryShard final {
     peers_ = std::move(peers);
     in_flight_ = in_flight;
     owner_.SetBodyCache(body_cache);
+    // delivery.max_active_messages is process-wide; each shard holds its share.
+    const size_t shards = peers_.empty() ? 1 : peers_.size();
+    owner_.Configure(static_cast<unsigned>(shards),
+                     (ctx_.config.max_active_messages + shards - 1) / shards);
   }
   // On the shard thread.
   Result<void> Start();
-  // On the owner's thread: a message that was just queued, or found at start. `body`, when
-  // given, is the message as spooled; it is kept for the first attempt if the body cache has
-  // room (else read back from the spool). Delivery off: nothing is kept, the spool is the queue.
+  // On the owner's thread: a message that was just queued (or a bounce, or one a reopened spool
+  // found). `body`, when given, is the message as spooled; it is kept for the first attempt if
+  // the body cache has room (else read back from the spool). Delivery off: nothing is kept, the
+  // spool is the queue.
   void Adopt(const queue::MessageId& id, queue::Envelope envelope,
              std::shared_ptr<const std::string> body = nullptr);
   // Stop starting work; idle connections close; in-flight transactions end.
@@ -75,10 +80,12 @@ class DeliveryShard final {
   void StopResolver();
   bool stopped() const;
 
-  // For the queue gauges: computed on the shard thread (post a closure that calls it), merged by
-  // the scraper.
-  struct QueueSnapshot : MessageOwner::Counts {
+  // For the queue gauges (the queue's size comes from the spool's counters): computed on the
+  // shard thread (post a closure that calls it), merged by the scraper. O(1).
+  struct QueueSnapshot {
     uint64_t queues = 0;  // destinations (queues) held in memory
+    uint64_t active = 0;  // messages held in memory (the window)
+    MessageOwner::InFlight in_flight;
   };
   QueueSnapshot Snapshot() const;
   // The metric label for a recipient domain: the route's name, or the domain itself for MX

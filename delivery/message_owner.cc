@@ -63,7 +63,8 @@ struct MessageOwner::Message final : public io::TimerHandler {
   MessageState state;
   CachedBody body;  // until the first round ends; empty: read from the spool
   io::TimerWheel::Id timer;
-  unsigned jobs_out = 0;  // jobs (and the routing itself) not yet answered this round
+  unsigned jobs_out = 0;     // jobs (and the routing itself) not yet answered this round
+  bool round_retry = false;  // the round in progress is a retry (for the in-flight counts)
 
   void OnTimer() override {
     timer = {};
@@ -78,6 +79,28 @@ struct MessageOwner::Message final : public io::TimerHandler {
   }
 };
 
+class MessageOwner::Ticker final : public io::TimerHandler {
+ public:
+  explicit Ticker(MessageOwner* owner) : owner_(owner) {
+  }
+  void Arm() {
+    timer_ = owner_->ctx_.shard.timers().Add(owner_->ctx_.shard.Now() + kTick, this);
+  }
+  void Cancel() {
+    owner_->ctx_.shard.timers().Cancel(timer_);
+    timer_ = {};
+  }
+  void OnTimer() override {
+    timer_ = {};
+    MessageOwner* o = owner_;
+    o->ctx_.shard.Post([o] { o->Tick(); });
+  }
+
+ private:
+  MessageOwner* owner_;
+  io::TimerWheel::Id timer_;
+};
+
 MessageOwner::MessageOwner(DeliveryContext& ctx, DeliveryShard& shard)
     : ctx_(ctx), shard_(shard), rng_(std::random_device{}()) {
 }
@@ -85,6 +108,185 @@ MessageOwner::MessageOwner(DeliveryContext& ctx, DeliveryShard& shard)
 MessageOwner::~MessageOwner() {
   for (auto& [id, m] : messages_)
     ctx_.shard.timers().Cancel(m->timer);
+  if (ticker_)
+    ticker_->Cancel();
+}
+
+void MessageOwner::Configure(unsigned shards, size_t max_active) {
+  shards_ = std::max(1u, shards);
+  // At least a scan's worth per shard, so a small bound still moves work along.
+  max_active_ = std::max<size_t>(max_active, 1);
+}
+
+void MessageOwner::Start() {
+  LaneFor(static_cast<uint16_t>(ctx_.index));
+  ticker_ = std::make_unique<Ticker>(this);
+  ticker_->Arm();
+  DiscoverLanes();
+}
+
+io::Detached MessageOwner::DiscoverLanes() {
+  // Prefixes other than our own exist only if the shard count was larger before the restart.
+  refilling_ = true;  // no scan before the lanes are known
+  queue::Spool* spool = &ctx_.spool;
+  auto read = ctx_.pool.Run(ctx_.shard, [spool] { return spool->SchedulePrefixes(); });
+  Result<std::vector<uint16_t>> prefixes = co_await read;
+  refilling_ = false;
+  if (!prefixes.ok()) {
+    spdlog::error("delivery: cannot read the schedule index: {}", prefixes.error().message);
+  } else {
+    for (uint16_t p : *prefixes) {
+      if (p % shards_ == ctx_.index)
+        LaneFor(p);
+    }
+  }
+  MaybeRefill();
+}
+
+MessageOwner::Lane& MessageOwner::LaneFor(uint16_t prefix) {
+  for (Lane& lane : lanes_) {
+    if (lane.prefix == prefix)
+      return lane;
+  }
+  Lane lane;
+  lane.prefix = prefix;
+  lane.cursor.prefix = prefix;
+  lanes_.push_back(lane);
+  next_wake_ = 0;  // read it from the start
+  return lanes_.back();
+}
+
+void MessageOwner::NoteUnheld(const queue::MessageId& id, uint64_t due_us, uint64_t seq) {
+  Lane& lane = LaneFor(id.shard());
+  const queue::ScheduleEntry key{id.shard(), due_us, id};
+  if (key < lane.cursor) {
+    lane.cursor = key;
+    lane.exhausted = false;
+  }
+  if (refilling_)
+    wake_floor_ = std::min(wake_floor_, due_us);
+  if (refilling_ || seq > ctx_.spool.applied_seq())
+    unheld_.push_back({key, seq, refilling_ ? scan_epoch_ : 0});
+  next_wake_ = std::min(next_wake_, due_us);
+}
+
+MessageOwner::Message& MessageOwner::Hold(const queue::MessageId& id, queue::Envelope envelope) {
+  auto m = std::make_unique<Message>(this, id, std::move(envelope));
+  Message& ref = *m;
+  messages_[id] = std::move(m);
+  recent_.erase(id);
+  return ref;
+}
+
+void MessageOwner::Release(const queue::MessageId& id, uint64_t seq) {
+  messages_.erase(id);
+  if (seq != 0)
+    recent_[id] = seq;
+  if (messages_.size() <= max_active_ / 2)
+    MaybeRefill();
+}
+
+void MessageOwner::Tick() {
+  if (ctx_.stopping)
+    return;
+  ticker_->Arm();
+  MaybeRefill();
+}
+
+void MessageOwner::MaybeRefill() {
+  if (refilling_ || ctx_.stopping || messages_.size() >= max_active_)
+    return;
+  const uint64_t now = ctx_.WallMicros();
+  const bool behind =
+      std::any_of(lanes_.begin(), lanes_.end(), [](const Lane& lane) { return !lane.exhausted; });
+  if (!behind && next_wake_ > now + kLookaheadMicros)
+    return;
+  Refill();
+}
+
+io::Detached MessageOwner::Refill() {
+  refilling_ = true;
+  wake_floor_ = UINT64_MAX;
+  uint64_t next_wake = UINT64_MAX;
+  queue::Spool* spool = &ctx_.spool;
+  for (size_t i = 0; i < lanes_.size(); ++i) {
+    if (ctx_.stopping)
+      break;
+    const uint64_t now = ctx_.WallMicros();
+    queue::DueQuery q;
+    q.prefix = lanes_[i].prefix;
+    q.from_due_us = lanes_[i].cursor.due_us;
+    q.from_id = lanes_[i].cursor.id;
+    q.until_due_us = now + kLookaheadMicros;
+    const size_t room = max_active_ > messages_.size() ? max_active_ - messages_.size() : 0;
+    q.limit = std::min(room, kScanBatch);
+    if (q.limit == 0) {
+      next_wake = 0;  // more to read once there is room
+      break;
+    }
+    ++scan_epoch_;
+    auto read = ctx_.pool.Run(ctx_.shard, [spool, q] { return spool->ScanDue(q); });
+    Result<queue::DueScan> scan = co_await read;
+    Lane& lane = lanes_[i];
+    if (!scan.ok()) {
+      spdlog::error("delivery: reading the schedule index failed: {}", scan.error().message);
+      next_wake = 0;
+      break;
+    }
+    for (queue::DueMessage& due : scan->messages) {
+      if (ctx_.stopping)
+        break;
+      if (messages_.count(due.id) != 0)
+        continue;  // held already (adopted when it arrived, or in a round)
+      auto recent = recent_.find(due.id);
+      if (recent != recent_.end() && recent->second > scan->applied_seq)
+        continue;  // what the scan saw is older than what this owner last wrote
+      Message& m = Hold(due.id, std::move(due.envelope));
+      if (!m.state.HasPending()) {
+        messages_.erase(due.id);
+        ctx_.spool.Remove(due.id);  // finished before a crash, removal lost: finish it now
+        continue;
+      }
+      Schedule(m);
+    }
+    queue::ScheduleEntry cursor = scan->resume;
+    if (scan->exhausted) {
+      cursor = {q.prefix, q.until_due_us + 1, {}};
+      if (scan->next_due_us != 0)
+        next_wake = std::min(next_wake, scan->next_due_us);
+    } else {
+      next_wake = 0;  // not done: read on as soon as there is room
+    }
+    // Keys the snapshot could not hold stay ahead of the cursor, and their due times are
+    // remembered.
+    bool clamped = false;
+    for (const Unheld& u : unheld_) {
+      if (u.key.prefix != q.prefix || (u.epoch != scan_epoch_ && u.seq <= scan->applied_seq))
+        continue;
+      if (u.key < cursor) {
+        cursor = u.key;
+        clamped = true;
+      }
+      next_wake = std::min(next_wake, u.key.due_us);
+    }
+    lane.cursor = cursor;
+    lane.exhausted = scan->exhausted && !clamped;
+    const uint64_t applied = ctx_.spool.applied_seq();
+    std::erase_if(unheld_, [applied](const Unheld& u) { return u.seq <= applied; });
+  }
+  // Keys noted while the scans were out, and keys not written yet, are due then at the latest.
+  next_wake = std::min(next_wake, wake_floor_);
+  for (const Unheld& u : unheld_)
+    next_wake = std::min(next_wake, u.key.due_us);
+  next_wake_ = next_wake;
+  // What every later scan sees as written needs no guard any more.
+  const uint64_t applied = ctx_.spool.applied_seq();
+  for (auto it = recent_.begin(); it != recent_.end();) {
+    it = it->second <= applied ? recent_.erase(it) : std::next(it);
+  }
+  refilling_ = false;
+  if (next_wake_ == 0 && messages_.size() < max_active_)
+    ctx_.shard.Post([this] { MaybeRefill(); });
 }
 
 uint64_t MessageOwner::RetryDelay(uint32_t attempts) {
@@ -94,12 +296,33 @@ uint64_t MessageOwner::RetryDelay(uint32_t attempts) {
 
 void MessageOwner::Adopt(const queue::MessageId& id, queue::Envelope envelope,
                          std::shared_ptr<const std::string> body) {
-  auto m = std::make_unique<Message>(this, id, std::move(envelope));
-  if (!m->state.HasPending()) {
-    ctx_.spool.Remove(id);  // finished before a crash, removal lost: finish it now
+  if (messages_.count(id) != 0)
+    return;  // held already
+  const uint64_t due = envelope.next_due_us;
+  if (messages_.size() >= max_active_ || ctx_.stopping) {
+    // The window is full: the spool's index has it, and a refill reads it in its turn.
+    NoteUnheld(id, due, 0);  // committed before it was adopted
     return;
   }
-  if (body && body_cache_ != nullptr && !ctx_.stopping) {
+  Message& held = Hold(id, std::move(envelope));
+  if (!held.state.HasPending()) {
+    messages_.erase(id);
+    ctx_.spool.Remove(id);
+    return;
+  }
+  // Nothing unheld lies between the cursor and a new message due now (the last scan read all
+  // that was due, and every key written since is held or later): keep the cursor after it, so
+  // the next scan does not walk over the keys of mail delivered meanwhile.
+  Lane& lane = LaneFor(id.shard());
+  const queue::ScheduleEntry key{id.shard(), due, id};
+  if (!refilling_ && lane.exhausted && lane.cursor <= key && next_wake_ > due) {
+    lane.cursor = key;
+    ++lane.cursor.id.lo;
+    if (lane.cursor.id.lo == 0)
+      ++lane.cursor.id.hi;
+  }
+  Message* m = &held;
+  if (body && body_cache_ != nullptr) {
     // The allocation, not the length: the session's buffer grew by doubling.
     const auto size = static_cast<int64_t>(body->capacity());
     if (body_cache_->fetch_add(size, std::memory_order_relaxed) + size <=
@@ -109,11 +332,7 @@ void MessageOwner::Adopt(const queue::MessageId& id, queue::Envelope envelope,
       body_cache_->fetch_sub(size, std::memory_order_relaxed);
     }
   }
-  Message& ref = *m;
-  messages_[id] = std::move(m);
-  if (ctx_.stopping)
-    return;
-  Schedule(ref);
+  Schedule(*m);
 }
 
 void MessageOwner::Schedule(Message& m) {
@@ -131,6 +350,8 @@ void MessageOwner::Dispatch(Message& m) {
   if (pending.empty())
     return;
   ++rounds_in_flight_;
+  m.round_retry = m.state.envelope().attempts > 0;
+  ++(m.round_retry ? in_flight_.deferred : in_flight_.scheduled);
   const uint64_t now = ctx_.WallMicros();
   if (m.state.Expired(now)) {
     // RFC 3463 4.4.7: delivery time expired. Bounce what is left.
@@ -372,19 +593,28 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
   m->body.Release();  // only the first attempt is served from memory
   --rounds_in_flight_;
   --finishing_;
+  --(m->round_retry ? in_flight_.deferred : in_flight_.scheduled);
 
   if (!pending) {
-    if (!committed)
-      ctx_.spool.Remove(id);  // unsynced: a lost removal means a duplicate, never a loss
-    messages_.erase(id);
+    // Unsynced: a lost removal means a duplicate, never a loss. (A committed bounce
+    // transaction removed it already.)
+    Release(id, committed ? 0 : ctx_.spool.Remove(id));
     co_return;
   }
+  uint64_t seq = 0;
   if (!committed) {
     m->state.Retry(now, RetryDelay(m->state.envelope().attempts));
-    ctx_.spool.UpdateEnvelope(id, queue::EncodeEnvelope(m->state.envelope()));
+    seq = ctx_.spool.UpdateEnvelope(id, queue::EncodeEnvelope(m->state.envelope()));
   }
   LogDeferrals(ctx_.tel.events(), m->state, now);
   m->state.Finish();
+  const uint64_t due = m->state.envelope().next_due_us;
+  if (due > now + kLookaheadMicros) {
+    // Out of memory until it is due again: the index brings it back.
+    NoteUnheld(id, due, seq);
+    Release(id, seq);
+    co_return;
+  }
   if (!ctx_.stopping)
     Schedule(*m);
 }
@@ -394,40 +624,8 @@ void MessageOwner::BeginShutdown() {
     ctx_.shard.timers().Cancel(m->timer);
     m->timer = {};
   }
-}
-
-MessageOwner::Counts MessageOwner::Count() const {
-  Counts counts;
-  for (const auto& [id, m] : messages_) {
-    const queue::Envelope& env = m->state.envelope();
-    const uint64_t received = env.received_at_us;
-    if (m->state.in_round()) {
-      ++counts.in_flight;
-    } else if (env.attempts > 0) {
-      ++counts.deferred;
-    } else {
-      ++counts.scheduled;
-    }
-    if (counts.oldest_received_us == 0 || received < counts.oldest_received_us) {
-      counts.oldest_received_us = received;
-    }
-    std::string last;
-    for (const queue::Recipient& r : env.recipients) {
-      if (r.state != queue::RecipientState::kPending)
-        continue;
-      const std::string domain = DomainOf(r.address);
-      std::string label = ctx_.DestinationLabel(domain.empty() ? ctx_.hostname : domain);
-      if (label == last)
-        continue;  // count a message once per destination (mostly)
-      last = label;
-      Counts::PerDestination& d = counts.destinations[label];
-      ++d.messages;
-      if (d.oldest_received_us == 0 || received < d.oldest_received_us) {
-        d.oldest_received_us = received;
-      }
-    }
-  }
-  return counts;
+  if (ticker_)
+    ticker_->Cancel();
 }
 
 }  // namespace sluice::delivery

@@ -2,7 +2,10 @@
 
 // MessageOwner: the owner side of delivery on one shard. Every queued message belongs to the
 // shard that accepted it (recovered messages: id.shard() modulo the shard count). Its owner
-//   - keeps its state (MessageState) and its due time in the shard's timer wheel;
+//   - holds a bounded window of it in memory (docs/architecture.md "The active window"): the
+//     messages due now or within a second, read from the spool's schedule index in due order
+//     from a cursor, plus new mail while there is room; everything else waits on disk only;
+//   - keeps the state (MessageState) of what it holds, and its due time in the timer wheel;
 //   - at the due time routes its pending recipients: one Job per destination (grouping), each
 //     posted to the shard that hosts that destination;
 //   - takes the JobResults back, and when the round is over records it in the spool: finished
@@ -10,9 +13,11 @@
 //     RFC 3464 DSN committed in the same synced batch as the failure it reports).
 //
 // Where the next features go: holds and suppression are decided in Dispatch (before routing),
-// priority lanes in Schedule (which timer, which order), per-tenant accounting in Adopt.
+// priority lanes as schedule prefixes of their own read before the others in Refill,
+// per-tenant accounting in Adopt.
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -27,6 +32,7 @@
 #include "io/timer_wheel.h"
 #include "queue/envelope.h"
 #include "queue/message_id.h"
+#include "queue/schedule.h"
 
 namespace sluice::delivery {
 
@@ -44,37 +50,76 @@ class MessageOwner {
     body_cache_ = used;
   }
 
-  // A message that was just queued, or found in the spool at start. `body`, when given, is the
-  // message as spooled; it is kept for the first attempt if the body cache has room.
+  // The shard count (which schedule prefixes are this shard's) and the window's bound.
+  void Configure(unsigned shards, size_t max_active);
+  // Starts reading due work from the spool (on the shard thread).
+  void Start();
+  // A message that was just queued (or a bounce, or one a reopened spool found). Held in memory
+  // if the window has room, else left to the index. `body`, when given, is the message as
+  // spooled; it is kept for the first attempt if the body cache has room.
   void Adopt(const queue::MessageId& id, queue::Envelope envelope,
              std::shared_ptr<const std::string> body = nullptr);
   // A destination's replies for one job.
   void OnJobResult(JobResult result);
   // Shutdown: no more attempts start; the spool keeps every message's state.
   void BeginShutdown();
-  // No round of this shard is running.
+  // No round of this shard is running, and no read of the index.
   bool quiescent() const {
-    return rounds_in_flight_ == 0 && finishing_ == 0;
+    return rounds_in_flight_ == 0 && finishing_ == 0 && !refilling_;
   }
 
+  // Messages held in memory (the window).
   size_t messages() const {
     return messages_.size();
   }
-  struct Counts {
-    uint64_t scheduled = 0;           // waiting for their first attempt
-    uint64_t deferred = 0;            // waiting for a retry
-    uint64_t in_flight = 0;           // being delivered now
-    uint64_t oldest_received_us = 0;  // 0 = none
-    struct PerDestination {
-      uint64_t messages = 0;
-      uint64_t oldest_received_us = 0;
-    };
-    std::unordered_map<std::string, PerDestination> destinations;
+  // In a delivery round now, by the state the spool counts them in.
+  struct InFlight {
+    uint64_t scheduled = 0;  // first attempt
+    uint64_t deferred = 0;   // a retry
   };
-  Counts Count() const;
+  InFlight in_flight() const {
+    return in_flight_;
+  }
+  // Read ahead of the due time: a message due within this long is held (timer wheel precision
+  // and the index's read cost), and one retried later than this leaves memory.
+  static constexpr uint64_t kLookaheadMicros = 1'000'000;
+  // How often the index is looked at when nothing else asks for it.
+  static constexpr std::chrono::milliseconds kTick{500};
+  // Messages read from the index per scan.
+  static constexpr size_t kScanBatch = 2000;
 
  private:
   struct Message;
+  // One schedule prefix this shard reads (its own, and those of shards a larger shard count
+  // left behind): every key below `cursor` is held in memory, or was removed or moved by this
+  // owner; keys at or after it may be held or not.
+  struct Lane {
+    uint16_t prefix = 0;
+    queue::ScheduleEntry cursor;
+    bool exhausted = false;  // the last scan read every key due up to its time
+  };
+  // A key written and not held that a scan may not see: its write was not applied when the
+  // scan's snapshot was taken (seq), or it was noted while the scan was out (epoch).
+  struct Unheld {
+    queue::ScheduleEntry key;
+    uint64_t seq = 0;
+    uint64_t epoch = 0;
+  };
+  class Ticker;
+
+  Lane& LaneFor(uint16_t prefix);
+  // Holds a message read from the index or just adopted.
+  Message& Hold(const queue::MessageId& id, queue::Envelope envelope);
+  // A key of this shard's that is in the index (once op `seq` is applied; 0: it is) and not
+  // held: no cursor may pass it.
+  void NoteUnheld(const queue::MessageId& id, uint64_t due_us, uint64_t seq);
+  // Takes a message out of memory after its removal or update was submitted as `seq`.
+  void Release(const queue::MessageId& id, uint64_t seq);
+  // Reads due work from the index into the window, if it has room and there is any.
+  void MaybeRefill();
+  io::Detached Refill();
+  io::Detached DiscoverLanes();
+  void Tick();
 
   void Schedule(Message& m);
   void Dispatch(Message& m);
@@ -92,6 +137,21 @@ class MessageOwner {
   std::unordered_map<queue::MessageId, std::unique_ptr<Message>> messages_;
   unsigned rounds_in_flight_ = 0;
   unsigned finishing_ = 0;  // FinishRound coroutines running
+  InFlight in_flight_;
+
+  // The window.
+  unsigned shards_ = 1;
+  size_t max_active_ = 20000;
+  std::vector<Lane> lanes_;
+  bool refilling_ = false;
+  // The earliest due time of a key not held and not behind a cursor (UINT64_MAX: none known).
+  uint64_t next_wake_ = 0;
+  uint64_t wake_floor_ = UINT64_MAX;  // the earliest due time noted while a refill is out
+  std::vector<Unheld> unheld_;
+  uint64_t scan_epoch_ = 0;  // of the scan out now (refilling_)
+  // Messages taken out of memory whose spool op (by sequence number) a scan may not see yet.
+  std::unordered_map<queue::MessageId, uint64_t> recent_;
+  std::unique_ptr<Ticker> ticker_;
 };
 
 }  // namespace sluice::delivery

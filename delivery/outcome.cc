@@ -81,13 +81,6 @@ std::string AgeText(uint64_t micros) {
   return std::to_string(s / 86400) + " days";
 }
 
-std::string DomainOf(const std::string& address) {
-  const size_t at = address.rfind('@');
-  if (at == std::string::npos)
-    return "";
-  return AsciiToLower(std::string_view(address).substr(at + 1));
-}
-
 smtp::Reply MxFailureReply(const std::string& domain, const MxLookup& mx) {
   switch (mx.status) {
     case MxLookup::Status::kNoSuchDomain:

@@ -16,6 +16,7 @@
 #include "delivery/delivery_config.h"
 #include "delivery/dns/mx.h"
 #include "queue/envelope.h"
+#include "queue/schedule.h"
 #include "smtp/reply.h"
 
 namespace sluice::delivery {
@@ -53,8 +54,9 @@ std::string OneLine(const smtp::Reply& reply);
 std::string RemoteMtaOf(const std::string& label);
 // "3 seconds", "5 hours", "5 days": for the expiry diagnostic.
 std::string AgeText(uint64_t micros);
-// The domain of an address, lower-cased; empty when there is none (<postmaster>).
-std::string DomainOf(const std::string& address);
+// The domain of an address, lower-cased; empty when there is none (<postmaster>). The spool's
+// counters use the same function (queue/schedule.h).
+using queue::DomainOf;
 
 // The reply for recipients of a domain whose MX lookup failed.
 smtp::Reply MxFailureReply(const std::string& domain, const MxLookup& mx);

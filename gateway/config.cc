@@ -335,6 +335,7 @@ bool ParseDelivery(const toml::table& t, const std::string& file, delivery::Deli
          r.Secs("destination_idle_expiry", &d->destination_idle_expiry, 1, 86400, err) &&
          r.Integer("workers", &d->workers, 1, 256, err) &&
          r.Integer("body_cache_bytes", &d->body_cache_bytes, 0, int64_t{1} << 40, err) &&
+         r.Integer("max_active_messages", &d->max_active_messages, 1, 10'000'000, err) &&
          r.StringList("dns_servers", &d->dns_servers, err) && r.CheckUnknown(err);
 }
 

@@ -3,12 +3,15 @@
 //   sluiced --check-config FILE    validate and exit
 
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include <CLI/CLI.hpp>
 #include <sys/resource.h>
@@ -194,17 +197,9 @@ int Run(const std::string& config_path) {
   spdlog::info("spool {}: {} messages recovered", config->spool.path,
                (*spool)->recovered_messages());
 
-  // Rebuild the schedule: every message in the spool goes back to its owner
-  // shard (docs/design.md §5.7: meta.next_due is the durable truth).
-  // A record that cannot be read is set aside (quarantined, logged, counted), not fatal.
-  std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered;
-  auto scanned = (*spool)->Recover([&](const queue::MessageId& id, queue::Envelope env) {
-    recovered.emplace_back(id, std::move(env));
-  });
-  if (!scanned) {
-    spdlog::critical("cannot read spool {}: {}", config->spool.path, scanned.error().message);
-    return 1;
-  }
+  // Nothing of the queue is read before the listeners open (docs/architecture.md "Start and
+  // recovery"): delivery reads due work from the spool's schedule index as it goes, and the
+  // audit below runs in the background.
   RegisterSpoolMetrics(registry, **spool, config->spool.path, config->spool.min_free_bytes);
   gateway::Server server(*config, **spool, registry, events.get());
   // A message whose write failed (its client got 451) but that the reopened spool holds after
@@ -214,7 +209,7 @@ int Run(const std::string& config_path) {
   });
   registry.AddCollector([&server](metrics::Exposition& out) { server.CollectShards(out); });
   registry.AddCollector([&server](metrics::Exposition& out) { server.CollectQueue(out); });
-  if (auto started = server.Start(std::move(recovered)); !started) {
+  if (auto started = server.Start(); !started) {
     spdlog::critical("cannot start: {}", started.error().message);
     server.Shutdown();
     server.Wait();
@@ -237,6 +232,24 @@ int Run(const std::string& config_path) {
     spdlog::info("admin server (metrics, health) on {}:{}", config->admin.address, admin->port());
   }
   spdlog::info("sluiced ready");
+  // The background pass over every envelope: unreadable records go to the quarantine, the
+  // queue counters are checked, a spool from before the schedule index is indexed. At the
+  // lowest CPU priority: it must not slow delivery down.
+  std::atomic<bool> audit_stop{false};
+  std::thread audit([&spool, &audit_stop] {
+    pthread_setname_np(pthread_self(), "sluice-audit");
+    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 19);
+    const auto started = std::chrono::steady_clock::now();
+    Result<queue::Spool::AuditReport> report = (*spool)->Audit(&audit_stop);
+    if (!report.ok()) {
+      spdlog::error("spool audit: {}", report.error().message);
+      return;
+    }
+    spdlog::info("spool audit: {} messages in {:.1f} s, {} quarantined, {} indexed",
+                 report->messages,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(),
+                 report->quarantined, report->indexed);
+  });
 
   for (;;) {
     // Every 30 s without a signal: give free heap pages back to the kernel. Message bodies are
@@ -270,6 +283,8 @@ int Run(const std::string& config_path) {
                  config->shutdown_grace.count());
     break;
   }
+  audit_stop = true;
+  audit.join();
   server.Shutdown();
   server.Wait();
   if (admin)

@@ -32,7 +32,7 @@ Server::~Server() {
   Wait();
 }
 
-Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered) {
+Result<void> Server::Start() {
   if (auto r = LoadSecurity(); !r)
     return r;
   running_ = true;  // before the listeners open: sessions check it
@@ -54,10 +54,6 @@ Result<void> Server::Start(std::vector<std::pair<queue::MessageId, queue::Envelo
     peers.push_back(&s->delivery());
   for (auto& s : shards_)
     s->delivery().SetPeers(peers, &delivery_posts_, &body_cache_bytes_);
-  recovered_.resize(config_.shards);
-  for (auto& entry : recovered) {
-    recovered_[entry.first.shard() % config_.shards].push_back(std::move(entry));
-  }
   for (unsigned i = 0; i < config_.shards; ++i) {
     threads_.emplace_back([this, i] { ShardMain(i); });
   }
@@ -73,7 +69,7 @@ void Server::ShardMain(unsigned id) {
   ShardContext& ctx = *shards_[id];
   auto init = ctx.shard().Init();
   if (init)
-    init = ctx.Start(std::move(recovered_[id]));
+    init = ctx.Start();
   {
     std::lock_guard lock(start_mu_);
     if (!init) {
@@ -249,37 +245,50 @@ void Server::CollectQueue(metrics::Exposition& out) {
   }
   std::lock_guard lock(req->mu);
   delivery::DeliveryShard::QueueSnapshot total;
-  for (const auto& s : req->snaps) {
-    total.queues += s.queues;
-    total.scheduled += s.scheduled;
-    total.deferred += s.deferred;
-    total.in_flight += s.in_flight;
-    if (s.oldest_received_us != 0 &&
-        (total.oldest_received_us == 0 || s.oldest_received_us < total.oldest_received_us)) {
-      total.oldest_received_us = s.oldest_received_us;
-    }
-    for (const auto& [label, d] : s.destinations) {
-      auto& t = total.destinations[label];
-      t.messages += d.messages;
-      if (t.oldest_received_us == 0 || d.oldest_received_us < t.oldest_received_us) {
-        t.oldest_received_us = d.oldest_received_us;
-      }
-    }
+  for (const auto& snap : req->snaps) {
+    total.queues += snap.queues;
+    total.active += snap.active;
+    total.in_flight.scheduled += snap.in_flight.scheduled;
+    total.in_flight.deferred += snap.in_flight.deferred;
+  }
+  // The queue's size: the spool's counters, exact and without a scan (queue/schedule.h). A
+  // message in a round is counted by the spool in its state; here it is in_flight instead.
+  const queue::QueueCounts counts = spool_.counts();
+  auto less = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
+  const uint64_t scheduled = less(counts.scheduled, total.in_flight.scheduled);
+  const uint64_t deferred = less(counts.deferred, total.in_flight.deferred);
+  const uint64_t in_flight = total.in_flight.scheduled + total.in_flight.deferred;
+  struct PerDestination {
+    uint64_t messages = 0;
+    uint64_t oldest_received_us = 0;
+  };
+  std::unordered_map<std::string, PerDestination> destinations;
+  for (const auto& [domain, d] : counts.domains) {
+    // A message to two domains of one route counts once per domain.
+    PerDestination& t = destinations[delivery::DestinationLabel(
+        config_.delivery, domain.empty() ? config_.hostname : domain)];
+    t.messages += d.messages;
+    if (t.oldest_received_us == 0 || d.oldest_received_us < t.oldest_received_us)
+      t.oldest_received_us = d.oldest_received_us;
   }
   const double now = static_cast<double>(UnixMicros());
   auto age = [now](uint64_t received) {
     return received == 0 ? 0.0 : std::max(0.0, (now - static_cast<double>(received)) / 1e6);
   };
   out.Family("sluice_queue_messages", "Messages in the queue, by state.", MetricType::kGauge);
-  out.Sample("sluice_queue_messages", {{"state", "scheduled"}},
-             static_cast<double>(total.scheduled));
-  out.Sample("sluice_queue_messages", {{"state", "deferred"}}, static_cast<double>(total.deferred));
-  out.Sample("sluice_queue_messages", {{"state", "in_flight"}},
-             static_cast<double>(total.in_flight));
+  out.Sample("sluice_queue_messages", {{"state", "scheduled"}}, static_cast<double>(scheduled));
+  out.Sample("sluice_queue_messages", {{"state", "deferred"}}, static_cast<double>(deferred));
+  out.Sample("sluice_queue_messages", {{"state", "in_flight"}}, static_cast<double>(in_flight));
   out.Family("sluice_queue_oldest_message_age_seconds",
-             "Age of the oldest message still waiting for delivery (0 when the queue is empty).",
+             "Age of the oldest message still waiting for delivery, to the minute (counted from "
+             "the start of the minute it arrived in; 0 when the queue is empty).",
              MetricType::kGauge);
-  out.Sample("sluice_queue_oldest_message_age_seconds", {}, age(total.oldest_received_us));
+  out.Sample("sluice_queue_oldest_message_age_seconds", {}, age(counts.oldest_received_us));
+  out.Family("sluice_delivery_active_messages",
+             "Messages held in memory for delivery: the active window, bounded by "
+             "delivery.max_active_messages; the rest of the queue waits on disk only.",
+             MetricType::kGauge);
+  out.Sample("sluice_delivery_active_messages", {}, static_cast<double>(total.active));
   out.Family("sluice_delivery_destinations",
              "Destination queues held in memory (one per MX site, smarthost, LMTP server or "
              "maildir mailed recently; idle ones are dropped after "
@@ -293,8 +302,8 @@ void Server::CollectQueue(metrics::Exposition& out) {
   out.Sample("sluice_delivery_body_cache_bytes", {},
              static_cast<double>(body_cache_bytes_.load(std::memory_order_relaxed)));
   // Bounded: the destinations with the most messages, the rest as "other".
-  std::vector<std::pair<std::string, delivery::DeliveryShard::QueueSnapshot::PerDestination>> by;
-  for (auto& e : total.destinations)
+  std::vector<std::pair<std::string, PerDestination>> by;
+  for (auto& e : destinations)
     by.emplace_back(e.first, e.second);
   std::sort(by.begin(), by.end(), [](const auto& a, const auto& b) {
     return a.second.messages != b.second.messages ? a.second.messages > b.second.messages
@@ -302,7 +311,7 @@ void Server::CollectQueue(metrics::Exposition& out) {
   });
   const size_t keep = config_.admin.max_destination_series;
   if (by.size() > keep) {
-    delivery::DeliveryShard::QueueSnapshot::PerDestination other;
+    PerDestination other;
     for (size_t i = keep; i < by.size(); ++i) {
       other.messages += by[i].second.messages;
       if (other.oldest_received_us == 0 ||

@@ -36,9 +36,9 @@ class Server {
 
   // Starts one thread per shard; each creates its ring and binds its own
   // SO_REUSEPORT listener per configured port. Returns once all are
-  // listening, or the first error. `recovered`: the messages found in the
-  // spool at start; each goes to the shard that owns its id.
-  Result<void> Start(std::vector<std::pair<queue::MessageId, queue::Envelope>> recovered = {});
+  // listening, or the first error. Delivery reads the queued messages from
+  // the spool's schedule index as they fall due (none is read before).
+  Result<void> Start();
   // Any thread: stop accepting, 421 idle sessions, let DATA finish within the
   // grace period. Wait() returns when every shard has quit.
   void Shutdown();
@@ -139,7 +139,6 @@ class Server {
   // Declared after shards_ so it is destroyed first: its threads finish
   // their tasks (which post to shard mailboxes) while the shards still exist.
   io::BlockingPool pool_;
-  std::vector<std::vector<std::pair<queue::MessageId, queue::Envelope>>> recovered_;
   std::vector<std::thread> threads_;
 
   std::mutex start_mu_;

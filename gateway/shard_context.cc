@@ -22,13 +22,10 @@ ShardContext::ShardContext(Server& server, unsigned id)
           server.pool(), commits_, ids_, server.delivery_telemetry())) {
 }
 
-Result<void> ShardContext::Start(
-    std::vector<std::pair<queue::MessageId, queue::Envelope>>&& recovered) {
+Result<void> ShardContext::Start() {
   const Config& cfg = server_.config();
   if (auto r = delivery_->Start(); !r)
     return MakeError("delivery: " + r.error().message);
-  for (auto& [id, env] : recovered)
-    delivery_->Adopt(id, std::move(env));
   for (size_t i = 0; i < cfg.listeners.size(); ++i) {
     const ListenerConfig& l = cfg.listeners[i];
     auto addr = io::SocketAddress::Parse(l.address, l.port);

@@ -51,9 +51,9 @@ class ShardContext final {
     return stopping_;
   }
 
-  // Shard thread: bind listeners, start delivery and adopt the messages
-  // recovered from the spool that this shard owns.
-  Result<void> Start(std::vector<std::pair<queue::MessageId, queue::Envelope>>&& recovered);
+  // Shard thread: start delivery (it reads this shard's due work from the
+  // spool) and bind the listeners.
+  Result<void> Start();
   void BeginShutdown();  // posted by Server::Shutdown
 
  private:

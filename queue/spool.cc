@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
+#include <thread>
 
 #include <sys/statvfs.h>
 
@@ -92,12 +93,33 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   std::unique_ptr<Spool> spool(new Spool());
   spool->options_ = options;
   spool->db_ = std::move(*db);
-  // Recovery (docs/design.md §5.7): the WAL was replayed by Open; count what is there. The
-  // delivery side rebuilds its schedule from the same scan later.
-  Result<uint64_t> count = spool->db_->Count();
-  if (!count.ok())
-    return count.error();
-  spool->recovered_messages_ = *count;
+  // Recovery (docs/architecture.md "Start and recovery"): the WAL was replayed by Open. The
+  // counters say how much is queued without reading any envelope; delivery reads its due work
+  // from the schedule index as it goes.
+  Result<detail::SpoolDb::Counters> counters = spool->db_->ReadCounters();
+  if (!counters.ok())
+    return counters.error();
+  spool->recovered_messages_ = SumCounts(counters->values).messages();
+  bool indexed = counters->indexed;
+  if (!indexed) {
+    // A new spool is indexed by construction; one with messages but no mark was made before the
+    // index existed, and Audit indexes it.
+    std::unique_ptr<rocksdb::Iterator> it(
+        spool->db_->db()->NewIterator(rocksdb::ReadOptions(), spool->db_->meta()));
+    it->SeekToFirst();
+    if (!it->Valid() && it->status().ok()) {
+      rocksdb::WriteOptions wo;
+      wo.sync = true;
+      rocksdb::Status st =
+          spool->db_->db()->Put(wo, spool->db_->counters(),
+                                rocksdb::Slice(kIndexVersionKey.data(), kIndexVersionKey.size()),
+                                rocksdb::Slice(kIndexVersion.data(), kIndexVersion.size()));
+      indexed = st.ok();
+    } else {
+      spdlog::warn("spool: made before the schedule index; indexing it in the background");
+    }
+  }
+  spool->indexed_ = indexed;
   Result<uint64_t> quarantined = spool->db_->CountQuarantined();
   if (!quarantined.ok())
     return quarantined.error();
@@ -107,8 +129,9 @@ Result<std::unique_ptr<Spool>> Spool::Open(const SpoolOptions& options) {
   }
   Spool* raw = spool.get();
   spool->writer_ = std::make_unique<detail::SpoolWriter>(
-      detail::SpoolHandles{spool->db_->db(), spool->db_->meta(), spool->db_->body()}, options,
-      [raw] { return raw->Reopen(); });
+      detail::SpoolHandles{spool->db_->db(), spool->db_->meta(), spool->db_->body(),
+                           spool->db_->sched(), spool->db_->counters()},
+      options, [raw] { return raw->Reopen(); });
   spool->writer_->Start();
   spdlog::info("spool: opened {} with {} messages", options.path, spool->recovered_messages_);
   return spool;
@@ -149,7 +172,7 @@ Result<detail::SpoolHandles> Spool::Reopen() {
   if (!db.ok())
     return db.error();  // readers get "spool is shut down" until the next try
   db_ = std::move(*db);
-  return detail::SpoolHandles{db_->db(), db_->meta(), db_->body()};
+  return detail::SpoolHandles{db_->db(), db_->meta(), db_->body(), db_->sched(), db_->counters()};
 }
 
 void Spool::Shutdown() {
@@ -186,50 +209,147 @@ Result<void> Spool::ForEach(const std::function<bool(const MessageId&, const Env
   return db_->ForEach(fn);
 }
 
-Result<uint64_t> Spool::Recover(const std::function<void(const MessageId&, Envelope)>& fn) {
+Result<Spool::AuditReport> Spool::Audit(const std::atomic<bool>* stop) {
+  AuditReport report;
+  const bool migrating = !indexed();
+  auto stopped = [stop] { return stop != nullptr && stop->load(std::memory_order_relaxed); };
   struct Bad {
     std::string key, value, why;
   };
   std::vector<Bad> bad;
+  // The recount: the counters as of one snapshot against what the envelopes of the same
+  // snapshot say. Every change after the snapshot moved the live counters by its own delta, so
+  // adding the difference makes them exact, whatever happened meanwhile.
+  std::map<CounterKey, int64_t> found;
+  std::map<CounterKey, uint64_t> recorded;
   {
     std::shared_lock lock(db_mu_);
     if (db_ == nullptr)
       return MakeError("spool is shut down", ESHUTDOWN);
-    Result<void> scanned = db_->ForEach(
-        [&fn](const MessageId& id, const Envelope& env) {
-          fn(id, env);
-          return true;
-        },
-        [&bad](std::string_view key, std::string_view value, const std::string& why) {
-          bad.push_back({std::string(key), std::string(value), why});
-        });
+    const rocksdb::Snapshot* snapshot = db_->db()->GetSnapshot();
+    Result<detail::SpoolDb::Counters> counters = db_->ReadCounters(snapshot);
+    Result<void> scanned = counters.ok() ? Result<void>() : Result<void>(counters.error());
+    if (scanned.ok()) {
+      recorded = std::move(counters->values);
+      scanned = db_->ForEach(
+          [&](const MessageId& id, const Envelope& env) {
+            ++report.messages;
+            AddCounts(PlacementOf(env), +1, found);
+            if (migrating) {
+              // The writer puts the key unless it is there already.
+              detail::SpoolOp op;
+              op.kind = detail::SpoolOp::Kind::kIndex;
+              op.id = id;
+              const uint64_t seq = writer_->Submit(std::move(op));
+              ++report.indexed;
+              // Bounded: never more than a chunk of index ops waiting in the writer's queue.
+              constexpr uint64_t kChunk = 10000;
+              if (report.indexed % kChunk == 0) {
+                for (int i = 0; i < 60000 && writer_->applied_seq() < seq && !stopped(); ++i)
+                  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+              }
+            }
+            return !stopped();
+          },
+          [&bad](std::string_view key, std::string_view value, const std::string& why) {
+            // Bounded by what is broken, which is rare; the records are small.
+            bad.push_back({std::string(key), std::string(value), why});
+          },
+          snapshot);
+    }
+    db_->db()->ReleaseSnapshot(snapshot);
     if (!scanned.ok())
       return scanned.error();
   }
-  uint64_t moved = 0;
-  for (const Bad& b : bad) {
+  if (stopped())
+    return report;
+  for (const Bad& b : bad)
+    report.quarantined += QuarantineRecord(b.key, b.value, b.why) ? 1 : 0;
+  detail::SpoolOp adjust;
+  adjust.kind = detail::SpoolOp::Kind::kAdjustCounts;
+  for (const auto& [key, value] : recorded)
+    found[key] -= static_cast<int64_t>(value);
+  for (const auto& [key, delta] : found) {
+    if (delta != 0)
+      adjust.adjust[key] = delta;
+  }
+  if (!adjust.adjust.empty()) {
+    if (!migrating) {
+      spdlog::warn("spool: {} queue counters were off (a record quarantined, or a bug); corrected",
+                   adjust.adjust.size());
+    }
+    writer_->Submit(std::move(adjust));
+  }
+  if (migrating) {
+    detail::SpoolOp mark;
+    mark.kind = detail::SpoolOp::Kind::kMarkIndexed;
+    writer_->Submit(std::move(mark));
+    indexed_ = true;
+    spdlog::info("spool: schedule index built ({} messages)", report.messages);
+  }
+  return report;
+}
+
+bool Spool::QuarantineRecord(const std::string& key, const std::string& value,
+                             const std::string& why) {
+  std::shared_lock lock(db_mu_);
+  if (db_ == nullptr)
+    return false;
+  Result<QuarantinedRecord> q = db_->Quarantine(key, value, why);
+  if (!q.ok()) {
+    // (A full disk, say.) The record stays where it is, unread; the relay still runs.
+    QuarantinedRecord named;
+    named.key = key;
+    spdlog::error(
+        "spool: record {} cannot be read ({}) and could not be quarantined ({}); "
+        "left in place, tried again at the next start",
+        named.Name(), why, q.error().message);
+    return false;
+  }
+  quarantined_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::error(
+      "spool: record {} cannot be read ({}); moved to the quarantine with its body ({} + {} "
+      "bytes); see sluicectl quarantine show {}",
+      q->Name(), why, q->meta.size(), q->body.size(), q->Name());
+  return true;
+}
+
+QueueCounts Spool::counts() const {
+  return writer_->counts();
+}
+
+uint64_t Spool::applied_seq() const {
+  return writer_->applied_seq();
+}
+
+Result<DueScan> Spool::ScanDue(const DueQuery& query) {
+  // Taken before the snapshot: everything applied by then is in it.
+  const uint64_t applied = writer_->applied_seq();
+  Result<DueScan> scan = [&]() -> Result<DueScan> {
     std::shared_lock lock(db_mu_);
     if (db_ == nullptr)
       return MakeError("spool is shut down", ESHUTDOWN);
-    Result<QuarantinedRecord> q = db_->Quarantine(b.key, b.value, b.why);
-    if (!q.ok()) {
-      // (A full disk, say.) The record stays where it is, unread; the relay still starts.
-      QuarantinedRecord named;
-      named.key = b.key;
-      spdlog::error(
-          "spool: record {} cannot be read ({}) and could not be quarantined ({}); "
-          "left in place, tried again at the next start",
-          named.Name(), b.why, q.error().message);
-      continue;
-    }
-    ++moved;
-    quarantined_.fetch_add(1, std::memory_order_relaxed);
-    spdlog::error(
-        "spool: record {} cannot be read ({}); moved to the quarantine with its body ({} + {} "
-        "bytes); see sluicectl quarantine show {}",
-        q->Name(), b.why, q->meta.size(), q->body.size(), q->Name());
+    return db_->ScanDue(query);
+  }();
+  if (!scan.ok())
+    return scan;
+  scan->applied_seq = applied;
+  for (const auto& [key, value] : scan->unreadable)
+    QuarantineRecord(key, value, "envelope does not decode");
+  for (const ScheduleKey& key : scan->stale) {
+    detail::SpoolOp op;
+    op.kind = detail::SpoolOp::Kind::kDropStale;
+    op.meta.assign(key.data(), key.size());
+    writer_->Submit(std::move(op));
   }
-  return moved;
+  return scan;
+}
+
+Result<std::vector<uint16_t>> Spool::SchedulePrefixes() {
+  std::shared_lock lock(db_mu_);
+  if (db_ == nullptr)
+    return MakeError("spool is shut down", ESHUTDOWN);
+  return db_->SchedulePrefixes();
 }
 
 Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token) {
@@ -260,19 +380,19 @@ Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t 
   return writer_->SubmitTransaction(std::move(op));
 }
 
-void Spool::Remove(const MessageId& id) {
+uint64_t Spool::Remove(const MessageId& id) {
   detail::SpoolOp op;
   op.kind = detail::SpoolOp::Kind::kRemove;
   op.id = id;
-  writer_->Submit(std::move(op));
+  return writer_->Submit(std::move(op));
 }
 
-void Spool::UpdateEnvelope(const MessageId& id, std::string meta) {
+uint64_t Spool::UpdateEnvelope(const MessageId& id, std::string meta) {
   detail::SpoolOp op;
   op.kind = detail::SpoolOp::Kind::kUpdate;
   op.id = id;
   op.meta = std::move(meta);
-  writer_->Submit(std::move(op));
+  return writer_->Submit(std::move(op));
 }
 
 SpoolStats Spool::stats() const {
@@ -371,6 +491,15 @@ Result<QuarantinedRecord> SpoolReader::ReadQuarantined(std::string_view name) {
 
 Result<uint64_t> SpoolReader::Count() {
   return db_->Count();
+}
+
+Result<QueueCounts> SpoolReader::Counts(bool* indexed) {
+  Result<detail::SpoolDb::Counters> counters = db_->ReadCounters();
+  if (!counters.ok())
+    return counters.error();
+  if (indexed != nullptr)
+    *indexed = counters->indexed;
+  return SumCounts(counters->values);
 }
 
 }  // namespace sluice::queue

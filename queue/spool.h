@@ -23,6 +23,7 @@
 #include "queue/envelope.h"
 #include "queue/message_id.h"
 #include "queue/quarantine.h"
+#include "queue/schedule.h"
 
 namespace rocksdb {
 class FileSystem;
@@ -111,8 +112,8 @@ struct SpoolStats {
 
 class Spool {
  public:
-  // Creates the directory, opens or creates the DB with column families "meta" and "body"
-  // (replaying the WAL), counts the messages found, starts the writer thread.
+  // Creates the directory, opens or creates the DB with its column families (replaying the WAL),
+  // reads the queue counters (no scan of the messages), starts the writer thread.
   static Result<std::unique_ptr<Spool>> Open(const SpoolOptions& options);
   ~Spool();  // calls Shutdown()
 
@@ -159,12 +160,37 @@ class Spool {
   // envelope ends the scan with an Error naming the id.
   Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn);
 
-  // At start, before anything is enqueued: calls fn for every message whose envelope decodes, in
-  // id order, and moves every record that cannot be read (an envelope that does not decode, a
-  // key that is not a message id) with its body to the quarantine column family, in a synced
-  // batch each, logging it. One bad record must neither stop the relay nor vanish. Returns how
-  // many records were quarantined by this call.
-  Result<uint64_t> Recover(const std::function<void(const MessageId&, Envelope)>& fn);
+  // The background pass after a start (docs/architecture.md "Start and recovery"), while the
+  // relay already runs: walks every envelope in id order and moves every record that cannot be
+  // read (an envelope that does not decode, a key that is not a message id) with its body to the
+  // quarantine column family, in a synced batch each, logging it: one bad record must neither
+  // stop the relay nor vanish. In a spool made before the schedule index existed it also indexes
+  // and counts every message (through the writer, so that delivery finds them) and marks the
+  // spool indexed once all are. Returns how many records were quarantined. `stop` ends it early
+  // (shutdown); it is safe to run again.
+  struct AuditReport {
+    uint64_t messages = 0;
+    uint64_t quarantined = 0;
+    uint64_t indexed = 0;  // messages that had no schedule key
+  };
+  Result<AuditReport> Audit(const std::atomic<bool>* stop = nullptr);
+  // Every message is in the schedule index (false only until Audit finishes on an old spool).
+  bool indexed() const {
+    return indexed_.load(std::memory_order_acquire);
+  }
+
+  // The queue's size by state and recipient domain (queue/schedule.h), as written so far; no
+  // scan. Thread-safe.
+  QueueCounts counts() const;
+  // Due work of one schedule prefix (queue/schedule.h), from one snapshot. Keys that name no
+  // message (or not at that time) are dropped and unreadable records quarantined on the way.
+  // Sets DueScan::applied_seq. Any thread; blocking (run it on the blocking pool).
+  Result<DueScan> ScanDue(const DueQuery& query);
+  // The schedule prefixes with at least one key. Blocking.
+  Result<std::vector<uint16_t>> SchedulePrefixes();
+  // Removals and updates are numbered in submission order (their return value); every one up to
+  // this number has been written, or dropped.
+  uint64_t applied_seq() const;
   // Records in the quarantine family now (sluice_spool_quarantined_messages).
   uint64_t quarantined_messages() const {
     return quarantined_.load(std::memory_order_relaxed);
@@ -173,8 +199,10 @@ class Spool {
   // Unsynced, batched through the same writer (they ride on the next group fsync). A lost update
   // after a crash causes a retry or a duplicate, never a loss. Ignored after Shutdown or once
   // unhealthy.
-  void Remove(const MessageId& id);
-  void UpdateEnvelope(const MessageId& id, std::string meta);
+  // The envelope, body and schedule key go together; so do an envelope and its schedule key.
+  // Return the op's sequence number (applied_seq); 0 after Shutdown.
+  uint64_t Remove(const MessageId& id);
+  uint64_t UpdateEnvelope(const MessageId& id, std::string meta);
 
   // A group of changes written atomically in one synced batch, with one completion (like
   // Enqueue's). Delivery uses it to queue a bounce together with the update or removal of the
@@ -200,6 +228,8 @@ class Spool {
   // Writer thread, after a write error: closes the DB (without syncing the failed WAL) and opens
   // it again; readers wait on db_mu_ meanwhile.
   Result<detail::SpoolHandles> Reopen();
+  // Moves one unreadable record to the quarantine (logged); false if it could not be.
+  bool QuarantineRecord(const std::string& key, const std::string& value, const std::string& why);
 
   // Shared by readers, exclusive for closing the DB in Shutdown.
   mutable std::shared_mutex db_mu_;
@@ -208,6 +238,7 @@ class Spool {
   std::unique_ptr<detail::SpoolWriter> writer_;
   uint64_t recovered_messages_ = 0;
   std::atomic<uint64_t> quarantined_{0};
+  std::atomic<bool> indexed_{false};
   std::once_flag shutdown_once_;
 };
 
@@ -226,7 +257,10 @@ class SpoolReader {
                        const std::function<void(const std::string& name, const std::string& why)>&
                            on_unreadable = nullptr);
   Result<uint64_t> Count();
-  // The quarantine (see Spool::Recover).
+  // The queue counters as the spool holds them (no scan); `indexed` false on a spool that has
+  // not been indexed yet (its counters are then incomplete).
+  Result<QueueCounts> Counts(bool* indexed = nullptr);
+  // The quarantine (see Spool::Audit).
   Result<void> ForEachQuarantined(const std::function<bool(const QuarantinedRecord&)>& fn);
   // By QuarantinedRecord::Name().
   Result<QuarantinedRecord> ReadQuarantined(std::string_view name);

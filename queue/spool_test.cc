@@ -194,7 +194,7 @@ TEST(SpoolTest, ForEachIsInIdOrderAndStopsEarly) {
   EXPECT_EQ(seen.size(), 3u);
 }
 
-TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
+TEST(SpoolTest, AuditQuarantinesUnreadableRecordsAndCorrectsTheCounters) {
   TempDir dir;
   TestSink sink;
   {
@@ -219,15 +219,24 @@ TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
   }
   std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
   EXPECT_EQ(spool->quarantined_messages(), 0u);
+  EXPECT_EQ(spool->counts().messages(), 3u);  // as counted when they were queued
+  Result<Spool::AuditReport> report = spool->Audit();
+  ASSERT_TRUE(report.ok()) << report.error().message;
+  EXPECT_EQ(report->quarantined, 2u);
+  EXPECT_EQ(report->messages, 2u);
+  EXPECT_EQ(report->indexed, 0u);
   std::vector<MessageId> good;
-  Result<uint64_t> moved = spool->Recover([&](const MessageId& id, const Envelope& e) {
-    EXPECT_EQ(e, MakeEnvelope(id.counter()));
-    good.push_back(id);
-  });
-  ASSERT_TRUE(moved.ok()) << moved.error().message;
-  EXPECT_EQ(*moved, 2u);
+  ASSERT_TRUE(spool
+                  ->ForEach([&](const MessageId& id, const Envelope& e) {
+                    EXPECT_EQ(e, MakeEnvelope(id.counter()));
+                    good.push_back(id);
+                    return true;
+                  })
+                  .ok());
   EXPECT_EQ(good, (std::vector<MessageId>{{20, 1}, {20, 3}}));
   EXPECT_EQ(spool->quarantined_messages(), 2u);
+  // The record that became unreadable was counted; the recount took it out.
+  ASSERT_TRUE(WaitFor([&] { return spool->counts().messages() == 2; }, 10s));
   // Gone from the queue, body included; kept in the quarantine.
   EXPECT_EQ(spool->ReadEnvelope({20, 2}).error().code, ENOENT);
   EXPECT_EQ(spool->ReadBody({20, 2}).error().code, ENOENT);
@@ -254,7 +263,179 @@ TEST(SpoolTest, RecoverQuarantinesUnreadableRecordsAndReportsTheRest) {
   // A second start finds nothing new to set aside.
   std::unique_ptr<Spool> again = OpenOrDie(Options(dir.spool()));
   EXPECT_EQ(again->quarantined_messages(), 2u);
-  EXPECT_EQ(*again->Recover([](const MessageId&, const Envelope&) {}), 0u);
+  EXPECT_EQ(again->counts().messages(), 2u);
+  EXPECT_EQ(again->Audit()->quarantined, 0u);
+}
+
+// The schedule index and the counters follow every change, in the same batch.
+Envelope DueAt(uint64_t n, uint64_t due_us, const std::string& domain = "example.com") {
+  Envelope e = MakeEnvelope(n);
+  e.recipients[0].address = "rcpt" + std::to_string(n) + "@" + domain;
+  e.next_due_us = due_us;
+  return e;
+}
+
+std::vector<std::pair<uint64_t, MessageId>> ScanAll(Spool& spool, uint16_t prefix = 0) {
+  DueQuery q;
+  q.prefix = prefix;
+  q.until_due_us = UINT64_MAX;
+  q.limit = 1000;
+  Result<DueScan> scan = spool.ScanDue(q);
+  SLUICE_CHECK(scan.ok());
+  std::vector<std::pair<uint64_t, MessageId>> out;
+  for (const DueMessage& m : scan->messages)
+    out.emplace_back(m.due_us, m.id);
+  return out;
+}
+
+TEST(SpoolTest, ScheduleIndexAndCountersFollowEveryChange) {
+  TempDir dir;
+  TestSink sink;
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+    EXPECT_TRUE(spool->indexed());
+    ASSERT_EQ(spool->Enqueue({30, 1}, EncodeEnvelope(DueAt(1, 300)), "b1", &sink, 1),
+              Admit::kAccepted);
+    ASSERT_EQ(
+        spool->Enqueue({30, 2}, EncodeEnvelope(DueAt(2, 100, "other.example")), "b2", &sink, 2),
+        Admit::kAccepted);
+    ASSERT_EQ(spool->Enqueue({30, 3}, EncodeEnvelope(DueAt(3, 200)), "b3", &sink, 3),
+              Admit::kAccepted);
+    ASSERT_TRUE(sink.WaitFor(3));
+    using Due = std::vector<std::pair<uint64_t, MessageId>>;
+    EXPECT_EQ(ScanAll(*spool), (Due{{100, {30, 2}}, {200, {30, 3}}, {300, {30, 1}}}));
+    QueueCounts counts = spool->counts();
+    EXPECT_EQ(counts.scheduled, 3u);
+    EXPECT_EQ(counts.deferred, 0u);
+    EXPECT_EQ(counts.domains["example.com"].messages, 2u);
+    EXPECT_EQ(counts.domains["other.example"].messages, 1u);
+
+    // A retry moves the key and makes the message deferred; a removal takes all of it away.
+    Envelope retried = DueAt(2, 500, "other.example");
+    retried.attempts = 1;
+    spool->UpdateEnvelope({30, 2}, EncodeEnvelope(retried));
+    const uint64_t seq = spool->Remove({30, 3});
+    EXPECT_GT(seq, 0u);
+    ASSERT_TRUE(WaitFor([&] { return spool->applied_seq() >= seq; }));
+    EXPECT_EQ(ScanAll(*spool), (Due{{300, {30, 1}}, {500, {30, 2}}}));
+    counts = spool->counts();
+    EXPECT_EQ(counts.scheduled, 1u);
+    EXPECT_EQ(counts.deferred, 1u);
+    EXPECT_EQ(counts.domains["example.com"].messages, 1u);
+    EXPECT_EQ(counts.domains["other.example"].messages, 1u);
+    // Removing what is gone changes nothing.
+    const uint64_t again = spool->Remove({30, 3});
+    ASSERT_TRUE(WaitFor([&] { return spool->applied_seq() >= again; }));
+    EXPECT_EQ(spool->counts().messages(), 2u);
+  }
+  // The counters are in the spool: a restart knows them without reading an envelope.
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  EXPECT_EQ(spool->recovered_messages(), 2u);
+  const QueueCounts counts = spool->counts();
+  EXPECT_EQ(counts.scheduled, 1u);
+  EXPECT_EQ(counts.deferred, 1u);
+  EXPECT_EQ(ScanAll(*spool).size(), 2u);
+  // And sluicectl reads the same numbers without the daemon's help.
+  spool->Shutdown();
+  Result<std::unique_ptr<SpoolReader>> reader = SpoolReader::Open(dir.spool());
+  ASSERT_TRUE(reader.ok());
+  bool indexed = false;
+  Result<QueueCounts> read = (*reader)->Counts(&indexed);
+  ASSERT_TRUE(read.ok());
+  EXPECT_TRUE(indexed);
+  EXPECT_EQ(read->deferred, 1u);
+  EXPECT_EQ(read->domains.at("other.example").messages, 1u);
+}
+
+TEST(SpoolTest, ScanDueStopsAtTheLimitAndAtTheDueTime) {
+  TempDir dir;
+  TestSink sink;
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  for (uint64_t i = 1; i <= 5; ++i) {
+    ASSERT_EQ(spool->Enqueue({40, i}, EncodeEnvelope(DueAt(i, i * 10)), "b", &sink, i),
+              Admit::kAccepted);
+  }
+  ASSERT_TRUE(sink.WaitFor(5));
+  DueQuery q;
+  q.until_due_us = 35;
+  q.limit = 2;
+  Result<DueScan> first = spool->ScanDue(q);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->messages.size(), 2u);
+  EXPECT_EQ(first->messages[0].envelope, DueAt(1, 10));
+  EXPECT_FALSE(first->exhausted);
+  EXPECT_EQ(first->resume.due_us, 30u);
+  q.from_due_us = first->resume.due_us;
+  q.from_id = first->resume.id;
+  Result<DueScan> second = spool->ScanDue(q);
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(second->messages.size(), 1u);
+  EXPECT_EQ(second->messages[0].id, (MessageId{40, 3}));
+  EXPECT_TRUE(second->exhausted);
+  EXPECT_EQ(second->next_due_us, 40u);  // when to look again
+  q.prefix = 1;                         // another shard's prefix: nothing
+  Result<DueScan> other = spool->ScanDue(q);
+  ASSERT_TRUE(other.ok());
+  EXPECT_TRUE(other->messages.empty());
+  EXPECT_TRUE(other->exhausted);
+  EXPECT_EQ(other->next_due_us, 0u);
+}
+
+TEST(SpoolTest, StaleScheduleKeysAreDropped) {
+  TempDir dir;
+  { std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool())); }
+  {
+    auto db = detail::SpoolDb::Open(dir.spool(), detail::SpoolDb::Mode::kReadWrite, nullptr, "");
+    ASSERT_TRUE(db.ok());
+    const ScheduleKey k = MakeScheduleKey(MessageId{50, 1}, 7);
+    ASSERT_TRUE((*db)->db()->Put({}, (*db)->sched(), rocksdb::Slice(k.data(), k.size()), "").ok());
+  }
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  EXPECT_TRUE(ScanAll(*spool).empty());
+  Result<std::vector<uint16_t>> prefixes = spool->SchedulePrefixes();
+  ASSERT_TRUE(prefixes.ok());
+  EXPECT_EQ(*prefixes, std::vector<uint16_t>{0});
+  // Dropped through the writer.
+  ASSERT_TRUE(WaitFor([&] { return spool->SchedulePrefixes()->empty(); }));
+}
+
+TEST(SpoolTest, AuditIndexesASpoolMadeBeforeTheIndex) {
+  TempDir dir;
+  TestSink sink;
+  {
+    std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+    for (uint64_t i = 1; i <= 5; ++i) {
+      ASSERT_EQ(spool->Enqueue({60, i}, EncodeEnvelope(DueAt(i, i)), "b", &sink, i),
+                Admit::kAccepted);
+    }
+    ASSERT_TRUE(sink.WaitFor(5));
+  }
+  {
+    // What an older sluiced left: envelopes and bodies, no index, no counters.
+    auto db = detail::SpoolDb::Open(dir.spool(), detail::SpoolDb::Mode::kReadWrite, nullptr, "");
+    ASSERT_TRUE(db.ok());
+    for (rocksdb::ColumnFamilyHandle* family : {(*db)->sched(), (*db)->counters()}) {
+      ASSERT_TRUE((*db)->db()->DropColumnFamily(family).ok());
+    }
+  }
+  std::unique_ptr<Spool> spool = OpenOrDie(Options(dir.spool()));
+  EXPECT_FALSE(spool->indexed());
+  EXPECT_EQ(spool->counts().messages(), 0u);
+  EXPECT_TRUE(ScanAll(*spool).empty());
+  Result<Spool::AuditReport> report = spool->Audit();
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->indexed, 5u);
+  EXPECT_TRUE(spool->indexed());
+  ASSERT_TRUE(WaitFor([&] { return spool->counts().messages() == 5; }));
+  ASSERT_TRUE(WaitFor([&] { return ScanAll(*spool).size() == 5; }));
+  spool.reset();
+  std::unique_ptr<Spool> again = OpenOrDie(Options(dir.spool()));
+  EXPECT_TRUE(again->indexed());
+  EXPECT_EQ(again->counts().messages(), 5u);
+  Result<Spool::AuditReport> second = again->Audit();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(second->indexed, 0u);
+  EXPECT_EQ(again->counts().messages(), 5u);
 }
 
 TEST(SpoolTest, UnknownIdIsAnError) {

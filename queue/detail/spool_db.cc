@@ -59,6 +59,15 @@ rocksdb::ColumnFamilyOptions MetaFamilyOptions() {
   return o;
 }
 
+rocksdb::ColumnFamilyOptions ScheduleFamilyOptions() {
+  rocksdb::ColumnFamilyOptions o = BaseFamilyOptions();
+  // Default 64 MiB. Keys are 26 bytes with empty values (about 70 bytes in a memtable): 16 MiB
+  // holds ~240k, and the index of a 10-million-message queue is ~260 MB of keys on disk.
+  o.write_buffer_size = 16 * kMiB;
+  // Every key is written once and deleted once, read by seeks from a cursor, never from the head.
+  return o;
+}
+
 rocksdb::ColumnFamilyOptions BodyFamilyOptions() {
   rocksdb::ColumnFamilyOptions o = BaseFamilyOptions();
   // Default 64 MiB. Sizing rule (docs/design.md §5.6): ingest rate × time to delivery below
@@ -213,6 +222,9 @@ std::vector<rocksdb::ColumnFamilyDescriptor> MakeColumnFamilies() {
       {kBodyFamily, BodyFamilyOptions()},
       // Rare, small, read by operators: defaults.
       {kQuarantineFamily, rocksdb::ColumnFamilyOptions()},
+      {kScheduleFamily, ScheduleFamilyOptions()},
+      // A few keys per recipient domain, rewritten in place: defaults.
+      {kCountersFamily, rocksdb::ColumnFamilyOptions()},
   };
 }
 
@@ -247,7 +259,8 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(
     for (rocksdb::ColumnFamilyDescriptor& f : MakeColumnFamilies()) {
       if (std::find(existing.begin(), existing.end(), f.name) != existing.end()) {
         families.push_back(std::move(f));
-      } else if (f.name != kQuarantineFamily) {
+      } else if (f.name != kQuarantineFamily && f.name != kScheduleFamily &&
+                 f.name != kCountersFamily) {
         return MakeError("open spool " + path + ": no column family '" + f.name + "'", EINVAL);
       }
     }
@@ -256,6 +269,19 @@ Result<std::unique_ptr<SpoolDb>> SpoolDb::Open(
   }
   if (!s.ok())
     return StatusError("open spool " + path, s);
+  for (rocksdb::ColumnFamilyHandle* h : spool_db->handles_) {
+    const std::string& name = h->GetName();
+    if (name == kMetaFamily)
+      spool_db->meta_ = h;
+    if (name == kBodyFamily)
+      spool_db->body_ = h;
+    if (name == kQuarantineFamily)
+      spool_db->quarantine_ = h;
+    if (name == kScheduleFamily)
+      spool_db->sched_ = h;
+    if (name == kCountersFamily)
+      spool_db->counters_ = h;
+  }
   return spool_db;
 }
 
@@ -279,6 +305,7 @@ void SpoolDb::Close(bool sync_wal) {
       spdlog::warn("spool: closing column family: {}", s.ToString());
   }
   handles_.clear();
+  meta_ = body_ = quarantine_ = sched_ = counters_ = nullptr;
   rocksdb::Status s = db_->Close();
   if (!s.ok())
     spdlog::warn("spool: close: {}", s.ToString());
@@ -314,8 +341,9 @@ Result<std::string> SpoolDb::ReadBody(const MessageId& id) {
 }
 
 Result<void> SpoolDb::ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn,
-                              const BadRecordFn& on_bad) {
+                              const BadRecordFn& on_bad, const rocksdb::Snapshot* snapshot) {
   rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
   // A full scan (recovery, admin): do not evict hot blocks, read SSTs in large chunks
   // (docs/design.md §5.7: 1M entries in 0.27 s).
   ro.fill_cache = false;
@@ -436,6 +464,152 @@ Result<uint64_t> SpoolDb::Count() {
   if (!it->status().ok())
     return StatusError("spool scan", it->status());
   return n;
+}
+
+Result<SpoolDb::Counters> SpoolDb::ReadCounters(const rocksdb::Snapshot* snapshot) {
+  return ReadCountersFrom(db_, counters(), snapshot);
+}
+
+Result<SpoolDb::Counters> ReadCountersFrom(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
+                                           const rocksdb::Snapshot* snapshot) {
+  SpoolDb::Counters out;
+  if (family == nullptr)
+    return out;
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, family));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    const std::string_view key(it->key().data(), it->key().size());
+    const std::string_view value(it->value().data(), it->value().size());
+    if (key == kIndexVersionKey) {
+      out.indexed = value == kIndexVersion;
+      continue;
+    }
+    std::optional<CounterKey> k = DecodeCounterKey(key);
+    std::optional<uint64_t> v = DecodeCount(value);
+    if (!k || !v) {
+      spdlog::warn("spool: ignoring a malformed queue counter ({} bytes)", key.size());
+      continue;
+    }
+    out.values[*k] = *v;
+  }
+  if (!it->status().ok())
+    return StatusError("spool counters", it->status());
+  return out;
+}
+
+Result<DueScan> SpoolDb::ScanDue(const DueQuery& query) {
+  DueScan scan;
+  if (sched() == nullptr) {
+    scan.exhausted = true;
+    return scan;
+  }
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  struct Release {
+    rocksdb::DB* db;
+    const rocksdb::Snapshot* snapshot;
+    ~Release() {
+      db->ReleaseSnapshot(snapshot);
+    }
+  } release{db_, snapshot};
+  rocksdb::ReadOptions ro;
+  ro.snapshot = snapshot;
+  // Never walk past the prefix: the next prefix belongs to another shard.
+  const uint32_t next_prefix = uint32_t{query.prefix} + 1;
+  const char upper_bytes[2] = {static_cast<char>(next_prefix >> 8),
+                               static_cast<char>(next_prefix & 0xff)};
+  const rocksdb::Slice upper(upper_bytes, 2);
+  if (next_prefix <= 0xffff)
+    ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, sched()));
+  const ScheduleKey from = MakeScheduleKey(query.prefix, query.from_due_us, query.from_id);
+  std::vector<ScheduleEntry> keys;
+  bool stopped = false;
+  // Seek from the cursor, never from the head of the prefix: what lies before it was delivered
+  // and is a run of tombstones until compaction drops them.
+  for (it->Seek(rocksdb::Slice(from.data(), from.size())); it->Valid(); it->Next()) {
+    std::optional<ScheduleEntry> e =
+        ParseScheduleKey(std::string_view(it->key().data(), it->key().size()));
+    if (!e || e->prefix != query.prefix)
+      continue;  // not ours to judge (a malformed key is never one of the spool's)
+    if (e->due_us > query.until_due_us) {
+      scan.exhausted = true;
+      scan.next_due_us = e->due_us;
+      stopped = true;
+      break;
+    }
+    if (keys.size() == query.limit) {
+      scan.resume = *e;
+      stopped = true;
+      break;
+    }
+    keys.push_back(*e);
+  }
+  if (!it->status().ok())
+    return StatusError("spool schedule scan", it->status());
+  if (!stopped)
+    scan.exhausted = true;  // the end of the prefix
+
+  std::vector<std::array<char, 16>> id_keys;
+  std::vector<rocksdb::Slice> slices;
+  id_keys.reserve(keys.size());
+  for (const ScheduleEntry& e : keys)
+    id_keys.push_back(e.id.Key());
+  slices.reserve(keys.size());
+  for (const auto& k : id_keys)
+    slices.emplace_back(k.data(), k.size());
+  std::vector<rocksdb::PinnableSlice> values(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  if (!keys.empty()) {
+    db_->MultiGet(ro, meta(), slices.size(), slices.data(), values.data(), statuses.data());
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const ScheduleEntry& e = keys[i];
+    if (statuses[i].IsNotFound()) {
+      scan.stale.push_back(MakeScheduleKey(e.prefix, e.due_us, e.id));
+      continue;
+    }
+    if (!statuses[i].ok())
+      return StatusError("read " + e.id.ToString(), statuses[i]);
+    const std::string_view value(values[i].data(), values[i].size());
+    Result<Envelope> env = DecodeEnvelope(value);
+    if (!env.ok()) {
+      scan.unreadable.emplace_back(std::string(slices[i].data(), slices[i].size()),
+                                   std::string(value));
+      scan.stale.push_back(MakeScheduleKey(e.prefix, e.due_us, e.id));
+      continue;
+    }
+    if (env->next_due_us != e.due_us) {
+      scan.stale.push_back(MakeScheduleKey(e.prefix, e.due_us, e.id));
+      continue;
+    }
+    scan.messages.push_back({e.id, e.due_us, std::move(*env)});
+  }
+  return scan;
+}
+
+Result<std::vector<uint16_t>> SpoolDb::SchedulePrefixes() {
+  std::vector<uint16_t> prefixes;
+  if (sched() == nullptr)
+    return prefixes;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), sched()));
+  uint32_t next = 0;
+  while (next <= 0xffff) {
+    const char seek[2] = {static_cast<char>(next >> 8), static_cast<char>(next & 0xff)};
+    it->Seek(rocksdb::Slice(seek, 2));
+    if (!it->Valid())
+      break;
+    std::optional<ScheduleEntry> e =
+        ParseScheduleKey(std::string_view(it->key().data(), it->key().size()));
+    const auto* raw = reinterpret_cast<const unsigned char*>(it->key().data());
+    const uint32_t prefix = it->key().size() >= 2 ? (uint32_t{raw[0]} << 8 | raw[1]) : next;
+    if (e)
+      prefixes.push_back(e->prefix);
+    next = prefix + 1;
+  }
+  if (!it->status().ok())
+    return StatusError("spool schedule prefixes", it->status());
+  return prefixes;
 }
 
 std::string SpoolDb::background_error() const {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,15 +18,19 @@
 #include "queue/envelope.h"
 #include "queue/message_id.h"
 #include "queue/quarantine.h"
+#include "queue/schedule.h"
 
 namespace sluice::queue::detail {
 
 inline constexpr char kMetaFamily[] = "meta";
 inline constexpr char kBodyFamily[] = "body";
 inline constexpr char kQuarantineFamily[] = "quarantine";
+// The schedule index and the queue counters (queue/schedule.h).
+inline constexpr char kScheduleFamily[] = "sched";
+inline constexpr char kCountersFamily[] = "counters";
 
 rocksdb::DBOptions MakeDbOptions();
-// default (unused, RocksDB requires it), meta, body, quarantine; in that order.
+// default (unused, RocksDB requires it), meta, body, quarantine, sched, counters; in that order.
 std::vector<rocksdb::ColumnFamilyDescriptor> MakeColumnFamilies();
 
 class SpoolDb {
@@ -51,14 +56,21 @@ class SpoolDb {
     return db_;
   }
   rocksdb::ColumnFamilyHandle* meta() {
-    return handles_[1];
+    return meta_;
   }
   rocksdb::ColumnFamilyHandle* body() {
-    return handles_[2];
+    return body_;
   }
-  // Null for a secondary instance of a spool that has never had one (made by an older sluiced).
+  // These three are null for a secondary instance of a spool that has never had them (made by
+  // an older sluiced); a read-write instance creates them.
   rocksdb::ColumnFamilyHandle* quarantine() {
-    return handles_.size() > 3 ? handles_[3] : nullptr;
+    return quarantine_;
+  }
+  rocksdb::ColumnFamilyHandle* sched() {
+    return sched_;
+  }
+  rocksdb::ColumnFamilyHandle* counters() {
+    return counters_;
   }
 
   Result<Envelope> ReadEnvelope(const MessageId& id);
@@ -68,8 +80,10 @@ class SpoolDb {
       std::function<void(std::string_view key, std::string_view value, const std::string& why)>;
   // In id order. Without on_bad, an unreadable record ends the scan with an Error naming it;
   // with it, such records are reported and skipped.
+  // `snapshot`: read as of it (null: now).
   Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn,
-                       const BadRecordFn& on_bad = nullptr);
+                       const BadRecordFn& on_bad = nullptr,
+                       const rocksdb::Snapshot* snapshot = nullptr);
   // Read-write only: moves the record under `key` (the envelope bytes as found, and the body if
   // any) to the quarantine family, in one synced batch.
   Result<QuarantinedRecord> Quarantine(std::string_view key, std::string_view meta,
@@ -79,6 +93,17 @@ class SpoolDb {
   Result<uint64_t> CountQuarantined();
   // Number of keys in meta (one per message); reads keys only.
   Result<uint64_t> Count();
+  // Every counter in the counters family (queue/schedule.h), and whether the index version mark
+  // is there.
+  struct Counters {
+    std::map<CounterKey, uint64_t> values;
+    bool indexed = false;
+  };
+  Result<Counters> ReadCounters(const rocksdb::Snapshot* snapshot = nullptr);
+  // Due work of one prefix (queue/schedule.h); one snapshot for the index and the envelopes.
+  Result<DueScan> ScanDue(const DueQuery& query);
+  // The schedule prefixes that have at least one key (one seek per prefix found).
+  Result<std::vector<uint16_t>> SchedulePrefixes();
   uint64_t IntProperty(const char* name);
   // A background error RocksDB reported (a flush or compaction that failed, e.g. ENOSPC), as
   // text; empty if none. Automatic recovery is off: the spool reopens the DB instead.
@@ -98,7 +123,16 @@ class SpoolDb {
   std::shared_ptr<class ErrorListener> errors_;
   rocksdb::DB* db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  rocksdb::ColumnFamilyHandle* body_ = nullptr;
+  rocksdb::ColumnFamilyHandle* quarantine_ = nullptr;
+  rocksdb::ColumnFamilyHandle* sched_ = nullptr;
+  rocksdb::ColumnFamilyHandle* counters_ = nullptr;
   Mode mode_ = Mode::kReadWrite;
 };
+
+// SpoolDb::ReadCounters on raw handles (the writer reloads them after a reopen).
+Result<SpoolDb::Counters> ReadCountersFrom(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* family,
+                                           const rocksdb::Snapshot* snapshot = nullptr);
 
 }  // namespace sluice::queue::detail

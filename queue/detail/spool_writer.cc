@@ -8,6 +8,7 @@
 #include <sys/statvfs.h>
 
 #include "base/log.h"
+#include "queue/detail/spool_db.h"
 
 namespace sluice::queue::detail {
 namespace {
@@ -33,6 +34,23 @@ void Release(std::string& s) {
 
 SpoolWriter::SpoolWriter(SpoolHandles handles, const SpoolOptions& options, ReopenFn reopen)
     : options_(options), reopen_(std::move(reopen)), handles_(handles) {
+  LoadCounters();
+}
+
+void SpoolWriter::LoadCounters() {
+  Result<SpoolDb::Counters> loaded = ReadCountersFrom(handles_.db, handles_.counters);
+  std::lock_guard lock(counters_mu_);
+  if (!loaded.ok()) {
+    spdlog::error("spool: cannot read the queue counters: {}", loaded.error().message);
+    counters_.clear();
+    return;
+  }
+  counters_ = std::move(loaded->values);
+}
+
+QueueCounts SpoolWriter::counts() const {
+  std::lock_guard lock(counters_mu_);
+  return SumCounts(counters_);
 }
 
 SpoolWriter::~SpoolWriter() {
@@ -98,6 +116,7 @@ Admit SpoolWriter::Push(SpoolOp& op) {
     ++pending_messages_;
     pending_bytes_ += bytes;
     op.admitted_bytes = bytes;
+    op.seq = next_seq_++;
     queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
@@ -115,6 +134,7 @@ Admit SpoolWriter::SubmitTransaction(SpoolOp op) {
     std::lock_guard lock(mu_);
     if (stopping_)
       return Admit::kUnhealthy;
+    op.seq = next_seq_++;
     queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
@@ -123,20 +143,23 @@ Admit SpoolWriter::SubmitTransaction(SpoolOp op) {
   return Admit::kAccepted;
 }
 
-void SpoolWriter::Submit(SpoolOp op) {
+uint64_t SpoolWriter::Submit(SpoolOp op) {
   // Taken also while unhealthy: the writer keeps it (bounded) until the DB is reopened.
   bool wake = false;
+  uint64_t seq = 0;
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
       dropped_updates_.fetch_add(1, std::memory_order_relaxed);
-      return;
+      return 0;
     }
+    seq = op.seq = next_seq_++;
     queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
   if (wake)
     wake_.notify_one();
+  return seq;
 }
 
 void SpoolWriter::Stop() {
@@ -248,13 +271,26 @@ void SpoolWriter::RefreshDisk() {
   }
 }
 
-bool SpoolWriter::Exists(const MessageId& id) {
+SpoolWriter::Current SpoolWriter::Lookup(BatchState& state, const MessageId& id) {
+  auto found = state.overlay.find(id);
+  if (found != state.overlay.end())
+    return found->second;
+  Current current;
   const auto key = id.Key();
-  std::string ignored;
+  std::string value;
   // The memtable or the block cache almost always: a few microseconds.
   const rocksdb::Status s =
-      handles_.db->Get(rocksdb::ReadOptions(), handles_.meta, KeySlice(key), &ignored);
-  return !s.IsNotFound();  // a read error: write the update rather than lose it
+      handles_.db->Get(rocksdb::ReadOptions(), handles_.meta, KeySlice(key), &value);
+  if (s.IsNotFound())
+    return current;
+  // A read error: treat it as stored (write the update rather than lose it), unplaced.
+  current.exists = true;
+  if (s.ok()) {
+    Result<Envelope> env = DecodeEnvelope(value);
+    if (env.ok())
+      current.placement = PlacementOf(*env);
+  }
+  return current;
 }
 
 void SpoolWriter::Defer(SpoolOp&& op) {
@@ -286,6 +322,8 @@ void SpoolWriter::TryRecover() {
     return;
   }
   handles_ = *handles;
+  // What the failed batches changed is in the counters only if it is in the DB.
+  LoadCounters();
   reopens_.fetch_add(1, std::memory_order_relaxed);
   unhealthy_.store(false, std::memory_order_release);
   spdlog::info("spool: reopened after the write error ({} MiB free); healthy again", free >> 20);
@@ -324,7 +362,7 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
       options_.min_free_bytes > 0 &&
       free_bytes_.load(std::memory_order_relaxed) < options_.min_free_bytes / 4;
   std::vector<CommitStatus> status(end - begin, CommitStatus::kOk);
-  rocksdb::WriteBatch batch;
+  BatchState state;
   bool sync = false;
   std::vector<size_t> written;
   std::vector<MessageId> removals;
@@ -349,31 +387,37 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
       deferring_ = true;
       Defer(std::move(op));
       continue;
-    } else if (op.kind == SpoolOp::Kind::kUpdate &&
-               (std::find(removals.begin(), removals.end(), op.id) != removals.end() ||
-                !Exists(op.id))) {
-      // Removed meanwhile (e.g. by a bounce transaction whose failure was reported, but which
-      // the reopened DB holds after all): writing the envelope alone would make a message
-      // without a body.
-      dropped_updates_.fetch_add(1, std::memory_order_relaxed);
-      continue;
     }
     if (op.kind == SpoolOp::Kind::kTransaction) {
       // A bounce and the update of the message it reports on: atomic and durable together
       // (docs/design.md §5.5), so a crash can neither lose the bounce nor send it twice.
       for (SpoolOp& part : op.parts)
-        AddToBatch(batch, part);
+        AddToBatch(state, part);
     } else {
       if (op.kind == SpoolOp::Kind::kRemove)
         removals.push_back(op.id);
-      AddToBatch(batch, op);
+      if (!AddToBatch(state, op)) {
+        dropped_updates_.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
     }
     written.push_back(i);
   }
   if (!written.empty()) {
+    std::map<CounterKey, uint64_t> counted = AddCounters(state);
     const auto started = std::chrono::steady_clock::now();
-    const CommitStatus result = WriteWithBackoff(batch, sync);
+    const CommitStatus result = WriteWithBackoff(state.batch, sync);
     batches_.fetch_add(1, std::memory_order_relaxed);
+    if (result == CommitStatus::kOk) {
+      std::lock_guard lock(counters_mu_);
+      for (auto& [key, value] : counted) {
+        if (value == 0) {
+          counters_.erase(key);
+        } else {
+          counters_[key] = value;
+        }
+      }
+    }
     size_t messages = 0;
     for (size_t i : written) {
       status[i - begin] = result;
@@ -406,31 +450,130 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     }
   }
+  PublishApplied(ops[end - 1].seq);
   Complete(ops, begin, end, status);
 }
 
-void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
+void SpoolWriter::PublishApplied(uint64_t last) {
+  // Ops still waiting for room were submitted before some that were written: the published
+  // number stops below the oldest of them.
+  uint64_t applied = last;
+  for (const SpoolOp& op : deferred_) {
+    if (op.seq != 0 && op.seq <= applied)
+      applied = op.seq - 1;
+  }
+  if (applied > applied_seq_.load(std::memory_order_relaxed))
+    applied_seq_.store(applied, std::memory_order_release);
+}
+
+bool SpoolWriter::AddToBatch(BatchState& state, SpoolOp& op) {
   const auto key = op.id.Key();
+  rocksdb::WriteBatch& batch = state.batch;
   rocksdb::Status s;
+  auto put_schedule = [&](const Placement& p) {
+    const ScheduleKey k = MakeScheduleKey(op.id, p.due_us);
+    return batch.Put(handles_.sched, rocksdb::Slice(k.data(), k.size()), rocksdb::Slice());
+  };
+  auto delete_schedule = [&](const Placement& p) {
+    const ScheduleKey k = MakeScheduleKey(op.id, p.due_us);
+    return batch.Delete(handles_.sched, rocksdb::Slice(k.data(), k.size()));
+  };
   switch (op.kind) {
-    case SpoolOp::Kind::kEnqueue:
-      // Both families in one batch: one WAL record, atomic, one fsync (docs/design.md §5.1).
+    case SpoolOp::Kind::kEnqueue: {
+      // Envelope, body and schedule key in one batch: one WAL record, atomic, one fsync
+      // (docs/design.md §5.1).
       s = batch.Put(handles_.meta, KeySlice(key), op.meta);
       if (s.ok())
         s = batch.Put(handles_.body, KeySlice(key), rocksdb::Slice(op.body_bytes()));
+      Current now{true, std::nullopt};
+      if (Result<Envelope> env = DecodeEnvelope(op.meta); env.ok()) {
+        now.placement = PlacementOf(*env);
+        if (s.ok())
+          s = put_schedule(*now.placement);
+        AddCounts(*now.placement, +1, state.delta);
+      }
+      state.overlay[op.id] = std::move(now);
       break;
-    case SpoolOp::Kind::kRemove:
+    }
+    case SpoolOp::Kind::kRemove: {
+      const Current before = Lookup(state, op.id);
       // Delete, not SingleDelete: the API cannot prove a key was written exactly once.
       s = batch.Delete(handles_.meta, KeySlice(key));
       if (s.ok())
         s = batch.Delete(handles_.body, KeySlice(key));
+      if (before.placement) {
+        if (s.ok())
+          s = delete_schedule(*before.placement);
+        AddCounts(*before.placement, -1, state.delta);
+      }
+      state.overlay[op.id] = Current{};
       break;
-    case SpoolOp::Kind::kUpdate:
+    }
+    case SpoolOp::Kind::kUpdate: {
+      const Current before = Lookup(state, op.id);
+      if (!before.exists) {
+        // Removed meanwhile (e.g. by a bounce transaction whose failure was reported, but which
+        // the reopened DB holds after all): writing the envelope alone would make a message
+        // without a body.
+        return false;
+      }
       s = batch.Put(handles_.meta, KeySlice(key), op.meta);
+      Current now{true, std::nullopt};
+      if (Result<Envelope> env = DecodeEnvelope(op.meta); env.ok())
+        now.placement = PlacementOf(*env);
+      const bool moved =
+          !before.placement || !now.placement || before.placement->due_us != now.placement->due_us;
+      if (before.placement) {
+        if (s.ok() && moved)
+          s = delete_schedule(*before.placement);
+        AddCounts(*before.placement, -1, state.delta);
+      }
+      if (now.placement) {
+        if (s.ok() && moved)
+          s = put_schedule(*now.placement);
+        AddCounts(*now.placement, +1, state.delta);
+      }
+      state.overlay[op.id] = std::move(now);
+      break;
+    }
+    case SpoolOp::Kind::kIndex: {
+      const Current current = Lookup(state, op.id);
+      if (!current.placement)
+        return true;  // gone meanwhile, or unreadable (the audit quarantines it)
+      const ScheduleKey k = MakeScheduleKey(op.id, current.placement->due_us);
+      std::string ignored;
+      const rocksdb::Status found = handles_.db->Get(rocksdb::ReadOptions(), handles_.sched,
+                                                     rocksdb::Slice(k.data(), k.size()), &ignored);
+      if (!found.IsNotFound())
+        return true;  // indexed already (or unreadable: leave it)
+      // Not counted here: the audit's recount (kAdjustCounts) counts what it found.
+      s = put_schedule(*current.placement);
+      break;
+    }
+    case SpoolOp::Kind::kAdjustCounts:
+      for (const auto& [k, d] : op.adjust)
+        state.delta[k] += d;
+      break;
+    case SpoolOp::Kind::kDropStale: {
+      const std::optional<ScheduleEntry> entry = ParseScheduleKey(op.meta);
+      if (!entry)
+        return true;
+      const Current current = Lookup(state, entry->id);
+      if (current.placement && current.placement->due_us == entry->due_us &&
+          entry->prefix == entry->id.shard()) {
+        return true;  // it is the message's key after all (rewritten since the scan)
+      }
+      s = batch.Delete(handles_.sched, op.meta);
+      break;
+    }
+    case SpoolOp::Kind::kMarkIndexed:
+      s = batch.Put(handles_.counters,
+                    rocksdb::Slice(kIndexVersionKey.data(), kIndexVersionKey.size()),
+                    rocksdb::Slice(kIndexVersion.data(), kIndexVersion.size()));
       break;
     case SpoolOp::Kind::kTransaction:
       SLUICE_BUG("nested spool transaction");
-      return;
+      return false;
   }
   // WriteBatch only fails past its max_bytes (unset, so unlimited): a bug of ours.
   if (!s.ok())
@@ -439,6 +582,33 @@ void SpoolWriter::AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op) {
   Release(op.meta);
   Release(op.body);
   op.shared_body.reset();
+  return true;
+}
+
+std::map<CounterKey, uint64_t> SpoolWriter::AddCounters(BatchState& state) {
+  std::map<CounterKey, uint64_t> values;
+  std::lock_guard lock(counters_mu_);
+  for (const auto& [key, delta] : state.delta) {
+    if (delta == 0)
+      continue;
+    auto found = counters_.find(key);
+    const int64_t before = found == counters_.end() ? 0 : static_cast<int64_t>(found->second);
+    int64_t after = before + delta;
+    if (after < 0) {
+      // A message counted out that was never counted in: a bug of ours (the index and the
+      // counters are written with the envelope, always together).
+      SLUICE_BUG("queue counter below zero");
+      after = 0;
+    }
+    const std::string k = EncodeCounterKey(key);
+    rocksdb::Status s = after == 0 ? state.batch.Delete(handles_.counters, k)
+                                   : state.batch.Put(handles_.counters, k,
+                                                     EncodeCount(static_cast<uint64_t>(after)));
+    if (!s.ok())
+      SLUICE_BUG(s.ToString().c_str());
+    values[key] = static_cast<uint64_t>(after);
+  }
+  return values;
 }
 
 CommitStatus SpoolWriter::WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync) {

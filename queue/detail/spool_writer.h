@@ -10,11 +10,14 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <rocksdb/db.h>
@@ -23,6 +26,7 @@
 #include "base/result.h"
 #include "queue/envelope.h"
 #include "queue/message_id.h"
+#include "queue/schedule.h"
 #include "queue/spool.h"
 
 namespace sluice::queue::detail {
@@ -30,9 +34,24 @@ namespace sluice::queue::detail {
 struct SpoolOp {
   // kTransaction: `parts` (kEnqueue/kRemove/kUpdate without sinks) written
   // atomically in one synced batch, with one completion.
-  enum class Kind : uint8_t { kEnqueue, kRemove, kUpdate, kTransaction };
+  // kIndex: put the message's schedule key unless it is there already (a spool made before the
+  // index existed; Spool::Audit).
+  // kAdjustCounts: add `adjust` to the counters (Spool::Audit's recount).
+  // kDropStale: delete the schedule key in `meta` unless it is the message's current one.
+  // kMarkIndexed: write the index version mark (after every kIndex before it).
+  enum class Kind : uint8_t {
+    kEnqueue,
+    kRemove,
+    kUpdate,
+    kTransaction,
+    kIndex,
+    kDropStale,
+    kMarkIndexed,
+    kAdjustCounts
+  };
   Kind kind = Kind::kEnqueue;
   MessageId id;
+  uint64_t seq = 0;  // submission order (applied_seq)
   std::string meta;
   std::string body;
   // kEnqueue alternative to `body`: shared with the caller (delivery keeps it
@@ -43,6 +62,7 @@ struct SpoolOp {
   uint64_t token = 0;
   size_t admitted_bytes = 0;   // what this op counts against max_pending_bytes (kEnqueue only)
   std::vector<SpoolOp> parts;  // kTransaction only
+  std::map<CounterKey, int64_t> adjust;  // kAdjustCounts only
 
   std::string_view body_bytes() const {
     return shared_body ? *shared_body : body;
@@ -54,6 +74,8 @@ struct SpoolHandles {
   rocksdb::DB* db = nullptr;
   rocksdb::ColumnFamilyHandle* meta = nullptr;
   rocksdb::ColumnFamilyHandle* body = nullptr;
+  rocksdb::ColumnFamilyHandle* sched = nullptr;
+  rocksdb::ColumnFamilyHandle* counters = nullptr;
 };
 
 class SpoolWriter {
@@ -73,8 +95,9 @@ class SpoolWriter {
                 uint64_t token);
   Admit Enqueue(const MessageId& id, std::string&& meta, std::shared_ptr<const std::string> body,
                 CompletionSink* sink, uint64_t token);
-  // Unsynced Remove / UpdateEnvelope; never refused, dropped after Stop or once unhealthy.
-  void Submit(SpoolOp op);
+  // Unsynced Remove / UpdateEnvelope (and the index's own ops); never refused, dropped after
+  // Stop. Returns the op's sequence number (see applied_seq).
+  uint64_t Submit(SpoolOp op);
   // A synced kTransaction with a completion; outside the admission bound.
   Admit SubmitTransaction(SpoolOp op);
   // Refuses new work, commits what is queued, joins the thread. Idempotent; not from the writer.
@@ -87,6 +110,13 @@ class SpoolWriter {
     return disk_low_.load(std::memory_order_acquire);
   }
   void SetRecoveredHandler(std::function<void(const MessageId&, Envelope)> handler);
+  // Every op with a sequence number up to this one has been written (or will never be: dropped,
+  // or lost with a failed batch); none after it that is still waiting for room.
+  uint64_t applied_seq() const {
+    return applied_seq_.load(std::memory_order_acquire);
+  }
+  // The queue counters as written so far (queue/schedule.h); thread-safe.
+  QueueCounts counts() const;
   void SetPausedForTesting(bool paused);
   void FillStats(SpoolStats& stats) const;
 
@@ -105,8 +135,6 @@ class SpoolWriter {
   void TryRecover();
   // Keeps a removal/update for later (bounded by kMaxDeferred).
   void Defer(SpoolOp&& op);
-  // The message's envelope is in the DB (a point read).
-  bool Exists(const MessageId& id);
   // Fills in an enqueue whose body is already in op; moves meta only when accepted.
   Admit Enqueue(const MessageId& id, std::string&& meta, SpoolOp& op, CompletionSink* sink,
                 uint64_t token);
@@ -114,7 +142,26 @@ class SpoolWriter {
   Admit Push(SpoolOp& op);
   // Writes ops[begin, end) as one batch and completes its enqueues.
   void CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t end);
-  void AddToBatch(rocksdb::WriteBatch& batch, SpoolOp& op);
+  // A message as the batch being built leaves it: stored or not, and its placement if its
+  // envelope decodes.
+  struct Current {
+    bool exists = false;
+    std::optional<Placement> placement;
+  };
+  struct BatchState {
+    rocksdb::WriteBatch batch;
+    std::unordered_map<MessageId, Current> overlay;
+    std::map<CounterKey, int64_t> delta;
+  };
+  Current Lookup(BatchState& state, const MessageId& id);
+  // False: the op is dropped (an update of a message removed meanwhile).
+  bool AddToBatch(BatchState& state, SpoolOp& op);
+  // Puts the counters the batch changed; returns their new values (applied after the write).
+  std::map<CounterKey, uint64_t> AddCounters(BatchState& state);
+  // (Re)reads the counters from the DB (start, reopen).
+  void LoadCounters();
+  // After ops up to `last` were written or deferred.
+  void PublishApplied(uint64_t last);
   CommitStatus WriteWithBackoff(rocksdb::WriteBatch& batch, bool sync);
   // Completes ops[begin, end) with their statuses (status[i - begin]) and releases their
   // admission budget.
@@ -133,6 +180,10 @@ class SpoolWriter {
   std::chrono::steady_clock::time_point last_disk_check_{};
   std::chrono::steady_clock::time_point last_reopen_try_{};
 
+  // Written by the writer thread, read by counts().
+  mutable std::mutex counters_mu_;
+  std::map<CounterKey, uint64_t> counters_;
+
   // Written by producers and the writer, guarded by mu_.
   mutable std::mutex mu_;
   std::condition_variable wake_;
@@ -142,9 +193,11 @@ class SpoolWriter {
   bool writer_waiting_ = false;
   bool stopping_ = false;
   bool paused_ = false;
+  uint64_t next_seq_ = 1;
 
   // Read lock-free by producers.
   std::atomic<bool> unhealthy_{false};
+  std::atomic<uint64_t> applied_seq_{0};
   std::atomic<bool> accepting_{true};
   std::atomic<bool> disk_low_{false};
   std::atomic<uint64_t> free_bytes_{0};

@@ -7,7 +7,7 @@ import subprocess
 import unittest
 
 import harness
-from harness import DaemonTestCase, make_message, queued_id, send_message
+from harness import DaemonTestCase, make_message, queued_id, send_message, wait_until
 
 
 def run(*args, timeout=30, cwd=None):
@@ -208,6 +208,8 @@ class QuarantineTest(DaemonTestCase):
         self.assertIn(f"record {bad} cannot be read", r.stderr.decode())
 
         d.start()  # before: "cannot read spool ... : ... envelope" and exit 1
+        # The audit runs in the background once the relay is up.
+        wait_until(lambda: "spool audit:" in d.log_text(), 20, "the spool audit")
         log = d.log_text()
         self.assertIn(f"spool: record {bad} cannot be read", log)
         self.assertIn("spool: record x00ff cannot be read", log)
@@ -234,6 +236,7 @@ class QuarantineTest(DaemonTestCase):
         # A restart finds the quarantine as it was and nothing new to set aside.
         self.assertEqual(d.stop(), 0)
         d.start()
+        wait_until(lambda: "spool audit:" in d.log_path.read_text(), 20, "the spool audit")
         self.assertNotIn("cannot be read", d.log_path.read_text())
         self.assertEqual(d.scrape().sum("sluice_spool_quarantined_messages"), 2)
         self.assertEqual(d.queue_count(), 2)
