@@ -4,11 +4,13 @@
 //   sluicectl [--config FILE] queue list [--json]
 //   sluicectl [--config FILE] queue show ID [--body]
 //   sluicectl [--config FILE] queue export DIR
-//   sluicectl [--config FILE] queue count
+//   sluicectl [--config FILE] queue count [--scan]
+//   sluicectl [--config FILE] queue summary [--top N] [--json]
 //   sluicectl [--config FILE] quarantine list
 //   sluicectl [--config FILE] quarantine show NAME [--body]
 //   sluicectl [--config FILE] quarantine export DIR
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <toml++/toml.h>
@@ -153,6 +156,69 @@ int List(queue::SpoolReader& reader, bool json) {
       Unreadable);
   if (!r.ok())
     return Fail(r.error().message);
+  return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
+}
+
+// From the spool's queue counters (queue/schedule.h): no envelope is read, so it answers at once
+// for any queue length. Ages are to the minute (counted from the start of the arrival minute).
+int Summary(queue::SpoolReader& reader, size_t top, bool json) {
+  bool indexed = false;
+  Result<queue::QueueCounts> counts = reader.Counts(&indexed);
+  if (!counts.ok())
+    return Fail(counts.error().message);
+  if (!indexed) {
+    std::fprintf(stderr,
+                 "sluicectl: this spool has not been indexed yet (sluiced does it in the "
+                 "background after its first start); the counts are incomplete\n");
+  }
+  const uint64_t now = UnixMicros();
+  auto age = [now](uint64_t received) -> uint64_t {
+    return received == 0 || received > now ? 0 : (now - received) / 1'000'000;
+  };
+  std::vector<std::pair<std::string, queue::QueueCounts::Domain>> domains(counts->domains.begin(),
+                                                                          counts->domains.end());
+  std::sort(domains.begin(), domains.end(), [](const auto& a, const auto& b) {
+    return a.second.messages != b.second.messages ? a.second.messages > b.second.messages
+                                                  : a.first < b.first;
+  });
+  const size_t shown = std::min(top, domains.size());
+  if (json) {
+    std::string out = "{\"messages\":" + std::to_string(counts->messages()) +
+                      ",\"scheduled\":" + std::to_string(counts->scheduled) +
+                      ",\"deferred\":" + std::to_string(counts->deferred) +
+                      ",\"oldest_age_seconds\":" + std::to_string(age(counts->oldest_received_us)) +
+                      ",\"indexed\":" + (indexed ? "true" : "false") + ",\"domains\":[";
+    for (size_t i = 0; i < shown; ++i) {
+      if (i > 0)
+        out += ',';
+      out += "{\"domain\":";
+      AppendJsonString(out, domains[i].first);
+      out +=
+          ",\"messages\":" + std::to_string(domains[i].second.messages) +
+          ",\"oldest_age_seconds\":" + std::to_string(age(domains[i].second.oldest_received_us)) +
+          "}";
+    }
+    out += "],\"other_domains\":" + std::to_string(domains.size() - shown) + "}\n";
+    WriteAll(stdout, out);
+    return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
+  }
+  std::printf("%-12s %12s\n", "STATE", "MESSAGES");
+  std::printf("%-12s %12llu\n", "scheduled", static_cast<unsigned long long>(counts->scheduled));
+  std::printf("%-12s %12llu\n", "deferred", static_cast<unsigned long long>(counts->deferred));
+  std::printf("%-12s %12llu  oldest %s\n", "total",
+              static_cast<unsigned long long>(counts->messages()),
+              counts->messages() == 0 ? "-" : Age(counts->oldest_received_us, now).c_str());
+  if (shown > 0) {
+    std::printf("\n%-40s %12s %8s\n", "RECIPIENT DOMAIN", "MESSAGES", "OLDEST");
+    for (size_t i = 0; i < shown; ++i) {
+      const std::string name = domains[i].first.empty() ? "(none)" : Printable(domains[i].first);
+      std::printf("%-40s %12llu %8s\n", name.c_str(),
+                  static_cast<unsigned long long>(domains[i].second.messages),
+                  Age(domains[i].second.oldest_received_us, now).c_str());
+    }
+    if (shown < domains.size())
+      std::printf("(%zu more domains)\n", domains.size() - shown);
+  }
   return std::fflush(stdout) == 0 ? 0 : Fail("write to stdout failed");
 }
 
@@ -361,6 +427,16 @@ int Main(int argc, char** argv) {
   export_cmd->add_option("DIR", export_dir, "Target directory (created if missing)")->required();
 
   CLI::App* count = queue_cmd->add_subcommand("count", "Print the number of queued messages");
+  bool count_scan = false;
+  count->add_flag("--scan", count_scan,
+                  "Count by reading every envelope instead of from the queue counters");
+
+  size_t top = 20;
+  bool summary_json = false;
+  CLI::App* summary = queue_cmd->add_subcommand(
+      "summary", "Messages by state and by recipient domain, from the queue counters (no scan)");
+  summary->add_option("--top", top, "Domains to list, most messages first")->capture_default_str();
+  summary->add_flag("--json", summary_json, "One JSON object");
 
   CLI::App* quarantine_cmd =
       app.add_subcommand("quarantine", "Records set aside because they could not be read");
@@ -399,8 +475,15 @@ int Main(int argc, char** argv) {
     return Show(**reader, show_id, body_only);
   if (export_cmd->parsed())
     return Export(**reader, export_dir);
+  if (summary->parsed())
+    return Summary(**reader, top, summary_json);
   if (count->parsed()) {
-    Result<uint64_t> n = (*reader)->Count();
+    bool indexed = false;
+    Result<queue::QueueCounts> counts = (*reader)->Counts(&indexed);
+    if (!counts.ok())
+      return Fail(counts.error().message);
+    // A spool not indexed yet has incomplete counters: count by reading.
+    Result<uint64_t> n = count_scan || !indexed ? (*reader)->Count() : counts->messages();
     if (!n.ok())
       return Fail(n.error().message);
     std::printf("%llu\n", static_cast<unsigned long long>(*n));
