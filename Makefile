@@ -7,12 +7,13 @@
 #   make bench-compare  Sluice vs a private Postfix vs the smtp-source -> smtp-sink ceiling (root)
 #   make profile        perf profile of sluiced relaying smtp-source -> smtp-sink (root)
 #   make bench-abuse    hostile clients (1,000 connections) against sluiced: memory and latency
+#   make bench-queue    100k, 1M and 10M messages queued: memory, spool size, restart, drain
 #   make lint    clang-format check of every C++ file and clang-tidy on every source (fails on a finding)
 
 BUILD ?= build
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare bench-abuse profile asan lint clean
+.PHONY: all deps build run test unit integration interop fuzz-smoke bench bench-compare bench-abuse bench-queue profile asan lint clean
 
 all: build
 
@@ -55,6 +56,10 @@ bench-compare: build
 
 bench-abuse: build
 	bench/abuse/run --build $(BUILD)
+
+bench-queue: build
+	@scripts/install-deps --interop
+	bench/queue/run --build $(BUILD) --out-dir bench/results
 
 profile: build
 	@scripts/install-deps --profile
