@@ -172,6 +172,7 @@ Result<detail::SpoolHandles> Spool::Reopen() {
   if (!db.ok())
     return db.error();  // readers get "spool is shut down" until the next try
   db_ = std::move(*db);
+  ++reopens_;
   return detail::SpoolHandles{db_->db(), db_->meta(), db_->body(), db_->sched(), db_->counters()};
 }
 
@@ -212,6 +213,7 @@ Result<void> Spool::ForEach(const std::function<bool(const MessageId&, const Env
 Result<Spool::AuditReport> Spool::Audit(const std::atomic<bool>* stop) {
   AuditReport report;
   const bool migrating = !indexed();
+  const uint64_t generation = writer_->rescan_generation();
   auto stopped = [stop] { return stop != nullptr && stop->load(std::memory_order_relaxed); };
   struct Bad {
     std::string key, value, why;
@@ -219,83 +221,123 @@ Result<Spool::AuditReport> Spool::Audit(const std::atomic<bool>* stop) {
   std::vector<Bad> bad;
   // The recount: the counters as of one snapshot against what the envelopes of the same
   // snapshot say. Every change after the snapshot moved the live counters by its own delta, so
-  // adding the difference makes them exact, whatever happened meanwhile.
+  // adding the difference makes them exact, whatever happened meanwhile. (Not while migrating:
+  // the index ops count what they index.)
   std::map<CounterKey, int64_t> found;
   std::map<CounterKey, uint64_t> recorded;
+  const rocksdb::Snapshot* snapshot = nullptr;
+  uint64_t opened = 0;
   {
     std::shared_lock lock(db_mu_);
     if (db_ == nullptr)
       return MakeError("spool is shut down", ESHUTDOWN);
-    const rocksdb::Snapshot* snapshot = db_->db()->GetSnapshot();
+    snapshot = db_->db()->GetSnapshot();
+    opened = reopens_;
     Result<detail::SpoolDb::Counters> counters = db_->ReadCounters(snapshot);
-    Result<void> scanned = counters.ok() ? Result<void>() : Result<void>(counters.error());
-    if (scanned.ok()) {
-      recorded = std::move(counters->values);
-      scanned = db_->ForEach(
+    if (!counters.ok()) {
+      db_->db()->ReleaseSnapshot(snapshot);
+      return counters.error();
+    }
+    recorded = std::move(counters->values);
+  }
+  // In chunks, the lock held for one chunk at a time: a reopen after a write error (which takes
+  // it exclusively) never waits for the whole pass, and the writer is never waited on under it.
+  constexpr size_t kChunk = 10000;
+  std::string resume;
+  bool done = false;
+  while (!done && !stopped()) {
+    std::vector<MessageId> to_index;
+    {
+      std::shared_lock lock(db_mu_);
+      if (db_ == nullptr || reopens_ != opened) {
+        // The snapshot went with the old DB: nothing to release. The next start audits again.
+        return MakeError("spool audit: the spool was reopened; left for the next start", EAGAIN);
+      }
+      size_t n = 0;
+      Result<void> scanned = db_->ForEach(
           [&](const MessageId& id, const Envelope& env) {
             ++report.messages;
-            AddCounts(PlacementOf(env), +1, found);
             if (migrating) {
-              // The writer puts the key unless it is there already.
-              detail::SpoolOp op;
-              op.kind = detail::SpoolOp::Kind::kIndex;
-              op.id = id;
-              const uint64_t seq = writer_->Submit(std::move(op));
-              ++report.indexed;
-              // Bounded: never more than a chunk of index ops waiting in the writer's queue.
-              constexpr uint64_t kChunk = 10000;
-              if (report.indexed % kChunk == 0) {
-                for (int i = 0; i < 60000 && writer_->applied_seq() < seq && !stopped(); ++i)
-                  std::this_thread::sleep_for(std::chrono::milliseconds(1));
-              }
+              to_index.push_back(id);
+            } else {
+              AddCounts(PlacementOf(env), +1, found);
             }
-            return !stopped();
+            return ++n < kChunk;
           },
-          [&bad](std::string_view key, std::string_view value, const std::string& why) {
+          [&bad, &n](std::string_view key, std::string_view value, const std::string& why) {
             // Bounded by what is broken, which is rare; the records are small.
             bad.push_back({std::string(key), std::string(value), why});
+            ++n;
           },
-          snapshot);
+          snapshot, &resume);
+      if (!scanned.ok()) {
+        db_->db()->ReleaseSnapshot(snapshot);
+        return scanned.error();
+      }
+      done = n < kChunk;
     }
-    db_->db()->ReleaseSnapshot(snapshot);
-    if (!scanned.ok())
-      return scanned.error();
+    // The writer puts each key unless it is there already, and counts what it indexes. At most
+    // one chunk of them waits in its queue.
+    uint64_t last = 0;
+    for (const MessageId& id : to_index) {
+      detail::SpoolOp op;
+      op.kind = detail::SpoolOp::Kind::kIndex;
+      op.id = id;
+      last = writer_->Submit(std::move(op));
+      ++report.indexed;
+    }
+    for (int i = 0; i < 600'000 && last != 0 && writer_->applied_seq() < last && !stopped(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  {
+    std::shared_lock lock(db_mu_);
+    if (db_ != nullptr && reopens_ == opened)
+      db_->db()->ReleaseSnapshot(snapshot);
   }
   if (stopped())
     return report;
   for (const Bad& b : bad)
     report.quarantined += QuarantineRecord(b.key, b.value, b.why) ? 1 : 0;
-  detail::SpoolOp adjust;
-  adjust.kind = detail::SpoolOp::Kind::kAdjustCounts;
-  for (const auto& [key, value] : recorded)
-    found[key] -= static_cast<int64_t>(value);
-  for (const auto& [key, delta] : found) {
-    if (delta != 0)
-      adjust.adjust[key] = delta;
-  }
-  if (!adjust.adjust.empty()) {
-    if (!migrating) {
+  if (!migrating) {
+    detail::SpoolOp adjust;
+    adjust.kind = detail::SpoolOp::Kind::kAdjustCounts;
+    for (const auto& [key, value] : recorded)
+      found[key] -= static_cast<int64_t>(value);
+    for (const auto& [key, delta] : found) {
+      if (delta != 0)
+        adjust.adjust[key] = delta;
+    }
+    if (!adjust.adjust.empty()) {
       spdlog::warn("spool: {} queue counters were off (a record quarantined, or a bug); corrected",
                    adjust.adjust.size());
+      writer_->Submit(std::move(adjust));
     }
-    writer_->Submit(std::move(adjust));
+    return report;
   }
-  if (migrating) {
-    detail::SpoolOp mark;
-    mark.kind = detail::SpoolOp::Kind::kMarkIndexed;
-    writer_->Submit(std::move(mark));
-    indexed_ = true;
-    spdlog::info("spool: schedule index built ({} messages)", report.messages);
+  if (writer_->rescan_generation() != generation) {
+    // An index op may have been dropped: not marked, indexed again at the next start.
+    spdlog::warn("spool: the schedule index may be incomplete; it is completed at the next start");
+    return report;
   }
+  detail::SpoolOp mark;
+  mark.kind = detail::SpoolOp::Kind::kMarkIndexed;
+  writer_->Submit(std::move(mark));
+  indexed_ = true;
+  spdlog::info("spool: schedule index built ({} messages)", report.messages);
   return report;
 }
 
 bool Spool::QuarantineRecord(const std::string& key, const std::string& value,
                              const std::string& why) {
+  // The audit and a refill's scan may both find the same record: one at a time, and the second
+  // finds it gone (SpoolDb::Quarantine checks the record is still the one found).
+  std::lock_guard quarantine_lock(quarantine_mu_);
   std::shared_lock lock(db_mu_);
   if (db_ == nullptr)
     return false;
   Result<QuarantinedRecord> q = db_->Quarantine(key, value, why);
+  if (!q.ok() && (q.error().code == EALREADY || q.error().code == EEXIST))
+    return false;  // found twice (by the audit and by a scan): done by the first
   if (!q.ok()) {
     // (A full disk, say.) The record stays where it is, unread; the relay still runs.
     QuarantinedRecord named;
@@ -320,6 +362,10 @@ QueueCounts Spool::counts() const {
 
 uint64_t Spool::applied_seq() const {
   return writer_->applied_seq();
+}
+
+uint64_t Spool::rescan_generation() const {
+  return writer_->rescan_generation();
 }
 
 Result<DueScan> Spool::ScanDue(const DueQuery& query) {
@@ -352,7 +398,8 @@ Result<std::vector<uint16_t>> Spool::SchedulePrefixes() {
   return db_->SchedulePrefixes();
 }
 
-Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token) {
+Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token,
+                    uint64_t* seq) {
   detail::SpoolOp op;
   op.kind = detail::SpoolOp::Kind::kTransaction;
   op.sink = sink;
@@ -377,7 +424,7 @@ Admit Spool::Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t 
     }
     op.parts.push_back(std::move(part));
   }
-  return writer_->SubmitTransaction(std::move(op));
+  return writer_->SubmitTransaction(std::move(op), seq);
 }
 
 uint64_t Spool::Remove(const MessageId& id) {

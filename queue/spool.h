@@ -191,6 +191,9 @@ class Spool {
   // Removals and updates are numbered in submission order (their return value); every one up to
   // this number has been written, or dropped.
   uint64_t applied_seq() const;
+  // Changes when readers of the index must start over from the head of every prefix and look
+  // for new prefixes (an op was lost, or an old spool's index was completed).
+  uint64_t rescan_generation() const;
   // Records in the quarantine family now (sluice_spool_quarantined_messages).
   uint64_t quarantined_messages() const {
     return quarantined_.load(std::memory_order_relaxed);
@@ -215,7 +218,9 @@ class Spool {
     std::string meta;  // kPut, kUpdateEnvelope
     std::string body;  // kPut
   };
-  Admit Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token);
+  // `seq`: the transaction's sequence number (applied_seq), when accepted.
+  Admit Commit(std::vector<Change> changes, CompletionSink* sink, uint64_t token,
+               uint64_t* seq = nullptr);
 
   SpoolStats stats() const;
 
@@ -239,6 +244,8 @@ class Spool {
   uint64_t recovered_messages_ = 0;
   std::atomic<uint64_t> quarantined_{0};
   std::atomic<bool> indexed_{false};
+  uint64_t reopens_ = 0;  // guarded by db_mu_
+  std::mutex quarantine_mu_;
   std::once_flag shutdown_once_;
 };
 

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <mutex>
 
+#include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/file_system.h>
 #include <rocksdb/listener.h>
@@ -31,9 +32,23 @@ rocksdb::CompressionType CheapCompression() {
   return rocksdb::kNoCompression;
 }
 
-// Settings both families share.
-rocksdb::ColumnFamilyOptions BaseFamilyOptions() {
+// Memory that must not grow with the queue (docs/architecture.md "The active window"): one
+// block cache for every family (by default each family's table factory makes its own 32 MiB
+// cache), and the index and filter blocks of the SSTs in it instead of beside it (by default
+// every open SST keeps its index in memory: ~100 MB for a 10-million-message spool, growing
+// with it). L0's are pinned: the files the hot path reads.
+rocksdb::BlockBasedTableOptions TableOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::BlockBasedTableOptions t;
+  t.block_cache = cache;
+  t.cache_index_and_filter_blocks = true;
+  t.pin_l0_filter_and_index_blocks_in_cache = true;
+  return t;
+}
+
+// Settings the families share.
+rocksdb::ColumnFamilyOptions BaseFamilyOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
   rocksdb::ColumnFamilyOptions o;
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(TableOptions(cache)));
   o.compression = CheapCompression();  // default Snappy
   // Default 2. Four lets flushes fall behind briefly before writes stall.
   o.max_write_buffer_number = 4;
@@ -51,16 +66,16 @@ rocksdb::ColumnFamilyOptions BaseFamilyOptions() {
   return o;
 }
 
-rocksdb::ColumnFamilyOptions MetaFamilyOptions() {
-  rocksdb::ColumnFamilyOptions o = BaseFamilyOptions();
+rocksdb::ColumnFamilyOptions MetaFamilyOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions o = BaseFamilyOptions(cache);
   // Default 64 MiB. Envelopes are ~300 B: 64 MiB holds ~200k of them, so most messages are born
   // and deleted inside the memtable and never reach an SST.
   o.write_buffer_size = 64 * kMiB;
   return o;
 }
 
-rocksdb::ColumnFamilyOptions ScheduleFamilyOptions() {
-  rocksdb::ColumnFamilyOptions o = BaseFamilyOptions();
+rocksdb::ColumnFamilyOptions ScheduleFamilyOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions o = BaseFamilyOptions(cache);
   // Default 64 MiB. Keys are 26 bytes with empty values (about 70 bytes in a memtable): 16 MiB
   // holds ~240k, and the index of a 10-million-message queue is ~260 MB of keys on disk.
   o.write_buffer_size = 16 * kMiB;
@@ -68,8 +83,8 @@ rocksdb::ColumnFamilyOptions ScheduleFamilyOptions() {
   return o;
 }
 
-rocksdb::ColumnFamilyOptions BodyFamilyOptions() {
-  rocksdb::ColumnFamilyOptions o = BaseFamilyOptions();
+rocksdb::ColumnFamilyOptions BodyFamilyOptions(const std::shared_ptr<rocksdb::Cache>& cache) {
+  rocksdb::ColumnFamilyOptions o = BaseFamilyOptions(cache);
   // Default 64 MiB. Sizing rule (docs/design.md §5.6): ingest rate × time to delivery below
   // this, so bodies die in the memtable; 128 MiB ≈ 13 s of 10 MB/s.
   o.write_buffer_size = 128 * kMiB;
@@ -216,15 +231,23 @@ rocksdb::DBOptions MakeDbOptions() {
 }
 
 std::vector<rocksdb::ColumnFamilyDescriptor> MakeColumnFamilies() {
+  // 64 MiB for the whole spool: the hot path reads memtables; the cache serves the index blocks
+  // and the due work a refill reads.
+  std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(64 * kMiB);
+  rocksdb::ColumnFamilyOptions small;
+  small.table_factory.reset(rocksdb::NewBlockBasedTableFactory(TableOptions(cache)));
+  // Default 64 MiB; these hold a few keys per recipient domain, or nothing.
+  small.write_buffer_size = 8 * kMiB;
   return {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {kMetaFamily, MetaFamilyOptions()},
-      {kBodyFamily, BodyFamilyOptions()},
-      // Rare, small, read by operators: defaults.
-      {kQuarantineFamily, rocksdb::ColumnFamilyOptions()},
-      {kScheduleFamily, ScheduleFamilyOptions()},
-      // A few keys per recipient domain, rewritten in place: defaults.
-      {kCountersFamily, rocksdb::ColumnFamilyOptions()},
+      {rocksdb::kDefaultColumnFamilyName, small},
+      {kMetaFamily, MetaFamilyOptions(cache)},
+      {kBodyFamily, BodyFamilyOptions(cache)},
+      // Rare, small, read by operators.
+      {kQuarantineFamily, small},
+      {kScheduleFamily, ScheduleFamilyOptions(cache)},
+      // A few keys per recipient domain, rewritten with every batch (each version stays in the
+      // memtable until a flush: a small one flushes often and keeps the WAL short).
+      {kCountersFamily, small},
   };
 }
 
@@ -341,7 +364,8 @@ Result<std::string> SpoolDb::ReadBody(const MessageId& id) {
 }
 
 Result<void> SpoolDb::ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn,
-                              const BadRecordFn& on_bad, const rocksdb::Snapshot* snapshot) {
+                              const BadRecordFn& on_bad, const rocksdb::Snapshot* snapshot,
+                              std::string* resume) {
   rocksdb::ReadOptions ro;
   ro.snapshot = snapshot;
   // A full scan (recovery, admin): do not evict hot blocks, read SSTs in large chunks
@@ -349,9 +373,18 @@ Result<void> SpoolDb::ForEach(const std::function<bool(const MessageId&, const E
   ro.fill_cache = false;
   ro.readahead_size = 2 * kMiB;
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, meta()));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  if (resume != nullptr && !resume->empty()) {
+    it->Seek(*resume);
+    if (it->Valid() && it->key() == rocksdb::Slice(*resume))
+      it->Next();  // the last one visited
+  } else {
+    it->SeekToFirst();
+  }
+  for (; it->Valid(); it->Next()) {
     const rocksdb::Slice key = it->key();
     const rocksdb::Slice value = it->value();
+    if (resume != nullptr)
+      resume->assign(key.data(), key.size());
     const std::string_view key_view(key.data(), key.size());
     const std::string_view value_view(value.data(), value.size());
     std::optional<MessageId> id = MessageId::FromKey(key_view);
@@ -389,7 +422,19 @@ Result<QuarantinedRecord> SpoolDb::Quarantine(std::string_view key, std::string_
   record.reason = reason;
   record.meta.assign(meta_value);
   const rocksdb::Slice k(key.data(), key.size());
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), body(), k, &record.body);
+  // Only the record as it was found, and never over an earlier quarantine of the same key (its
+  // body would be lost): the caller serializes quarantines, so these checks are not racy.
+  std::string current;
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), meta(), k, &current);
+  if (s.IsNotFound() || (s.ok() && current != meta_value))
+    return MakeError("spool: the record changed or is gone since it was read", EALREADY);
+  if (!s.ok())
+    return StatusError("spool: reading the record to quarantine", s);
+  std::string earlier;
+  s = db_->Get(rocksdb::ReadOptions(), quarantine(), k, &earlier);
+  if (s.ok())
+    return MakeError("spool: a record under this key is in the quarantine already", EEXIST);
+  s = db_->Get(rocksdb::ReadOptions(), body(), k, &record.body);
   if (s.ok()) {
     record.has_body = true;
   } else if (!s.IsNotFound()) {

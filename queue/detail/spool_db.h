@@ -80,10 +80,11 @@ class SpoolDb {
       std::function<void(std::string_view key, std::string_view value, const std::string& why)>;
   // In id order. Without on_bad, an unreadable record ends the scan with an Error naming it;
   // with it, such records are reported and skipped.
-  // `snapshot`: read as of it (null: now).
+  // `snapshot`: read as of it (null: now). `resume`: start after this key (empty: from the
+  // start), and set to the last key visited (so a scan can go on in chunks).
   Result<void> ForEach(const std::function<bool(const MessageId&, const Envelope&)>& fn,
                        const BadRecordFn& on_bad = nullptr,
-                       const rocksdb::Snapshot* snapshot = nullptr);
+                       const rocksdb::Snapshot* snapshot = nullptr, std::string* resume = nullptr);
   // Read-write only: moves the record under `key` (the envelope bytes as found, and the body if
   // any) to the quarantine family, in one synced batch.
   Result<QuarantinedRecord> Quarantine(std::string_view key, std::string_view meta,

@@ -125,7 +125,7 @@ Admit SpoolWriter::Push(SpoolOp& op) {
   return Admit::kAccepted;
 }
 
-Admit SpoolWriter::SubmitTransaction(SpoolOp op) {
+Admit SpoolWriter::SubmitTransaction(SpoolOp op, uint64_t* seq) {
   if (!accepting_.load(std::memory_order_acquire) || unhealthy_.load(std::memory_order_acquire)) {
     return Admit::kUnhealthy;
   }
@@ -135,6 +135,8 @@ Admit SpoolWriter::SubmitTransaction(SpoolOp op) {
     if (stopping_)
       return Admit::kUnhealthy;
     op.seq = next_seq_++;
+    if (seq != nullptr)
+      *seq = op.seq;
     queue_.push_back(std::move(op));
     wake = writer_waiting_;
   }
@@ -296,6 +298,8 @@ SpoolWriter::Current SpoolWriter::Lookup(BatchState& state, const MessageId& id)
 void SpoolWriter::Defer(SpoolOp&& op) {
   if (deferred_.size() >= kMaxDeferred) {
     dropped_updates_.fetch_add(1, std::memory_order_relaxed);
+    // What readers of the index were told is applied may now never be: they start over.
+    rescan_generation_.fetch_add(1, std::memory_order_acq_rel);
     return;
   }
   deferred_.push_back(std::move(op));
@@ -365,7 +369,6 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
   BatchState state;
   bool sync = false;
   std::vector<size_t> written;
-  std::vector<MessageId> removals;
   for (size_t i = begin; i < end; ++i) {
     SpoolOp& op = ops[i];
     const bool new_mail =
@@ -394,8 +397,6 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
       for (SpoolOp& part : op.parts)
         AddToBatch(state, part);
     } else {
-      if (op.kind == SpoolOp::Kind::kRemove)
-        removals.push_back(op.id);
       if (!AddToBatch(state, op)) {
         dropped_updates_.fetch_add(1, std::memory_order_relaxed);
         continue;
@@ -409,6 +410,10 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
     const CommitStatus result = WriteWithBackoff(state.batch, sync);
     batches_.fetch_add(1, std::memory_order_relaxed);
     if (result == CommitStatus::kOk) {
+      for (size_t i : written) {
+        if (ops[i].kind == SpoolOp::Kind::kMarkIndexed)
+          rescan_generation_.fetch_add(1, std::memory_order_acq_rel);
+      }
       std::lock_guard lock(counters_mu_);
       for (auto& [key, value] : counted) {
         if (value == 0) {
@@ -434,15 +439,18 @@ void SpoolWriter::CommitRange(std::vector<SpoolOp>& ops, size_t begin, size_t en
         }
       }
     }
-    if (result == CommitStatus::kIoError) {
-      // The removals of the failed batch are done again after the reopen (the ids are all that
-      // is needed); a lost update only brings a retry forward.
-      for (const MessageId& id : removals) {
-        SpoolOp again;
-        again.kind = SpoolOp::Kind::kRemove;
-        again.id = id;
-        Defer(std::move(again));
+    if (result != CommitStatus::kOk) {
+      // Nothing of the batch was written (a stall past the deadline), or it may not have been
+      // (a write error): its removals, updates and index ops are written again, in order and
+      // with their sequence numbers, once the spool can (after the reopen). Readers of the
+      // index rely on an op being written once applied_seq has passed it. Writing one twice
+      // is harmless: each is computed against what is stored.
+      for (size_t i : written) {
+        if (ops[i].kind != SpoolOp::Kind::kEnqueue && ops[i].kind != SpoolOp::Kind::kTransaction) {
+          Defer(std::move(ops[i]));
+        }
       }
+      deferring_ = true;  // and everything after them in this drain waits behind them
     }
     if (options_.on_batch) {
       options_.on_batch(
@@ -546,8 +554,9 @@ bool SpoolWriter::AddToBatch(BatchState& state, SpoolOp& op) {
                                                      rocksdb::Slice(k.data(), k.size()), &ignored);
       if (!found.IsNotFound())
         return true;  // indexed already (or unreadable: leave it)
-      // Not counted here: the audit's recount (kAdjustCounts) counts what it found.
+      // An unindexed message was never counted either (both are written with the envelope).
       s = put_schedule(*current.placement);
+      AddCounts(*current.placement, +1, state.delta);
       break;
     }
     case SpoolOp::Kind::kAdjustCounts:
@@ -578,10 +587,14 @@ bool SpoolWriter::AddToBatch(BatchState& state, SpoolOp& op) {
   // WriteBatch only fails past its max_bytes (unset, so unlimited): a bug of ours.
   if (!s.ok())
     SLUICE_BUG(s.ToString().c_str());
-  // The batch holds its own copy now; free ours so a burst is not held in memory twice.
-  Release(op.meta);
-  Release(op.body);
-  op.shared_body.reset();
+  // The batch holds its own copy now; free ours so a burst is not held in memory twice. (An
+  // update's envelope is kept until the write is known to have worked: a failed batch writes it
+  // again later.)
+  if (op.kind == SpoolOp::Kind::kEnqueue) {
+    Release(op.meta);
+    Release(op.body);
+    op.shared_body.reset();
+  }
   return true;
 }
 
@@ -690,11 +703,8 @@ void SpoolWriter::Complete(std::vector<SpoolOp>& ops, size_t begin, size_t end,
           no_space_.fetch_add(1, std::memory_order_relaxed);
           break;
       }
-    } else if (kind != SpoolOp::Kind::kTransaction && st != CommitStatus::kOk &&
-               st != CommitStatus::kIoError) {
-      // (Removals of a failed batch wait for the reopen; see CommitRange.)
-      dropped_updates_.fetch_add(1, std::memory_order_relaxed);
     }
+    // (Removals and updates of a failed batch wait to be written again; see CommitRange.)
   }
   for (size_t i = begin; i < end; ++i) {
     const SpoolOp::Kind kind = ops[i].kind;

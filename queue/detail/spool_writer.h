@@ -34,8 +34,8 @@ namespace sluice::queue::detail {
 struct SpoolOp {
   // kTransaction: `parts` (kEnqueue/kRemove/kUpdate without sinks) written
   // atomically in one synced batch, with one completion.
-  // kIndex: put the message's schedule key unless it is there already (a spool made before the
-  // index existed; Spool::Audit).
+  // kIndex: put the message's schedule key and count the message, unless the key is there
+  // already (a spool made before the index existed; Spool::Audit).
   // kAdjustCounts: add `adjust` to the counters (Spool::Audit's recount).
   // kDropStale: delete the schedule key in `meta` unless it is the message's current one.
   // kMarkIndexed: write the index version mark (after every kIndex before it).
@@ -98,8 +98,9 @@ class SpoolWriter {
   // Unsynced Remove / UpdateEnvelope (and the index's own ops); never refused, dropped after
   // Stop. Returns the op's sequence number (see applied_seq).
   uint64_t Submit(SpoolOp op);
-  // A synced kTransaction with a completion; outside the admission bound.
-  Admit SubmitTransaction(SpoolOp op);
+  // A synced kTransaction with a completion; outside the admission bound. `seq`: its sequence
+  // number, when accepted.
+  Admit SubmitTransaction(SpoolOp op, uint64_t* seq = nullptr);
   // Refuses new work, commits what is queued, joins the thread. Idempotent; not from the writer.
   void Stop();
 
@@ -114,6 +115,13 @@ class SpoolWriter {
   // or lost with a failed batch); none after it that is still waiting for room.
   uint64_t applied_seq() const {
     return applied_seq_.load(std::memory_order_acquire);
+  }
+  // Raised when readers of the index must read it from the start again: a removal, update or
+  // index op was dropped (more waiting than kMaxDeferred), so what applied_seq told them may
+  // never be written; or the index of an old spool was completed (kMarkIndexed written), so
+  // keys appeared behind their cursors.
+  uint64_t rescan_generation() const {
+    return rescan_generation_.load(std::memory_order_acquire);
   }
   // The queue counters as written so far (queue/schedule.h); thread-safe.
   QueueCounts counts() const;
@@ -198,6 +206,7 @@ class SpoolWriter {
   // Read lock-free by producers.
   std::atomic<bool> unhealthy_{false};
   std::atomic<uint64_t> applied_seq_{0};
+  std::atomic<uint64_t> rescan_generation_{0};
   std::atomic<bool> accepting_{true};
   std::atomic<bool> disk_low_{false};
   std::atomic<uint64_t> free_bytes_{0};
