@@ -65,6 +65,7 @@ struct MessageOwner::Message final : public io::TimerHandler {
   io::TimerWheel::Id timer;
   unsigned jobs_out = 0;     // jobs (and the routing itself) not yet answered this round
   bool round_retry = false;  // the round in progress is a retry (for the in-flight counts)
+  uint64_t leaving_seq = 0;  // leaves memory once the spool has written op leaving_seq
 
   void OnTimer() override {
     timer = {};
@@ -112,34 +113,21 @@ MessageOwner::~MessageOwner() {
     ticker_->Cancel();
 }
 
+uint64_t MessageOwner::RetryDelay(uint32_t attempts) {
+  std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
+  return RetryDelayMicros(ctx_.config, attempts, jitter(rng_));
+}
+
 void MessageOwner::Configure(unsigned shards, size_t max_active) {
   shards_ = std::max(1u, shards);
-  // At least a scan's worth per shard, so a small bound still moves work along.
   max_active_ = std::max<size_t>(max_active, 1);
 }
 
 void MessageOwner::Start() {
   LaneFor(static_cast<uint16_t>(ctx_.index));
+  seen_generation_ = ctx_.spool.rescan_generation();
   ticker_ = std::make_unique<Ticker>(this);
   ticker_->Arm();
-  DiscoverLanes();
-}
-
-io::Detached MessageOwner::DiscoverLanes() {
-  // Prefixes other than our own exist only if the shard count was larger before the restart.
-  refilling_ = true;  // no scan before the lanes are known
-  queue::Spool* spool = &ctx_.spool;
-  auto read = ctx_.pool.Run(ctx_.shard, [spool] { return spool->SchedulePrefixes(); });
-  Result<std::vector<uint16_t>> prefixes = co_await read;
-  refilling_ = false;
-  if (!prefixes.ok()) {
-    spdlog::error("delivery: cannot read the schedule index: {}", prefixes.error().message);
-  } else {
-    for (uint16_t p : *prefixes) {
-      if (p % shards_ == ctx_.index)
-        LaneFor(p);
-    }
-  }
   MaybeRefill();
 }
 
@@ -156,17 +144,18 @@ MessageOwner::Lane& MessageOwner::LaneFor(uint16_t prefix) {
   return lanes_.back();
 }
 
-void MessageOwner::NoteUnheld(const queue::MessageId& id, uint64_t due_us, uint64_t seq) {
+void MessageOwner::NoteUnheld(const queue::MessageId& id, uint64_t due_us) {
   Lane& lane = LaneFor(id.shard());
   const queue::ScheduleEntry key{id.shard(), due_us, id};
   if (key < lane.cursor) {
     lane.cursor = key;
     lane.exhausted = false;
   }
-  if (refilling_)
+  if (refilling_) {
+    // The scan out now may have taken its snapshot before this key was written.
+    unheld_.push_back({key, scan_epoch_});
     wake_floor_ = std::min(wake_floor_, due_us);
-  if (refilling_ || seq > ctx_.spool.applied_seq())
-    unheld_.push_back({key, seq, refilling_ ? scan_epoch_ : 0});
+  }
   next_wake_ = std::min(next_wake_, due_us);
 }
 
@@ -180,16 +169,48 @@ MessageOwner::Message& MessageOwner::Hold(const queue::MessageId& id, queue::Env
 
 void MessageOwner::Release(const queue::MessageId& id, uint64_t seq) {
   messages_.erase(id);
+  // A scan whose snapshot predates op `seq` would see the message as it was: it skips it.
   if (seq != 0)
     recent_[id] = seq;
   if (messages_.size() <= max_active_ / 2)
     MaybeRefill();
 }
 
+void MessageOwner::Leave(Message& m, uint64_t seq) {
+  // Held (and counted in the window) until its update is written: a key a scan could miss, or
+  // a stale envelope it could load, never exists outside memory.
+  m.leaving_seq = std::max<uint64_t>(seq, 1);
+  leaving_.push_back(m.state.id());
+  ReleaseWritten();
+}
+
+void MessageOwner::ReleaseWritten() {
+  const uint64_t applied = ctx_.spool.applied_seq();
+  std::vector<std::pair<queue::MessageId, uint64_t>> done;
+  std::erase_if(leaving_, [&](const queue::MessageId& id) {
+    auto it = messages_.find(id);
+    if (it == messages_.end() || it->second->leaving_seq == 0)
+      return true;  // gone, or back in a round (its timer came first)
+    if (it->second->leaving_seq > applied)
+      return false;
+    done.emplace_back(id, it->second->leaving_seq);
+    return true;
+  });
+  for (const auto& [id, seq] : done) {
+    auto it = messages_.find(id);
+    if (it == messages_.end())
+      continue;  // listed twice (it left, came due, and left again before either was written)
+    ctx_.shard.timers().Cancel(it->second->timer);
+    NoteUnheld(id, it->second->state.envelope().next_due_us);
+    Release(id, seq);
+  }
+}
+
 void MessageOwner::Tick() {
   if (ctx_.stopping)
     return;
   ticker_->Arm();
+  ReleaseWritten();
   MaybeRefill();
 }
 
@@ -199,7 +220,8 @@ void MessageOwner::MaybeRefill() {
   const uint64_t now = ctx_.WallMicros();
   const bool behind =
       std::any_of(lanes_.begin(), lanes_.end(), [](const Lane& lane) { return !lane.exhausted; });
-  if (!behind && next_wake_ > now + kLookaheadMicros)
+  const bool rescan = ctx_.spool.rescan_generation() != seen_generation_ || !discovered_;
+  if (!behind && !rescan && next_wake_ > now + kLookaheadMicros)
     return;
   Refill();
 }
@@ -209,9 +231,35 @@ io::Detached MessageOwner::Refill() {
   wake_floor_ = UINT64_MAX;
   uint64_t next_wake = UINT64_MAX;
   queue::Spool* spool = &ctx_.spool;
-  for (size_t i = 0; i < lanes_.size(); ++i) {
-    if (ctx_.stopping)
-      break;
+  const uint64_t generation = spool->rescan_generation();
+  if (generation != seen_generation_) {
+    // Keys may have appeared behind the cursors (an old spool's index completed, an op lost):
+    // read every lane from its head, and look for prefixes again.
+    seen_generation_ = generation;
+    for (Lane& lane : lanes_) {
+      lane.cursor = {lane.prefix, 0, {}};
+      lane.exhausted = false;
+    }
+    discovered_ = false;
+  }
+  if (!discovered_) {
+    // Prefixes other than our own exist when the shard count was larger before a restart.
+    auto read = ctx_.pool.Run(ctx_.shard, [spool] { return spool->SchedulePrefixes(); });
+    Result<std::vector<uint16_t>> prefixes = co_await read;
+    if (prefixes.ok()) {
+      discovered_ = true;
+      for (uint16_t p : *prefixes) {
+        if (p % shards_ == ctx_.index)
+          LaneFor(p);
+      }
+    }
+  }
+  // Lanes take turns at being read first.
+  const size_t lanes = lanes_.size();
+  const size_t first = lanes == 0 ? 0 : refills_++ % lanes;
+  bool failed = false;
+  for (size_t k = 0; k < lanes && !ctx_.stopping; ++k) {
+    const size_t i = (first + k) % lanes;
     const uint64_t now = ctx_.WallMicros();
     queue::DueQuery q;
     q.prefix = lanes_[i].prefix;
@@ -229,8 +277,12 @@ io::Detached MessageOwner::Refill() {
     Result<queue::DueScan> scan = co_await read;
     Lane& lane = lanes_[i];
     if (!scan.ok()) {
-      spdlog::error("delivery: reading the schedule index failed: {}", scan.error().message);
-      next_wake = 0;
+      // (A spool being reopened after a write error, say.) Try again in a second.
+      if (now >= scan_error_logged_ + 10'000'000) {
+        spdlog::error("delivery: reading the schedule index failed: {}", scan.error().message);
+        scan_error_logged_ = now;
+      }
+      failed = true;
       break;
     }
     for (queue::DueMessage& due : scan->messages) {
@@ -257,51 +309,44 @@ io::Detached MessageOwner::Refill() {
     } else {
       next_wake = 0;  // not done: read on as soon as there is room
     }
-    // Keys the snapshot could not hold stay ahead of the cursor, and their due times are
-    // remembered.
+    // Keys noted while this scan was out may be missing from its snapshot: the cursor stays
+    // at or before them.
     bool clamped = false;
     for (const Unheld& u : unheld_) {
-      if (u.key.prefix != q.prefix || (u.epoch != scan_epoch_ && u.seq <= scan->applied_seq))
-        continue;
-      if (u.key < cursor) {
+      if (u.key.prefix == q.prefix && u.epoch == scan_epoch_ && u.key < cursor) {
         cursor = u.key;
         clamped = true;
       }
-      next_wake = std::min(next_wake, u.key.due_us);
     }
     lane.cursor = cursor;
     lane.exhausted = scan->exhausted && !clamped;
-    const uint64_t applied = ctx_.spool.applied_seq();
-    std::erase_if(unheld_, [applied](const Unheld& u) { return u.seq <= applied; });
   }
-  // Keys noted while the scans were out, and keys not written yet, are due then at the latest.
+  unheld_.clear();
+  // Keys noted while the scans were out are due then at the latest.
   next_wake = std::min(next_wake, wake_floor_);
-  for (const Unheld& u : unheld_)
-    next_wake = std::min(next_wake, u.key.due_us);
-  next_wake_ = next_wake;
-  // What every later scan sees as written needs no guard any more.
-  const uint64_t applied = ctx_.spool.applied_seq();
+  const uint64_t applied = spool->applied_seq();
   for (auto it = recent_.begin(); it != recent_.end();) {
+    // What every later scan sees as written needs no guard any more.
     it = it->second <= applied ? recent_.erase(it) : std::next(it);
   }
   refilling_ = false;
+  if (failed) {
+    next_wake_ = std::min(next_wake, ctx_.WallMicros() + 1'000'000);
+    co_return;
+  }
+  next_wake_ = next_wake;
   if (next_wake_ == 0 && messages_.size() < max_active_)
     ctx_.shard.Post([this] { MaybeRefill(); });
 }
 
-uint64_t MessageOwner::RetryDelay(uint32_t attempts) {
-  std::uniform_real_distribution<double> jitter(kMinJitter, kMaxJitter);
-  return RetryDelayMicros(ctx_.config, attempts, jitter(rng_));
-}
-
 void MessageOwner::Adopt(const queue::MessageId& id, queue::Envelope envelope,
                          std::shared_ptr<const std::string> body) {
-  if (messages_.count(id) != 0)
-    return;  // held already
+  if (messages_.count(id) != 0 || recent_.count(id) != 0)
+    return;  // held already, or just released (a reopened spool's find)
   const uint64_t due = envelope.next_due_us;
   if (messages_.size() >= max_active_ || ctx_.stopping) {
     // The window is full: the spool's index has it, and a refill reads it in its turn.
-    NoteUnheld(id, due, 0);  // committed before it was adopted
+    NoteUnheld(id, due);  // committed before it was adopted
     return;
   }
   Message& held = Hold(id, std::move(envelope));
@@ -350,6 +395,7 @@ void MessageOwner::Dispatch(Message& m) {
   if (pending.empty())
     return;
   ++rounds_in_flight_;
+  m.leaving_seq = 0;  // due before its update was written: it stays
   m.round_retry = m.state.envelope().attempts > 0;
   ++(m.round_retry ? in_flight_.deferred : in_flight_.scheduled);
   const uint64_t now = ctx_.WallMicros();
@@ -508,6 +554,7 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
   }
 
   bool committed = false;
+  uint64_t committed_seq = 0;  // the bounce transaction's
   if (!end.notices.empty()) {
     // Named awaiters, trivially-destructible captures: g++ 12 mis-destroys lambda temporaries
     // inside co_await expressions (GCC PR 95599 family).
@@ -568,7 +615,8 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
     }
     const uint64_t token = ctx_.commits.Reserve();
     queue::CommitStatus status = queue::CommitStatus::kIoError;
-    if (ctx_.spool.Commit(std::move(changes), &ctx_.commits, token) == queue::Admit::kAccepted) {
+    if (ctx_.spool.Commit(std::move(changes), &ctx_.commits, token, &committed_seq) ==
+        queue::Admit::kAccepted) {
       status = co_await ctx_.commits.Wait(token);
     } else {
       ctx_.commits.Cancel(token);
@@ -598,10 +646,10 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
   if (!pending) {
     // Unsynced: a lost removal means a duplicate, never a loss. (A committed bounce
     // transaction removed it already.)
-    Release(id, committed ? 0 : ctx_.spool.Remove(id));
+    Release(id, committed ? committed_seq : ctx_.spool.Remove(id));
     co_return;
   }
-  uint64_t seq = 0;
+  uint64_t seq = committed_seq;
   if (!committed) {
     m->state.Retry(now, RetryDelay(m->state.envelope().attempts));
     seq = ctx_.spool.UpdateEnvelope(id, queue::EncodeEnvelope(m->state.envelope()));
@@ -609,14 +657,13 @@ io::Detached MessageOwner::FinishRound(queue::MessageId id) {
   LogDeferrals(ctx_.tel.events(), m->state, now);
   m->state.Finish();
   const uint64_t due = m->state.envelope().next_due_us;
-  if (due > now + kLookaheadMicros) {
-    // Out of memory until it is due again: the index brings it back.
-    NoteUnheld(id, due, seq);
-    Release(id, seq);
-    co_return;
-  }
   if (!ctx_.stopping)
     Schedule(*m);
+  if (due > now + kLookaheadMicros) {
+    // Out of memory until it is due again, once its update is written: the index brings it
+    // back.
+    Leave(*m, seq);
+  }
 }
 
 void MessageOwner::BeginShutdown() {

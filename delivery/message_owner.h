@@ -98,11 +98,10 @@ class MessageOwner {
     queue::ScheduleEntry cursor;
     bool exhausted = false;  // the last scan read every key due up to its time
   };
-  // A key written and not held that a scan may not see: its write was not applied when the
-  // scan's snapshot was taken (seq), or it was noted while the scan was out (epoch).
+  // A key noted (written and not held) while a scan was out: that scan's snapshot may not hold
+  // it.
   struct Unheld {
     queue::ScheduleEntry key;
-    uint64_t seq = 0;
     uint64_t epoch = 0;
   };
   class Ticker;
@@ -110,15 +109,17 @@ class MessageOwner {
   Lane& LaneFor(uint16_t prefix);
   // Holds a message read from the index or just adopted.
   Message& Hold(const queue::MessageId& id, queue::Envelope envelope);
-  // A key of this shard's that is in the index (once op `seq` is applied; 0: it is) and not
-  // held: no cursor may pass it.
-  void NoteUnheld(const queue::MessageId& id, uint64_t due_us, uint64_t seq);
+  // A key of this shard's that is in the index (written) and not held: no cursor may pass it.
+  void NoteUnheld(const queue::MessageId& id, uint64_t due_us);
   // Takes a message out of memory after its removal or update was submitted as `seq`.
   void Release(const queue::MessageId& id, uint64_t seq);
+  // A message retried later than the lookahead leaves memory once op `seq` (its update) is
+  // written (ReleaseWritten); until then it stays held.
+  void Leave(Message& m, uint64_t seq);
+  void ReleaseWritten();
   // Reads due work from the index into the window, if it has room and there is any.
   void MaybeRefill();
   io::Detached Refill();
-  io::Detached DiscoverLanes();
   void Tick();
 
   void Schedule(Message& m);
@@ -148,6 +149,11 @@ class MessageOwner {
   uint64_t next_wake_ = 0;
   uint64_t wake_floor_ = UINT64_MAX;  // the earliest due time noted while a refill is out
   std::vector<Unheld> unheld_;
+  std::vector<queue::MessageId> leaving_;  // held until their update is written
+  uint64_t seen_generation_ = 0;           // Spool::rescan_generation at the last refill
+  bool discovered_ = false;                // the prefixes were read since that generation
+  uint64_t refills_ = 0;
+  uint64_t scan_error_logged_ = 0;
   uint64_t scan_epoch_ = 0;  // of the scan out now (refilling_)
   // Messages taken out of memory whose spool op (by sequence number) a scan may not see yet.
   std::unordered_map<queue::MessageId, uint64_t> recent_;
