@@ -33,6 +33,7 @@ and RCPT parameters, and the DATA bytes after dot-unstuffing.
 import collections
 import fnmatch
 import re
+import select
 import socket
 import threading
 import time
@@ -330,9 +331,14 @@ class _Session:
         self.conn.sendall(text.encode() + b"\r\n")
 
     def _pending_bytes(self):
+        # A zero-timeout poll, not recv(MSG_DONTWAIT): on a socket with a timeout Python waits
+        # for readability first, so that recv would hold every reply for RECV_POLL when the
+        # client sent nothing ahead.
         try:
-            return bool(self.conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except (BlockingIOError, socket.timeout, OSError):
+            if not select.select([self.conn], [], [], 0)[0]:
+                return False
+            return bool(self.conn.recv(1, socket.MSG_PEEK))  # readable: does not wait
+        except (OSError, ValueError):
             return False
 
     def line(self):
