@@ -89,7 +89,7 @@ int SegSink::Run(const std::string& address, uint16_t port) {
     std::fprintf(stderr, "segsink: %s:%u: %s\n", address.c_str(), port, std::strerror(errno));
     return 2;
   }
-  sigset_t mask;
+  sigset_t mask{};
   sigemptyset(&mask);
   sigaddset(&mask, SIGTERM);
   sigaddset(&mask, SIGINT);
@@ -103,7 +103,7 @@ int SegSink::Run(const std::string& address, uint16_t port) {
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
   }
   uint64_t printed = 0;
-  epoll_event events[kMaxEvents];
+  epoll_event events[kMaxEvents] = {};
   for (;;) {
     const int n = epoll_wait(epoll_fd_, events, kMaxEvents, -1);
     if (n < 0 && errno != EINTR) {
