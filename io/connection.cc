@@ -78,6 +78,7 @@ void Connection::OnCompletion(int32_t res, uint32_t flags) {
       } else {
         inbox_.append(data);
       }
+      received_since_send_ = true;
     }
     shard_.ReturnRecvBuffer(bid);
   }
@@ -169,6 +170,21 @@ void Connection::SetMultishot(bool on) {
     shard_.Cancel(recv_user_data_);
 }
 
+void Connection::SetQuickAck(bool on) {
+  quick_ack_ = on;
+}
+
+void Connection::QuickAck() {
+  quick_acked_ = true;
+  if (fd_ < 0 || closed_)
+    return;
+  // tcp(7): leaves pingpong mode and sends an ACK that is due. Not permanent: a send of ours
+  // soon after data arrived enters it again, hence once per send (SendRaw resets the flags). A
+  // failure (a socket already reset) costs nothing but the delay.
+  const int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 void Connection::WakeReader() {
   auto h = reader_;
   reader_ = nullptr;
@@ -233,6 +249,9 @@ void Connection::ReadAwaiter::await_suspend(std::coroutine_handle<> h) {
     std::string().swap(c_.inbox_);
     c_.inbox_pos_ = 0;
   }
+  // Part of an answer is here and the rest is not: the peer may hold it until we acknowledge.
+  if (c_.quick_ack_ && c_.received_since_send_ && !c_.quick_acked_)
+    c_.QuickAck();
   c_.reader_ = h;
   c_.reader_interruptible_ = interruptible_;
   c_.read_timer_ = c_.shard_.timers().Add(c_.shard_.Now() + timeout_, &c_);
@@ -322,6 +341,8 @@ Task<bool> Connection::SendRaw(std::string data, Duration timeout) {
   while (off < data.size()) {
     if (closed_ || error_ != 0)
       co_return false;
+    received_since_send_ = false;
+    quick_acked_ = false;
     SendOp op(*this, data.data() + off, data.size() - off, deadline);
     const int32_t res = co_await op;
     if (res <= 0) {

@@ -97,6 +97,19 @@ class Connection final : private CompletionHandler, private TimerHandler {
     return ReadAwaiter(*this, timeout, interruptible);
   }
 
+  // Quick ACKs while waiting on a partial answer. Linux delays the ACK of data that arrives
+  // shortly after a send of ours (its "pingpong" mode: the ACK is meant to ride on our answer)
+  // by 40 ms at least (TCP_DELACK_MIN). A client waiting for the rest of an answer (the next
+  // reply of a pipelined group, RFC 2920; the next line of a multi-line reply) has nothing to
+  // send meanwhile, and a server that writes each reply on its own with Nagle's algorithm on
+  // (RFC 896; RFC 2920 §3.2 asks servers to batch with a SHOULD only) holds the rest until its
+  // first segment is acknowledged: 40 ms per wait. With this on, a wait for more data after
+  // something arrived since our last send sets TCP_QUICKACK: the ACK the kernel holds goes out
+  // at once, and what arrives until our next send is acknowledged as it is read. A peer that
+  // answers in one segment never leaves us waiting on a partial answer: no system call, no
+  // extra ACK. Off by default: a server answers what it read, and its ACKs ride on the answer.
+  void SetQuickAck(bool on);
+
   // Sends all of data (handles short sends); through the TLS transform when
   // there is one. false on error or timeout.
   Task<bool> SendAll(std::string data, Duration timeout);
@@ -138,6 +151,8 @@ class Connection final : private CompletionHandler, private TimerHandler {
   void OnTimer() override;                                  // read deadline
   void WakeReader();
   void OpDone();
+  // Sets TCP_QUICKACK (SetQuickAck).
+  void QuickAck();
   // Cancels the armed recv and the send in flight, each by its user_data.
   void CancelOps();
 
@@ -156,6 +171,10 @@ class Connection final : private CompletionHandler, private TimerHandler {
   bool eof_ = false;
   int error_ = 0;
   bool interrupted_ = false;
+
+  bool quick_ack_ = false;            // SetQuickAck
+  bool received_since_send_ = false;  // bytes arrived since our last send
+  bool quick_acked_ = false;          // TCP_QUICKACK set since our last send
 
   std::coroutine_handle<> reader_;
   bool reader_interruptible_ = false;

@@ -11,12 +11,14 @@
 #include <cerrno>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <utility>
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -206,6 +208,111 @@ TEST_F(ConnectionTest, ConnectTcpReachesAServerAndReportsRefusal) {
   WaitFor([&] { return refused.done.load(); }, seconds(5));
   ASSERT_TRUE(refused.done);
   EXPECT_EQ(refused.error.load(), ECONNREFUSED);
+}
+
+// A server that writes its answer in two writes with Nagle on (RFC 896), like an SMTP server
+// that sends each pipelined reply on its own: the second write leaves only once the first
+// segment is acknowledged. The client side sends "ping\n" and waits for "first\n" then
+// "second\n", `rounds` times, each time from the kernel's delayed-ACK ("pingpong") mode, which
+// an exchange puts a socket in; a stall is a second segment 35 ms or more after the first
+// (Linux delays an ACK by 40 ms at least). Real time: what is measured is the kernel's timer.
+struct TwoSegmentProbe {
+  static constexpr int kRounds = 5;
+  std::atomic<bool> done{false};
+  std::atomic<int> rounds{0};
+  std::atomic<int> stalls{0};
+
+  static bool Has(Connection& c, std::string_view s) {
+    return c.inbox().find(s) != std::string_view::npos;
+  }
+
+  Detached Run(Shard* shard, SocketAddress addr, bool quick_ack) {
+    Result<int> fd = co_await ConnectTcp(*shard, addr, seconds(5));
+    if (!fd.ok()) {
+      done = true;
+      co_return;
+    }
+    auto conn = std::make_unique<Connection>(*shard, *fd);
+    conn->SetQuickAck(quick_ack);
+    conn->Start();
+    for (int i = 0; i < kRounds; ++i) {
+      const int zero = 0;
+      setsockopt(*fd, IPPROTO_TCP, TCP_QUICKACK, &zero, sizeof(zero));  // into pingpong mode
+      const bool sent = co_await conn->SendAll("ping\n", seconds(5));
+      if (!sent)
+        break;
+      std::optional<std::chrono::steady_clock::time_point> first;  // when "first\n" was seen
+      bool ok = true;
+      for (int w = 0; w < 100 && ok && !Has(*conn, "second\n"); ++w) {
+        ok = co_await conn->WaitForData(seconds(5), false) == ReadStatus::kData;
+        if (!first && Has(*conn, "first\n"))
+          first = std::chrono::steady_clock::now();
+      }
+      if (!ok || !first || !Has(*conn, "second\n"))
+        break;
+      if (std::chrono::steady_clock::now() - *first >= milliseconds(35))
+        ++stalls;
+      conn->Consume(conn->inbox().size());
+      ++rounds;
+    }
+    co_await conn->Close();
+    done = true;
+  }
+};
+
+// The server side of TwoSegmentProbe, on the test's thread: a plain socket, Nagle on.
+void AnswerInTwoWrites(int listen_fd) {
+  const int fd = accept(listen_fd, nullptr, nullptr);
+  ASSERT_GE(fd, 0);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  for (int i = 0; i < TwoSegmentProbe::kRounds; ++i) {
+    if (ReadLine(fd) != "ping\n")
+      break;
+    ASSERT_EQ(write(fd, "first\n", 6), 6);
+    ASSERT_EQ(write(fd, "second\n", 7), 7);
+  }
+  close(fd);
+}
+
+int PlainListener(uint16_t* port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(fd, 4) != 0)
+    return -1;
+  timeval tv{5, 0};  // accept gives up after 5 s
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  *port = PortOf(fd);
+  return fd;
+}
+
+TEST_F(ConnectionTest, QuickAckReleasesAReplyHeldByNagle) {
+  StartShard(seconds(10));
+  for (const bool quick_ack : {true, false}) {
+    SCOPED_TRACE(quick_ack ? "quick ACKs" : "delayed ACKs");
+    uint16_t port = 0;
+    const int lfd = PlainListener(&port);
+    ASSERT_GE(lfd, 0);
+    auto addr = SocketAddress::Parse("127.0.0.1", port);
+    ASSERT_TRUE(addr.ok());
+    TwoSegmentProbe probe;
+    shard_->Post([&] { probe.Run(shard_.get(), *addr, quick_ack); });
+    AnswerInTwoWrites(lfd);
+    WaitFor([&] { return probe.done.load(); }, seconds(10));
+    close(lfd);
+    ASSERT_TRUE(probe.done);
+    ASSERT_EQ(probe.rounds.load(), TwoSegmentProbe::kRounds);
+    if (quick_ack) {
+      // The ACK goes out when the client waits for the rest: no stall (one for a busy machine).
+      EXPECT_LE(probe.stalls.load(), 1);
+    } else {
+      // The control: without it every second segment waits for the delayed ACK (but in one
+      // round: Linux acknowledges the first data of a connection at once).
+      EXPECT_GE(probe.stalls.load(), TwoSegmentProbe::kRounds - 1);
+    }
+  }
 }
 
 // A toy transform: the "handshake" is the client sending "HI\n", answered

@@ -13,6 +13,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("ceiling", "postfix", "sluice")
+# The same relay to sluice-segsink: each reply its own write; no PIPELINING.
+SINK_VARIANTS = ("sluice-segments", "sluice-lockstep")
 
 
 class CompareSmokeTest(unittest.TestCase):
@@ -23,7 +25,7 @@ class CompareSmokeTest(unittest.TestCase):
         build = os.environ.get("SLUICE_BUILD", str(HERE.parents[1] / "build"))
         cls.proc = subprocess.run(
             [sys.executable, str(HERE / "run"), "--quick", "--build", build,
-             "--out-dir", str(cls.out)],
+             "--systems", ",".join(SYSTEMS + SINK_VARIANTS), "--out-dir", str(cls.out)],
             capture_output=True, text=True, timeout=540)
         cls.report = None
         if (cls.out / "compare.json").exists():
@@ -48,7 +50,7 @@ class CompareSmokeTest(unittest.TestCase):
         sc = self.report["scenarios"]["1k-s20"]
         self.assertEqual((sc["messages"], sc["payload_bytes"], sc["sessions"],
                           sc["messages_per_connection"]), (200, 1024, 20, 1))
-        for system in SYSTEMS:
+        for system in SYSTEMS + SINK_VARIANTS:
             [run] = sc["runs"][system]
             self.assertEqual(run["delivered"], 200, system)
             self.assertGreater(run["ingest_s"], 0, system)
@@ -65,6 +67,9 @@ class CompareSmokeTest(unittest.TestCase):
                     "sluice_e2e_s", "sluice_vs_postfix_ingest", "sluice_vs_postfix_e2e",
                     "sluice_vs_ceiling_e2e", "sluice_cpu_s_per_1000", "postfix_cpu_s_per_1000"):
             self.assertIsNotNone(s.get(key), key)
+        for system in SINK_VARIANTS:
+            self.assertAlmostEqual(s[f"{system}_vs_sluice_e2e"],
+                                   s[f"{system}_e2e_s"] / s["sluice_e2e_s"], places=3)
         self.assertAlmostEqual(s["sluice_vs_postfix_e2e"],
                                s["sluice_e2e_s"] / s["postfix_e2e_s"], places=3)
 
@@ -112,6 +117,9 @@ class CompareSmokeTest(unittest.TestCase):
         self.assertIn("## Acceptance latency at half of the peak rate", md)
         self.assertIn("| sluice |", md)
         self.assertIn("## Idle connections (Sluice)", md)
+        self.assertIn("## Servers that write their replies differently (sluice-segsink)", md)
+        self.assertIn("| 1k-s20 | sluice | segments |", md)
+        self.assertIn("| 1k-s20 | sluice | lockstep |", md)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,10 @@ void AppendRcpt(std::string* out, const OutboundRecipient& r, const Capabilities
 
 SmtpClient::SmtpClient(io::Connection& conn, ClientOptions options)
     : conn_(conn), options_(std::move(options)) {
+  // We wait for replies with nothing to send meanwhile (a pipelined group, RFC 2920; a
+  // multi-line reply), from servers that may write each reply, or each line, on its own with
+  // Nagle on: without quick ACKs every second segment waits for our delayed ACK (40 ms).
+  conn_.SetQuickAck(true);
 }
 
 io::Task<smtp::Reply> SmtpClient::ReadReply(Duration timeout, std::string_view phase) {

@@ -285,6 +285,7 @@ struct ClientRun {
   Capabilities caps;
   bool usable_after_handshake = false;
   std::vector<TransactionResult> results;
+  std::vector<std::chrono::steady_clock::time_point> sent_at;  // when each Send returned
   std::string error;
   std::promise<void> done;
 };
@@ -313,6 +314,7 @@ io::Detached DriveClient(io::Shard* shard, uint16_t port, ClientRun* run) {
           run->chain && i + 1 < run->messages.size() ? &run->messages[i + 1] : nullptr;
       TransactionResult r = co_await client.Send(run->messages[i], next);
       run->results.push_back(std::move(r));
+      run->sent_at.push_back(std::chrono::steady_clock::now());
     }
     co_await client.Quit();
   }
@@ -742,6 +744,50 @@ TEST_F(SmtpClientTest, ChainedMessagesSendTheNextEnvelopeBehindTheFinalDot) {
   EXPECT_EQ(server.bodies(),
             (std::vector<std::string>{"one\r\n.\r\n", "two\r\n.\r\n", "four\r\n.\r\n"}));
   EXPECT_EQ(server.commands().back(), "QUIT");
+}
+
+TEST_F(SmtpClientTest, RepliesWrittenOneByOneAreNotHeldByOurDelayedAck) {
+  // A server that writes every reply with its own write(), Nagle on (the fake server's socket
+  // keeps the default): after the reply to a final dot, the replies to the next envelope leave
+  // only once that first segment is acknowledged. A client that left the ACK to the kernel's
+  // delayed-ACK timer took 40 ms per message; quick ACKs answer while it waits for the rest.
+  // A stall is a transaction that took 35 ms or more (real time: the kernel's timer).
+  constexpr int kMessages = 10;
+  std::vector<S::Step> script = {S::Send(kGreeting), S::Expect("EHLO"), S::Send(kEhloPipelining)};
+  ClientRun run;
+  run.options = TestOptions();
+  run.chain = true;
+  for (int i = 0; i < kMessages; ++i) {
+    script.push_back(S::Expect("MAIL"));
+    script.push_back(S::Expect("RCPT"));
+    script.push_back(S::Expect("DATA"));
+    if (i > 0) {
+      script.push_back(S::Send("250 2.0.0 queued\r\n"));  // the previous message's final reply
+    }
+    script.push_back(S::Send("250 2.1.0 Ok\r\n"));
+    script.push_back(S::Send("250 2.1.5 Ok\r\n"));
+    script.push_back(S::Send("354 go\r\n"));
+    script.push_back(S::ReadBody());
+    run.messages.push_back(Message({"r@b.test"}));
+  }
+  script.push_back(S::Send("250 2.0.0 queued\r\n"));
+  S server(std::move(script));
+  const auto start = std::chrono::steady_clock::now();
+  RunClient(&run, server.port());
+  server.Join();
+  EXPECT_EQ(server.errors(), std::vector<std::string>{});
+  ASSERT_EQ(run.results.size(), static_cast<size_t>(kMessages));
+  int stalls = 0;
+  auto last = start;
+  for (int i = 0; i < kMessages; ++i) {
+    EXPECT_EQ(run.results[i].recipients, (std::vector<Reply>{{250, "2.0.0", "queued"}}));
+    if (i > 0 && run.sent_at[i] - last >= milliseconds(35)) {
+      ++stalls;
+    }
+    last = run.sent_at[i];
+  }
+  // With delayed ACKs every transaction but the first stalls; a busy machine makes one or two.
+  EXPECT_LE(stalls, 2);
 }
 
 TEST_F(SmtpClientTest, ChainedEnvelopeAfterA421IsNotDelivered) {

@@ -15,6 +15,15 @@ lmtp=True, LMTP (LHLO; one reply per accepted recipient after the final dot,
 RFC 2033 §4.2). Commands are answered strictly in the order they arrive, so a
 pipelined command group gets its replies in order.
 
+How replies go out: by default each reply is its own send() on a socket with
+Nagle's algorithm on (RFC 896), as many real servers write them: the replies to
+a pipelined group leave in one segment each, the second one only once the
+client has acknowledged the first. batch_replies=True holds the replies until
+the input read so far is used up and sends them in one write, as Postfix's
+smtpd and smtp-sink do (RFC 2920 §3.2 asks for that, with a SHOULD).
+pipelining=False does not advertise PIPELINING; a client that pipelines
+anyway is recorded in protocol_errors.
+
 Rules map an address pattern to a reply. A pattern is an fnmatch pattern
 matched case-insensitively against the whole address; a pattern ending in "@"
 matches any domain ("bad-*@" = "bad-*@*"). The reply is "CODE text", or
@@ -33,6 +42,7 @@ and RCPT parameters, and the DATA bytes after dot-unstuffing.
 import collections
 import fnmatch
 import re
+import select
 import socket
 import threading
 import time
@@ -74,8 +84,10 @@ class _Stopped(Exception):
 class Sink:
     def __init__(self, rules=None, lmtp=False, data_delay=0.0, hostname="sink.test",
                  size_limit=100 * 1024 * 1024, dsn=True, port=0, host=LOOPBACK,
-                 greeting=None):
+                 greeting=None, pipelining=True, batch_replies=False):
         self.lmtp = lmtp
+        self.pipelining = pipelining
+        self.batch_replies = batch_replies
         self.host = host  # "::1" listens on IPv6
         self.greeting = greeting  # e.g. "421 4.3.2 busy": said instead of 220, then close
         self.hostname = hostname
@@ -315,6 +327,7 @@ class _Session:
         self.stop = stop
         self.counted_out = False  # the sink stopped counting it as open (QUIT)
         self.buf = b""
+        self.out = b""  # replies held for one write (batch_replies)
         conn.settimeout(RECV_POLL)
         self.reset()
         self.greeted = False
@@ -327,12 +340,34 @@ class _Session:
         self.drop = False        # a DROP rule matched: no reply to the final dot
 
     def send(self, text):
-        self.conn.sendall(text.encode() + b"\r\n")
+        self.write(text.encode() + b"\r\n")
+
+    def write(self, data):
+        if self.sink.batch_replies:
+            self.out += data
+        else:
+            self.conn.sendall(data)  # a send() per reply
+
+    def flush(self):
+        if self.out:
+            out, self.out = self.out, b""
+            self.conn.sendall(out)
+
+    def lock_step_check(self, what):
+        """Without PIPELINING the client must wait for each reply (RFC 2920 §3.1)."""
+        if not self.sink.pipelining and (self.buf or self._pending_bytes()):
+            self.sink._error(f"session {self.index}: pipelined after {what} "
+                             f"without PIPELINING")
 
     def _pending_bytes(self):
+        # A zero-timeout poll, not recv(MSG_DONTWAIT): on a socket with a timeout Python waits
+        # for readability first, so that recv would hold every reply for RECV_POLL when the
+        # client sent nothing ahead.
         try:
-            return bool(self.conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-        except (BlockingIOError, socket.timeout, OSError):
+            if not select.select([self.conn], [], [], 0)[0]:
+                return False
+            return bool(self.conn.recv(1, socket.MSG_PEEK))  # readable: does not wait
+        except (OSError, ValueError):
             return False
 
     def line(self):
@@ -347,6 +382,7 @@ class _Session:
                 raise _Stopped()
             if self.stop.is_set() or time.monotonic() > deadline:
                 raise _Stopped()
+            self.flush()  # all input so far is answered: the held replies go out together
             try:
                 chunk = self.conn.recv(65536)
             except socket.timeout:
@@ -363,6 +399,7 @@ class _Session:
             with self.sink._lock:
                 self.sink.refused_greetings += 1
             self.send(self.sink.greeting)
+            self.flush()
             return
         self.send(f"220 {self.sink.hostname} {proto} sink")
         for _ in range(1_000_000):
@@ -370,21 +407,24 @@ class _Session:
             cmd_line = raw.decode("utf-8", errors="replace")
             verb = cmd_line.split(" ", 1)[0].upper()
             arg = cmd_line[len(verb) + 1:] if " " in cmd_line else ""
+            self.lock_step_check(verb)
             if verb == hello:
                 self.greeted = True
                 self.reset()
-                caps = ["PIPELINING", f"SIZE {self.sink.size_limit}", "8BITMIME",
-                        "ENHANCEDSTATUSCODES"]
+                caps = [f"SIZE {self.sink.size_limit}", "8BITMIME", "ENHANCEDSTATUSCODES"]
+                if self.sink.pipelining:
+                    caps.insert(0, "PIPELINING")
                 if self.sink.dsn:
                     caps.append("DSN")
                 lines = [self.sink.hostname] + caps
                 out = [f"250-{l}" for l in lines[:-1]] + [f"250 {lines[-1]}"]
-                self.conn.sendall(("\r\n".join(out) + "\r\n").encode())
+                self.write(("\r\n".join(out) + "\r\n").encode())
             elif verb in ("EHLO", "HELO", "LHLO"):
                 self.send(f"500 5.5.1 this is {proto}: use {hello}")
             elif verb == "QUIT":
                 self.sink._count_out(self)
                 self.send("221 2.0.0 bye")
+                self.flush()
                 return
             elif verb == "RSET":
                 self.reset()
@@ -484,6 +524,7 @@ class _Session:
             # see this reply: RFC 2920 pipelining across the end of data.
             with self.sink._lock:
                 self.sink._sent_ahead += 1
+            self.lock_step_check("the final dot")
         if accepted:
             d = Delivery(self.index, self.sender, accepted, data, self.mail_params,
                          {a: self.rcpt_params.get(a, "") for a in accepted})
@@ -491,5 +532,5 @@ class _Session:
             # delivery is visible here (a lost reply is a duplicate, never a loss).
             with self.sink._lock:
                 self.sink._deliveries.append(d)
-        self.conn.sendall(("\r\n".join(replies) + "\r\n").encode())
+        self.write(("\r\n".join(replies) + "\r\n").encode())
         self.reset()
