@@ -235,7 +235,7 @@ void Server::CollectQueue(metrics::Exposition& out) {
       ctx->shard().Post([req, ctx, i] {
         auto snap = ctx->delivery().Snapshot();
         std::lock_guard lock(req->mu);
-        req->snaps[i] = std::move(snap);
+        req->snaps[i] = snap;
         ++req->answered;
         req->cv.notify_all();
       });
@@ -303,6 +303,7 @@ void Server::CollectQueue(metrics::Exposition& out) {
              static_cast<double>(body_cache_bytes_.load(std::memory_order_relaxed)));
   // Bounded: the destinations with the most messages, the rest as "other".
   std::vector<std::pair<std::string, PerDestination>> by;
+  by.reserve(destinations.size());
   for (auto& e : destinations)
     by.emplace_back(e.first, e.second);
   std::sort(by.begin(), by.end(), [](const auto& a, const auto& b) {

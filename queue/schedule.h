@@ -61,6 +61,7 @@ struct ScheduleEntry {
   uint64_t due_us = 0;
   MessageId id;
 
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   auto operator<=>(const ScheduleEntry&) const = default;
 };
 std::optional<ScheduleEntry> ParseScheduleKey(std::string_view key);
@@ -108,6 +109,7 @@ struct CounterKey {
   bool deferred = false;
   uint32_t minute = 0;  // received_us / kCountBucketMicros
 
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy 14 misreads a defaulted <=>
   auto operator<=>(const CounterKey&) const = default;
 };
 // 't' state minute, or 'd' domain '\0' state minute (minute big-endian). Keys of other shapes
