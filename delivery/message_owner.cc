@@ -170,8 +170,13 @@ MessageOwner::Message& MessageOwner::Hold(const queue::MessageId& id, queue::Env
 void MessageOwner::Release(const queue::MessageId& id, uint64_t seq) {
   messages_.erase(id);
   // A scan whose snapshot predates op `seq` would see the message as it was: it skips it.
-  if (seq != 0)
+  if (seq != 0) {
     recent_[id] = seq;
+    // Kept only while some scan could still see the old state: bounded by the ops the writer
+    // has not written yet, not by how many messages left memory.
+    if (recent_.size() >= recent_prune_at_)
+      PruneRecent();
+  }
   if (messages_.size() <= max_active_ / 2)
     MaybeRefill();
 }
@@ -206,10 +211,21 @@ void MessageOwner::ReleaseWritten() {
   }
 }
 
+void MessageOwner::PruneRecent() {
+  // What every later scan sees as written needs no guard any more. (A scan out now took the
+  // number it compares with before its snapshot: an entry pruned here is older than that.)
+  if (refilling_)
+    return;
+  const uint64_t applied = ctx_.spool.applied_seq();
+  std::erase_if(recent_, [applied](const auto& entry) { return entry.second <= applied; });
+  recent_prune_at_ = std::max<size_t>(4096, 2 * recent_.size());
+}
+
 void MessageOwner::Tick() {
   if (ctx_.stopping)
     return;
   ticker_->Arm();
+  PruneRecent();
   ReleaseWritten();
   MaybeRefill();
 }
@@ -324,12 +340,8 @@ io::Detached MessageOwner::Refill() {
   unheld_.clear();
   // Keys noted while the scans were out are due then at the latest.
   next_wake = std::min(next_wake, wake_floor_);
-  const uint64_t applied = spool->applied_seq();
-  for (auto it = recent_.begin(); it != recent_.end();) {
-    // What every later scan sees as written needs no guard any more.
-    it = it->second <= applied ? recent_.erase(it) : std::next(it);
-  }
   refilling_ = false;
+  PruneRecent();
   if (failed) {
     next_wake_ = std::min(next_wake, ctx_.WallMicros() + 1'000'000);
     co_return;

@@ -117,6 +117,8 @@ class MessageOwner {
   // written (ReleaseWritten); until then it stays held.
   void Leave(Message& m, uint64_t seq);
   void ReleaseWritten();
+  // Drops the recent_ entries every later scan sees written.
+  void PruneRecent();
   // Reads due work from the index into the window, if it has room and there is any.
   void MaybeRefill();
   io::Detached Refill();
@@ -157,6 +159,7 @@ class MessageOwner {
   uint64_t scan_epoch_ = 0;  // of the scan out now (refilling_)
   // Messages taken out of memory whose spool op (by sequence number) a scan may not see yet.
   std::unordered_map<queue::MessageId, uint64_t> recent_;
+  size_t recent_prune_at_ = 4096;  // recent_'s size that makes Release prune it
   std::unique_ptr<Ticker> ticker_;
 };
 
