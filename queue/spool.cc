@@ -7,7 +7,6 @@
 #include <cstring>
 #include <filesystem>
 #include <system_error>
-#include <thread>
 
 #include <sys/statvfs.h>
 
@@ -245,7 +244,8 @@ Result<Spool::AuditReport> Spool::Audit(const std::atomic<bool>* stop) {
   constexpr size_t kChunk = 10000;
   std::string resume;
   bool done = false;
-  while (!done && !stopped()) {
+  bool stalled = false;
+  while (!done && !stalled && !stopped()) {
     std::vector<MessageId> to_index;
     {
       std::shared_lock lock(db_mu_);
@@ -286,14 +286,19 @@ Result<Spool::AuditReport> Spool::Audit(const std::atomic<bool>* stop) {
       last = writer_->Submit(std::move(op));
       ++report.indexed;
     }
-    for (int i = 0; i < 600'000 && last != 0 && writer_->applied_seq() < last && !stopped(); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    // At most a chunk waits in the writer's queue (10 minutes: a writer stalled that long
+    // leaves the rest to the next start).
+    if (last != 0 && !writer_->WaitApplied(last, std::chrono::minutes(10), stop) && !stopped())
+      stalled = true;
   }
   {
     std::shared_lock lock(db_mu_);
     if (db_ != nullptr && reopens_ == opened)
       db_->db()->ReleaseSnapshot(snapshot);
   }
+  if (stalled)
+    return MakeError("spool audit: the writer did not catch up; left for the next start",
+                     ETIMEDOUT);
   if (stopped())
     return report;
   for (const Bad& b : bad)

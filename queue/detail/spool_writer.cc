@@ -470,8 +470,30 @@ void SpoolWriter::PublishApplied(uint64_t last) {
     if (op.seq != 0 && op.seq <= applied)
       applied = op.seq - 1;
   }
-  if (applied > applied_seq_.load(std::memory_order_relaxed))
-    applied_seq_.store(applied, std::memory_order_release);
+  if (applied > applied_seq_.load(std::memory_order_relaxed)) {
+    {
+      std::lock_guard lock(applied_mu_);
+      applied_seq_.store(applied, std::memory_order_release);
+    }
+    applied_cv_.notify_all();
+  }
+}
+
+bool SpoolWriter::WaitApplied(uint64_t seq, std::chrono::milliseconds timeout,
+                              const std::atomic<bool>* stop) {
+  std::unique_lock lock(applied_mu_);
+  // Woken by every advance; `stop` is looked at at least every 100 ms.
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (applied_seq_.load(std::memory_order_acquire) < seq) {
+    if (stop != nullptr && stop->load(std::memory_order_relaxed))
+      return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline)
+      return false;
+    applied_cv_.wait_for(lock, std::min<std::chrono::steady_clock::duration>(
+                                   deadline - now, std::chrono::milliseconds(100)));
+  }
+  return true;
 }
 
 bool SpoolWriter::AddToBatch(BatchState& state, SpoolOp& op) {

@@ -116,6 +116,9 @@ class SpoolWriter {
   uint64_t applied_seq() const {
     return applied_seq_.load(std::memory_order_acquire);
   }
+  // Blocks until applied_seq() >= seq, the timeout passes or *stop turns true; true on the first.
+  bool WaitApplied(uint64_t seq, std::chrono::milliseconds timeout,
+                   const std::atomic<bool>* stop = nullptr);
   // Raised when readers of the index must read it from the start again: a removal, update or
   // index op was dropped (more waiting than kMaxDeferred), so what applied_seq told them may
   // never be written; or the index of an old spool was completed (kMarkIndexed written), so
@@ -206,6 +209,8 @@ class SpoolWriter {
   // Read lock-free by producers.
   std::atomic<bool> unhealthy_{false};
   std::atomic<uint64_t> applied_seq_{0};
+  std::mutex applied_mu_;  // with applied_cv_: WaitApplied
+  std::condition_variable applied_cv_;
   std::atomic<uint64_t> rescan_generation_{0};
   std::atomic<bool> accepting_{true};
   std::atomic<bool> disk_low_{false};
