@@ -1,6 +1,7 @@
 #include "delivery/message_owner.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "base/log.h"
@@ -301,9 +302,16 @@ io::Detached MessageOwner::Refill() {
       failed = true;
       break;
     }
+    // The window may have filled while the scan was out (new mail adopted meanwhile): what
+    // does not fit stays on disk, and the cursor stops before it.
+    std::optional<queue::ScheduleEntry> full_at;
     for (queue::DueMessage& due : scan->messages) {
       if (ctx_.stopping)
         break;
+      if (messages_.size() >= max_active_) {
+        full_at = queue::ScheduleEntry{q.prefix, due.due_us, due.id};
+        break;
+      }
       if (messages_.count(due.id) != 0)
         continue;  // held already (adopted when it arrived, or in a round)
       auto recent = recent_.find(due.id);
@@ -318,7 +326,10 @@ io::Detached MessageOwner::Refill() {
       Schedule(m);
     }
     queue::ScheduleEntry cursor = scan->resume;
-    if (scan->exhausted) {
+    if (full_at) {
+      cursor = *full_at;
+      next_wake = 0;
+    } else if (scan->exhausted) {
       cursor = {q.prefix, q.until_due_us + 1, {}};
       if (scan->next_due_us != 0)
         next_wake = std::min(next_wake, scan->next_due_us);
@@ -335,7 +346,7 @@ io::Detached MessageOwner::Refill() {
       }
     }
     lane.cursor = cursor;
-    lane.exhausted = scan->exhausted && !clamped;
+    lane.exhausted = scan->exhausted && !clamped && !full_at;
   }
   unheld_.clear();
   // Keys noted while the scans were out are due then at the latest.
